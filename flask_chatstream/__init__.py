@@ -1,0 +1,44 @@
+"""Stream OpenAI chat answers from Flask to the browser.
+
+    app.register_blueprint(create_blueprint(), url_prefix="/api")
+"""
+
+from __future__ import annotations
+
+from ._blueprint import create_blueprint
+from ._config import ConfigError, Options, Settings
+from ._errors import (
+    ChatStreamError,
+    MethodNotAllowed,
+    NotAcceptable,
+    RequestError,
+    RequestTooLarge,
+    UnsupportedMediaType,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamInterrupted,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "ChatStreamError",
+    "ConfigError",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "Options",
+    "RequestError",
+    "RequestTooLarge",
+    "Settings",
+    "UnsupportedMediaType",
+    "UpstreamAuthError",
+    "UpstreamError",
+    "UpstreamInterrupted",
+    "UpstreamRateLimited",
+    "UpstreamRejected",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "create_blueprint",
+]

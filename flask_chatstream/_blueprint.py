@@ -1,0 +1,134 @@
+"""The Flask side: a blueprint whose view decides everything before the first byte.
+
+Settings are resolved and the upstream client built when the blueprint is
+registered, once per app and registration name, and kept in
+``app.extensions["chatstream"]``. The view validates the request and opens the
+upstream stream itself, so every failure up to that point is a real HTTP
+status with a JSON body; only then does it hand plain data to the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+from flask.sansio.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException
+
+from ._config import Options, Settings, resolve
+from ._errors import ChatStreamError, MethodNotAllowed, RequestTooLarge
+from ._relay import relay
+from ._request import check_content_type, choose_format, parse_chat_request
+from ._upstream import Upstream
+
+if TYPE_CHECKING:
+    import openai
+    from typing_extensions import Unpack
+
+log = logging.getLogger("flask_chatstream")
+
+EXTENSION_KEY = "chatstream"
+
+STREAM_HEADERS = {
+    # no-transform asks proxies and middleware not to compress (and so buffer) the body.
+    "Cache-Control": "no-cache, no-transform",
+    # nginx: pass each chunk through as it comes instead of buffering the response.
+    "X-Accel-Buffering": "no",
+    # browsers must not hold the first bytes back to sniff the type.
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@dataclass(frozen=True)
+class _State:
+    settings: Settings
+    upstream: Upstream
+
+
+def create_blueprint(
+    name: str = "chatstream",
+    *,
+    client: openai.OpenAI | None = None,
+    **options: Unpack[Options],
+) -> Blueprint:
+    """Return a blueprint serving ``POST /chat``; register it with a ``url_prefix``.
+
+    Keyword options override ``CHATSTREAM_*`` config keys, which override
+    ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``. ``client`` takes a ready
+    ``openai.OpenAI``; its own key, base URL and retries are then used.
+    """
+    if client is not None and ("api_key" in options or "base_url" in options):
+        raise TypeError("create_blueprint() takes client= or api_key=/base_url=, not both.")
+    blueprint = Blueprint(name, __name__)
+
+    def register(state: BlueprintSetupState) -> None:
+        settings = resolve(options, state.app.config, os.environ)
+        key = f"{state.name_prefix}.{state.name}".lstrip(".")
+        state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(settings, Upstream(settings, client))
+
+    blueprint.record(register)
+    blueprint.add_url_rule("/chat", "chat", _chat, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    blueprint.register_error_handler(ChatStreamError, _error_response)
+    blueprint.register_error_handler(HTTPException, _http_error_response)
+    blueprint.register_error_handler(Exception, _unexpected_error_response)
+    return blueprint
+
+
+def _state() -> _State:
+    try:
+        return current_app.extensions[EXTENSION_KEY][request.blueprint]  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError(
+            "The chatstream blueprint has no state for this app. Did you register it with "
+            "app.register_blueprint() on this app?"
+        ) from None
+
+
+def _chat() -> Response:
+    if request.method != "POST":
+        raise MethodNotAllowed()
+    state = _state()
+    fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
+    check_content_type(request.mimetype)
+    chat = parse_chat_request(_read_body(state.settings.max_body_bytes), state.settings)
+    stream = state.upstream.open(chat)
+    # direct_passthrough hands the generator straight to the server: no
+    # Werkzeug wrapper runs per chunk.
+    return Response(relay(stream, fmt), content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+
+
+def _read_body(limit: int) -> bytes:
+    length = request.content_length
+    if length is None or length <= limit:
+        body: bytes = request.stream.read(limit + 1)
+        if len(body) <= limit:
+            return body
+    raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    response = Response(body, status=status, mimetype="application/json", headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_response(error: ChatStreamError) -> Response:
+    log.debug("chat request refused: status=%s code=%s", error.status, error.code)
+    return json_error(error.status, error.code, error.message, error.headers())
+
+
+def _http_error_response(error: HTTPException) -> Response:
+    status = error.code or 500
+    if status == 413:
+        return _error_response(RequestTooLarge())
+    return json_error(status, "http_error", error.name)
+
+
+def _unexpected_error_response(error: Exception) -> Response:
+    log.exception("unexpected error in the chat view")
+    return json_error(500, "internal_error", ChatStreamError.message)

@@ -1,0 +1,177 @@
+"""Settings: read once, at registration, from three places in order.
+
+1. keyword arguments to ``create_blueprint``;
+2. ``CHATSTREAM_*`` keys in ``app.config``;
+3. the openai conventions ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (environment).
+
+A bad value fails at startup with a message naming where it came from. Values
+from config may be strings (``app.config.from_prefixed_env`` or env files), so
+numbers and booleans are parsed from text too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+CONFIG_PREFIX = "CHATSTREAM_"
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments of ``create_blueprint``, each also a ``CHATSTREAM_*`` key."""
+
+    api_key: str
+    base_url: str | None
+    model: str
+    system_prompt: str | None
+    allowed_models: Sequence[str]
+    max_tokens: int
+    max_tokens_param: str
+    max_body_bytes: int
+    max_messages: int
+    max_content_chars: int
+    connect_timeout: float
+    read_timeout: float
+    max_retries: int
+    allow_system_role: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    system_prompt: str | None = None
+    allowed_models: tuple[str, ...] = ()
+    max_tokens: int = 4096
+    max_tokens_param: str = "max_completion_tokens"
+    max_body_bytes: int = 64 * 1024
+    max_messages: int = 100
+    max_content_chars: int = 32_000
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_retries: int = 2
+    allow_system_role: bool = False
+    include_usage: bool = True
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models a client may ask for; the default model is always one."""
+        return self.allowed_models if self.model in self.allowed_models else (self.model, *self.allowed_models)
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value. Raised at registration, never per request."""
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or value == "" else _text(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a positive integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("a positive integer") from None
+    if number <= 0 or (isinstance(value, float) and value != number):
+        raise ValueError("a positive integer")
+    return number
+
+
+def _retries(value: Any) -> int:
+    return 0 if value in (0, "0") else _positive_int(value)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a positive number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("a positive number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("a positive number of seconds")
+    return number
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError("true or false")
+
+
+def _models(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) and m for m in value):
+        raise ValueError("a list of model names (or a comma-separated string)")
+    return tuple(value)
+
+
+def _max_tokens_param(value: Any) -> str:
+    if value not in ("max_completion_tokens", "max_tokens"):
+        raise ValueError("'max_completion_tokens' or 'max_tokens'")
+    return str(value)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "api_key": _text,
+    "base_url": _optional_text,
+    "model": _text,
+    "system_prompt": _optional_text,
+    "allowed_models": _models,
+    "max_tokens": _positive_int,
+    "max_tokens_param": _max_tokens_param,
+    "max_body_bytes": _positive_int,
+    "max_messages": _positive_int,
+    "max_content_chars": _positive_int,
+    "connect_timeout": _seconds,
+    "read_timeout": _seconds,
+    "max_retries": _retries,
+    "allow_system_role": _flag,
+    "include_usage": _flag,
+}
+_SECRETS = frozenset({"api_key"})
+_ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
+
+assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
+assert set(_PARSERS) == set(Options.__annotations__)
+
+
+def resolve(
+    options: Mapping[str, Any], config: Mapping[str, Any], environ: Mapping[str, str]
+) -> Settings:
+    """Build the settings for one blueprint registration, or raise ``ConfigError``."""
+    unknown = set(options) - set(_PARSERS)
+    if unknown:
+        raise TypeError(f"create_blueprint() got unknown option(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        key = CONFIG_PREFIX + name.upper()
+        if name in options:
+            source, value = f"create_blueprint({name}=...)", options[name]
+        elif key in config:
+            source, value = f"app.config[{key!r}]", config[key]
+        elif name in _ENVIRONMENT and environ.get(_ENVIRONMENT[name]):
+            source, value = f"the {_ENVIRONMENT[name]} environment variable", environ[_ENVIRONMENT[name]]
+        else:
+            continue
+        try:
+            values[name] = parse(value)
+        except ValueError as exc:
+            shown = "(hidden)" if name in _SECRETS else repr(value)
+            raise ConfigError(f"{source} must be {exc}, got {shown}.") from None
+    return Settings(**values)

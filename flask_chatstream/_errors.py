@@ -1,0 +1,147 @@
+"""Every error the relay can answer with, in one place.
+
+Each error knows its HTTP status and a stable machine-readable ``code``. Messages
+are written here, for humans, and never carry upstream text (which can quote
+the API key back) or anything else from the environment.
+
+    ChatStreamError
+    ├── RequestError                 400  invalid_request, invalid_json, ...
+    │   ├── UnsupportedMediaType     415  unsupported_media_type
+    │   ├── RequestTooLarge          413  request_too_large
+    │   ├── NotAcceptable            406  not_acceptable
+    │   └── MethodNotAllowed         405  method_not_allowed
+    └── UpstreamError                502  upstream_error
+        ├── UpstreamAuthError        502  upstream_auth
+        ├── UpstreamRejected         502  upstream_rejected
+        ├── UpstreamRateLimited      429  rate_limited
+        ├── UpstreamUnavailable      502  upstream_unavailable
+        ├── UpstreamTimeout          504  upstream_timeout
+        └── UpstreamInterrupted      502  upstream_interrupted
+
+``StreamAborted`` is not part of the tree: it is how a text/plain stream is cut
+after its first byte (see ``_relay``).
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class ChatStreamError(Exception):
+    """Base class. ``status`` and ``code`` go into the JSON error body."""
+
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "The chat relay failed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class RequestError(ChatStreamError):
+    """The client sent something the endpoint will not accept."""
+
+    status = 400
+    code = "invalid_request"
+    message = "The request is not valid."
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "Send the request body as JSON with 'Content-Type: application/json'."
+
+
+class RequestTooLarge(RequestError):
+    status = 413
+    code = "request_too_large"
+    message = "The request body is too large."
+
+
+class NotAcceptable(RequestError):
+    status = 406
+    code = "not_acceptable"
+    message = (
+        "None of the Accept header's types can be served. Accept one of text/plain, "
+        "application/x-ndjson or text/event-stream, or pass ?format=text|ndjson|sse."
+    )
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+    message = "Use POST to start a chat stream."
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": "POST"}
+
+
+class UpstreamError(ChatStreamError):
+    """The model provider failed or could not be reached."""
+
+    status = 502
+    code = "upstream_error"
+    message = "The model provider returned an error."
+
+
+class UpstreamAuthError(UpstreamError):
+    code = "upstream_auth"
+    message = "The server's credentials for the model provider were rejected."
+
+
+class UpstreamRejected(UpstreamError):
+    code = "upstream_rejected"
+    message = "The model provider rejected the request."
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    code = "rate_limited"
+    message = "The model provider is rate limiting requests. Try again later."
+
+    def __init__(self, message: str | None = None, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after} if self.retry_after else {}
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+    message = "The model provider is unavailable."
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    message = "The model provider did not answer in time."
+
+
+class UpstreamInterrupted(UpstreamError):
+    code = "upstream_interrupted"
+    message = "The model provider's stream ended before the answer was complete."
+
+
+class StreamAborted(ConnectionAbortedError):
+    """Raised from a text/plain body to cut the connection without its terminator.
+
+    It is an ``OSError`` with ``EPIPE`` on purpose: gunicorn and the Werkzeug dev
+    server treat that as a dropped connection, close the socket quietly and never
+    write the final ``0\\r\\n\\r\\n`` chunk, so the client's reader fails instead of
+    taking a truncated answer for a whole one.
+    """
+
+    def __init__(self, reason: ChatStreamError) -> None:
+        super().__init__(errno.EPIPE, f"stream aborted: {reason.code}")
+        self.reason = reason

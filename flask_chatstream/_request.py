@@ -1,0 +1,141 @@
+"""What the client asked for: the chat body and the wire format, validated before any byte is sent.
+
+Known fields are checked strictly and unknown ones ignored, because frontends
+commonly send extras (a message ``id``, ``stream: true``) that do no harm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from werkzeug.datastructures import MIMEAccept
+
+from ._config import Settings
+from ._errors import NotAcceptable, RequestError, UnsupportedMediaType
+from ._formats import FORMATS, MIMETYPES, Format
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Plain data handed to the upstream; nothing here refers to the Flask request."""
+
+    messages: list[dict[str, str]]
+    model: str
+    max_tokens: int
+    temperature: float | None = None
+
+
+def choose_format(query_format: str | None, accept: MIMEAccept) -> Format:
+    """``?format=`` wins; else the best ``Accept`` match; else text/plain."""
+    if query_format is not None:
+        try:
+            return FORMATS[query_format]
+        except KeyError:
+            raise RequestError(
+                "The format parameter must be one of: text, ndjson, sse.", code="invalid_format"
+            ) from None
+    if not accept:
+        return FORMATS["text"]
+    best = accept.best_match(MIMETYPES)
+    if best is None:
+        raise NotAcceptable()
+    return MIMETYPES[best]
+
+
+def check_content_type(mimetype: str) -> None:
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType()
+
+
+def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
+    """Validate a JSON body (already size-checked) against the settings, or raise a ``RequestError``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestError("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise RequestError("The request body must be a JSON object.")
+
+    if "messages" in data:
+        messages = _messages(data["messages"], settings)
+    elif "content" in data:
+        messages = [_message({"role": "user", "content": data["content"]}, 0, settings)]
+    else:
+        raise RequestError(
+            'The body needs "messages": [{"role": "user", "content": "..."}] or "content": "...".',
+            code="missing_messages",
+        )
+    if settings.system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": settings.system_prompt})
+
+    return ChatRequest(
+        messages=messages,
+        model=_model(data.get("model"), settings),
+        max_tokens=_max_tokens(data.get("max_tokens"), settings),
+        temperature=_temperature(data.get("temperature")),
+    )
+
+
+def _messages(value: Any, settings: Settings) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise RequestError('"messages" must be a list of messages.')
+    if not value:
+        raise RequestError('"messages" must not be empty.', code="empty_messages")
+    if len(value) > settings.max_messages:
+        raise RequestError(
+            f'"messages" may hold at most {settings.max_messages} messages.', code="too_many_messages"
+        )
+    return [_message(item, index, settings) for index, item in enumerate(value)]
+
+
+def _message(item: Any, index: int, settings: Settings) -> dict[str, str]:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise RequestError(f'{where} must be an object with "role" and "content".')
+    role, content = item.get("role"), item.get("content")
+    allowed = ("user", "assistant", "system") if settings.allow_system_role else ("user", "assistant")
+    if role not in allowed:
+        if role == "system":
+            raise RequestError(f"{where}: the system role is not allowed here.", code="role_not_allowed")
+        raise RequestError(f'{where}.role must be one of: {", ".join(allowed)}.', code="invalid_role")
+    if not isinstance(content, str):
+        raise RequestError(f"{where}.content must be a string.")
+    if role == "user" and not content.strip():
+        raise RequestError(f"{where}.content must not be empty.", code="empty_content")
+    if len(content) > settings.max_content_chars:
+        raise RequestError(
+            f"{where}.content is longer than {settings.max_content_chars} characters.",
+            code="content_too_long",
+        )
+    return {"role": role, "content": content}
+
+
+def _model(value: Any, settings: Settings) -> str:
+    if value is None:
+        return settings.model
+    if not isinstance(value, str) or value not in settings.models:
+        raise RequestError(
+            f'"model" must be one of: {", ".join(settings.models)}.', code="model_not_allowed"
+        )
+    return value
+
+
+def _max_tokens(value: Any, settings: Settings) -> int:
+    if value is None:
+        return settings.max_tokens
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RequestError('"max_tokens" must be a positive integer.')
+    return min(value, settings.max_tokens)
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError('"temperature" must be a number from 0 to 2.')
+    if not 0 <= value <= 2:
+        raise RequestError('"temperature" must be a number from 0 to 2.')
+    return float(value)

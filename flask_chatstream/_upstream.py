@@ -1,0 +1,133 @@
+"""The model provider, through the official openai client. The only module that imports openai.
+
+The client does what it is good at: auth, base URL, retries on the initial
+request, typed errors for statuses. For the body we take the raw SSE bytes
+(``with_streaming_response``) instead of the SDK's typed chunk objects, which
+cost most of a naive relay's CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+
+from ._config import Settings
+from ._errors import (
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamInterrupted,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ._request import ChatRequest
+
+log = logging.getLogger("flask_chatstream")
+
+
+def _http_module() -> Any:
+    """The HTTP library under this openai release (httpx, or httpx2 in newer ones)."""
+    for cls in openai.DefaultHttpxClient.__mro__:
+        if not cls.__module__.startswith("openai"):
+            return importlib.import_module(cls.__module__.partition(".")[0])
+    raise RuntimeError("cannot find the HTTP library under openai")  # pragma: no cover
+
+
+_http = _http_module()
+
+
+class Upstream:
+    """One blueprint registration's way to the model provider."""
+
+    def __init__(self, settings: Settings, client: openai.OpenAI | None = None) -> None:
+        if client is None:
+            if settings.api_key is None:
+                raise RuntimeError(
+                    "flask_chatstream has no API key for the model provider. Did you forget to set "
+                    "OPENAI_API_KEY, app.config['CHATSTREAM_API_KEY'] or create_blueprint(api_key=...)? "
+                    "Servers that need no key (Ollama, vLLM) take any non-empty string. "
+                    "Or pass a ready client with create_blueprint(client=...)."
+                )
+            client = openai.OpenAI(
+                api_key=settings.api_key,
+                base_url=settings.base_url,
+                max_retries=settings.max_retries,
+                http_client=openai.DefaultHttpxClient(
+                    # A relay holds one upstream connection per open stream.
+                    limits=_http.Limits(max_connections=None, max_keepalive_connections=100),
+                ),
+            )
+        self.client = client
+        self._create = client.chat.completions.with_streaming_response.create
+        self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        self._settings = settings
+
+    def open(self, request: ChatRequest) -> UpstreamStream:
+        """Start the completion and return its body, or raise an ``UpstreamError``."""
+        settings = self._settings
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "timeout": self._timeout,
+            settings.max_tokens_param: request.max_tokens,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if settings.include_usage:
+            params["stream_options"] = {"include_usage": True}
+        manager = self._create(**params)
+        try:
+            response = manager.__enter__()
+        except openai.APIStatusError as exc:
+            log.warning("upstream refused the stream: status=%s request_id=%s", exc.status_code, exc.request_id)
+            raise _status_error(exc) from None
+        except openai.APITimeoutError:
+            log.warning("upstream timed out before the stream started")
+            raise UpstreamTimeout() from None
+        except openai.APIConnectionError:
+            log.warning("upstream could not be reached")
+            raise UpstreamUnavailable() from None
+        except openai.OpenAIError as exc:
+            log.warning("upstream failed before the stream started: %s", type(exc).__name__)
+            raise UpstreamError() from None
+        return UpstreamStream(response.http_response)
+
+
+class UpstreamStream:
+    """The raw bytes of one upstream body. Iterate once; always ``close``."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes()
+        except _http.TimeoutException:
+            raise UpstreamTimeout("The model provider stopped sending in the middle of the answer.") from None
+        except (_http.TransportError, _http.StreamError):
+            raise UpstreamInterrupted() from None
+
+    def close(self) -> None:
+        """Drop the upstream connection, which stops generation (and billing)."""
+        self._response.close()
+
+
+def _status_error(exc: openai.APIStatusError) -> UpstreamError:
+    status = exc.status_code
+    if status in (401, 403):
+        return UpstreamAuthError()
+    if status == 429:
+        return UpstreamRateLimited(retry_after=exc.response.headers.get("retry-after"))
+    if status in (408, 504):
+        return UpstreamTimeout()
+    if status >= 500:
+        return UpstreamUnavailable()
+    return UpstreamRejected()

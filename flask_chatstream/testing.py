@@ -1,0 +1,358 @@
+"""A stand-in for OpenAI's chat completions API, for tests and offline demos.
+
+It streams ``chat.completion.chunk`` events in OpenAI's exact SSE shape, ending
+with ``data: [DONE]``, and can misbehave on request: an error status, a cut
+mid-stream, a stall, malformed data, an in-stream error. It counts streams:
+opened, open, finished, cut, and cancelled by the caller, which is how tests
+prove that a relay stopped paying for tokens when its user left.
+
+    with StandInServer(Script(reply="Hi there", delay=0.02)) as upstream:
+        client = openai.OpenAI(api_key="sk-test", base_url=upstream.url)
+        ...
+        upstream.wait_for(lambda s: s.open == 0)
+
+It is built on the standard library's threaded HTTP server with one thread per
+connection, so it works unchanged under gevent's monkey-patching (the example
+app runs it inside a gevent worker). ``python -m flask_chatstream.testing``
+runs it on its own, with a small control API under ``/_standin/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import select
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+Reply = str | Callable[[Sequence[dict[str, Any]]], str]
+
+
+@dataclass
+class Script:
+    """How the stand-in answers. Chunk counts below are content chunks."""
+
+    reply: Reply = "Hello! This answer comes from the flask_chatstream stand-in model."
+    chunks: int | None = None
+    """Split the reply into this many pieces; by default one piece per word."""
+    first_delay: float = 0.0
+    """Seconds before the first content chunk (time to first token)."""
+    delay: float = 0.0
+    """Seconds between content chunks."""
+    status: int = 200
+    """Answer with this status and an OpenAI-style error body instead of a stream."""
+    retry_after: str | None = None
+    cut_after: int | None = None
+    """Drop the connection after this many chunks: no finish, no [DONE], no chunked terminator."""
+    stall_after: int | None = None
+    """After this many chunks, send nothing for ``stall`` seconds, then carry on."""
+    stall: float = 3600.0
+    malformed_after: int | None = None
+    """After this many chunks, send a data line that is not JSON, then carry on."""
+    error_after: int | None = None
+    """After this many chunks, send an in-stream ``{"error": ...}`` event and end."""
+    write_size: int | None = None
+    """Write the body in pieces of this many bytes, splitting lines and UTF-8 characters."""
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    opened: int = 0
+    open: int = 0
+    finished: int = 0
+    cut: int = 0
+    cancelled: int = 0
+    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
+    """The last request bodies, newest last."""
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def split_reply(reply: str, chunks: int | None) -> list[str]:
+    if chunks is None:
+        return re.findall(r"\s*\S+", reply) or [reply]
+    size = max(1, -(-len(reply) // chunks))
+    return [reply[i : i + size] for i in range(0, len(reply), size)] or [reply]
+
+
+class StandInServer:
+    """The stand-in upstream, on 127.0.0.1 in a background thread."""
+
+    def __init__(self, script: Script | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.script = script or Script()
+        self.scripts: dict[str, Script] = {}
+        """Scripts chosen by the request's ``model``, before ``script``."""
+        self._stats = Stats()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.standin = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the openai client."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StandInServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> StandInServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return dataclasses.replace(self._stats, bodies=deque(self._stats.bodies, maxlen=100))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stats = Stats(open=self._stats.open)
+
+    def wait_for(self, condition: Callable[[Stats], bool], timeout: float = 5.0) -> Stats:
+        """Poll the counters until ``condition`` holds; raise ``TimeoutError`` with them if it never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats
+            if condition(stats):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stand-in condition not met within {timeout}s: {stats}")
+            time.sleep(0.01)
+
+    def _count(self, **changes: int) -> None:
+        with self._lock:
+            for name, change in changes.items():
+                setattr(self._stats, name, getattr(self._stats, name) + change)
+
+    def _record(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._stats.requests += 1
+            self._stats.bodies.append(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+    standin: StandInServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/_standin/stats":
+            stats = self.server.standin.stats
+            self._json(200, {k: v for k, v in dataclasses.asdict(stats).items() if k != "bodies"})
+        elif path.endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": "stand-in", "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_PUT(self) -> None:
+        if urlsplit(self.path).path != "/_standin/script":
+            return self._json(404, {"error": {"message": "not found"}})
+        try:
+            self.server.standin.script = Script(**self._read_json())
+        except TypeError as exc:
+            return self._json(400, {"error": {"message": str(exc)}})
+        self._json(200, {"ok": True})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/_standin/reset":
+            self.server.standin.reset()
+            return self._json(200, {"ok": True})
+        if not path.endswith("/chat/completions"):
+            return self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        standin = self.server.standin
+        try:
+            body = self._read_json()
+        except ValueError:
+            return self._json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+        standin._record(body)
+        script = standin.scripts.get(str(body.get("model")), standin.script)
+        if script.status != 200:
+            return self._refuse(script)
+        standin._count(opened=1, open=1)
+        try:
+            self._stream(script, body)
+            standin._count(finished=1)
+        except _Cut:
+            standin._count(cut=1)
+            self.close_connection = True
+        except (_ClientGone, OSError):
+            standin._count(cancelled=1)
+            self.close_connection = True
+        finally:
+            standin._count(open=-1)
+
+    def _refuse(self, script: Script) -> None:
+        # Like OpenAI, quote (part of) the key back: relays must never pass this text on.
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Stand-in refused the request with {script.status}. Incorrect API key provided: {key}."
+        headers = {"Retry-After": script.retry_after} if script.retry_after else {}
+        self._json(script.status, {"error": {"message": message, "type": "stand_in_error", "code": None}}, headers)
+
+    def _stream(self, script: Script, body: dict[str, Any]) -> None:
+        messages = body.get("messages") or []
+        reply = script.reply(messages) if callable(script.reply) else script.reply
+        pieces = split_reply(reply, script.chunks)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.flush()
+
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        model = str(body.get("model") or "stand-in")
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            event = {
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": "fp_standin",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            event.update(extra)
+            return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+        send = self._sender(script.write_size)
+        send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        self._wait(script.first_delay)
+        for sent, piece in enumerate(pieces):
+            if sent:
+                self._wait(script.delay)
+            if sent == script.cut_after:
+                raise _Cut()
+            if sent == script.stall_after:
+                self._wait(script.stall)
+            if sent == script.malformed_after:
+                send(b"data: {not json\n\n")
+            if sent == script.error_after:
+                send(b'data: {"error":{"message":"stand-in failure","type":"server_error","code":null}}\n\n')
+                return self._end()
+            send(chunk({"content": piece}))
+        if script.cut_after is not None and script.cut_after >= len(pieces):
+            raise _Cut()
+        send(chunk({}, script.finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces),
+                     "total_tokens": prompt + len(pieces)}
+            event = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "system_fingerprint": "fp_standin", "choices": [], "usage": usage}
+            send(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+        send(b"data: [DONE]\n\n")
+        self._end()
+
+    def _sender(self, write_size: int | None) -> Callable[[bytes], None]:
+        def send(data: bytes) -> None:
+            pieces = [data] if not write_size else [data[i : i + write_size] for i in range(0, len(data), write_size)]
+            for i, piece in enumerate(pieces):
+                if i:
+                    self._wait(0.002)  # separate network reads downstream
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+
+        return send
+
+    def _end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but notice at once if the caller hangs up (or the server stops)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([self.connection], [], [], max(0.0, min(left, 0.05)))
+            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                raise _ClientGone()
+            if self.server.standin._stopping.is_set():
+                raise _ClientGone()
+            if left <= 0:
+                return
+
+    def _read_json(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        data = json.loads(self.rfile.read(length) or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        return data
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+class _Cut(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the OpenAI-compatible stand-in on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--reply", default=Script.reply)
+    parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--first-delay", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    server = StandInServer(Script(reply=args.reply, delay=args.delay, first_delay=args.first_delay), port=args.port)
+    print(f"stand-in OpenAI API on {server.url}", flush=True)
+    server.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
