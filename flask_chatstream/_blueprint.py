@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_chatstream")
 
 EXTENSION_KEY = "chatstream"
+CLIENT_SCRIPT = Path(__file__).with_name("static") / "chatstream.js"
 
 STREAM_HEADERS = {
     # no-transform asks proxies and middleware not to compress (and so buffer) the body.
@@ -72,6 +74,7 @@ def create_blueprint(
 
     blueprint.record(register)
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
     blueprint.register_error_handler(ChatStreamError, _error_response)
     blueprint.register_error_handler(HTTPException, _http_error_response)
     blueprint.register_error_handler(Exception, _unexpected_error_response)
@@ -99,6 +102,11 @@ def _chat() -> Response:
     # direct_passthrough hands the generator straight to the server: no
     # Werkzeug wrapper runs per chunk.
     return Response(relay(stream, fmt), content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+
+
+def _client_script() -> Response:
+    # Revalidated with ETag/Last-Modified after an hour, so upgrades reach browsers.
+    return send_file(CLIENT_SCRIPT, mimetype="text/javascript", max_age=3600, conditional=True)
 
 
 def _read_body(limit: int) -> bytes:

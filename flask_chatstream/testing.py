@@ -25,6 +25,7 @@ import json
 import re
 import select
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -49,6 +50,8 @@ class Script:
     """Seconds before the first content chunk (time to first token)."""
     delay: float = 0.0
     """Seconds between content chunks."""
+    header_delay: float = 0.0
+    """Seconds before the response headers, so a caller times out before the stream starts."""
     status: int = 200
     """Answer with this status and an OpenAI-style error body instead of a stream."""
     retry_after: str | None = None
@@ -71,6 +74,8 @@ class Stats:
     requests: int = 0
     opened: int = 0
     open: int = 0
+    peak_open: int = 0
+    """The most streams that were open at one time."""
     finished: int = 0
     cut: int = 0
     cancelled: int = 0
@@ -153,6 +158,7 @@ class StandInServer:
         with self._lock:
             for name, change in changes.items():
                 setattr(self._stats, name, getattr(self._stats, name) + change)
+            self._stats.peak_open = max(self._stats.peak_open, self._stats.open)
 
     def _record(self, body: dict[str, Any]) -> None:
         with self._lock:
@@ -165,6 +171,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 1024
     standin: StandInServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a caller hanging up is normal
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -211,6 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         standin._record(body)
         script = standin.scripts.get(str(body.get("model")), standin.script)
+        if script.header_delay:
+            try:
+                self._wait(script.header_delay)
+            except _ClientGone:
+                self.close_connection = True
+                return
         if script.status != 200:
             return self._refuse(script)
         standin._count(opened=1, open=1)

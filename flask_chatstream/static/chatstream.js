@@ -1,0 +1,171 @@
+// chatstream.js: read a flask_chatstream answer as it streams. No dependencies.
+//
+//   import { streamChat } from "/api/chatstream.js";
+//   for await (const ev of streamChat("/api/chat", { content: "Hi" }, { signal })) {
+//     if (ev.type === "delta") output.textContent += ev.content;
+//   }
+//
+// The iterator yields {type: "delta", content} for each piece of text and ends
+// with {type: "done", finish_reason, usage}. It never ends quietly on a broken
+// stream: an HTTP error, the server's terminal error event, or a stream that
+// stops before "done" all throw a ChatStreamError; an abort throws the
+// standard AbortError.
+
+const MEDIA_TYPES = {
+  text: "text/plain",
+  ndjson: "application/x-ndjson",
+  sse: "text/event-stream",
+};
+
+/** An error from the server or the stream, with the HTTP status and the server's error code. */
+export class ChatStreamError extends Error {
+  constructor(message, { status = 0, code = "stream_error", cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "ChatStreamError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** POST `body` as JSON to `url` and iterate over the answer's events. */
+export async function* streamChat(url, body, options = {}) {
+  const { format = "ndjson", signal, headers = {}, fetch: fetchImpl = globalThis.fetch } = options;
+  const accept = MEDIA_TYPES[format];
+  if (!accept) throw new TypeError(`format must be one of: ${Object.keys(MEDIA_TYPES).join(", ")}`);
+  const response = await fetchImpl(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: accept, ...headers },
+    body: JSON.stringify(body),
+    signal,
+  });
+  const read = { text: readText, ndjson: readNDJSON, sse: readSSE }[format];
+  yield* read(response, { signal });
+}
+
+/** Throw a ChatStreamError for a non-2xx response, using the JSON error body when there is one. */
+export async function checkResponse(response) {
+  if (response.ok) return response;
+  let code = "http_error";
+  let message = `The server answered ${response.status} ${response.statusText}`.trim();
+  try {
+    const payload = await response.json();
+    if (payload && payload.error) {
+      code = payload.error.code || code;
+      message = payload.error.message || message;
+    }
+  } catch {
+    // not a JSON body: keep the status line
+  }
+  throw new ChatStreamError(message, { status: response.status, code });
+}
+
+/** Read a text/plain answer: every piece of text is a delta; a clean end is "done". */
+export async function* readText(response, { signal } = {}) {
+  await checkResponse(response);
+  for await (const text of decodedChunks(response, signal)) {
+    if (text) yield { type: "delta", content: text };
+  }
+  yield { type: "done", finish_reason: null, usage: null };
+}
+
+/** Read an application/x-ndjson answer: one JSON event per line. */
+export async function* readNDJSON(response, { signal } = {}) {
+  await checkResponse(response);
+  let buffer = "";
+  for await (const text of decodedChunks(response, signal)) {
+    buffer += text;
+    const lines = buffer.split("\n");
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      const event = parseEvent(line);
+      if (event.type === "ping") continue;
+      yield event;
+      if (event.type === "done") return;
+    }
+  }
+  throw truncated();
+}
+
+/** Read a text/event-stream answer: the same events as NDJSON, in `data:` fields. */
+export async function* readSSE(response, { signal } = {}) {
+  await checkResponse(response);
+  let buffer = "";
+  for await (const text of decodedChunks(response, signal)) {
+    buffer += text;
+    // Normalise line endings; a CR at the very end may be half of a CRLF.
+    const keep = buffer.endsWith("\r") ? "\r" : "";
+    buffer = buffer.slice(0, buffer.length - keep.length).replace(/\r\n?/g, "\n") + keep;
+    const blocks = buffer.split("\n\n");
+    buffer = blocks.pop();
+    for (const block of blocks) {
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(line.startsWith("data: ") ? 6 : 5));
+      if (data.length === 0) continue; // a comment, such as a heartbeat
+      const event = parseEvent(data.join("\n"));
+      if (event.type === "ping") continue;
+      yield event;
+      if (event.type === "done") return;
+    }
+  }
+  throw truncated();
+}
+
+function parseEvent(json) {
+  let event;
+  try {
+    event = JSON.parse(json);
+  } catch (cause) {
+    throw new ChatStreamError("The stream held data that is not JSON.", { code: "invalid_stream", cause });
+  }
+  if (event.type === "error") {
+    const error = event.error || {};
+    throw new ChatStreamError(error.message || "The stream failed.", { code: error.code || "stream_error" });
+  }
+  return event;
+}
+
+function truncated(cause) {
+  return new ChatStreamError("The stream ended before the answer was complete.", { code: "truncated", cause });
+}
+
+function abortError() {
+  return new DOMException("The stream was aborted.", "AbortError");
+}
+
+// Decoded text as it arrives. UTF-8 split across reads is joined by the
+// decoder's stream mode. The reader is always released; on abort the body is
+// cancelled, which closes the connection and lets the server stop the model.
+async function* decodedChunks(response, signal) {
+  if (signal?.aborted) throw abortError();
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder("utf-8");
+  const onAbort = () => reader.cancel().catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    while (true) {
+      let result;
+      try {
+        result = await reader.read();
+      } catch (cause) {
+        if (signal?.aborted || cause?.name === "AbortError") throw abortError();
+        throw truncated(cause);
+      }
+      if (signal?.aborted) throw abortError();
+      if (result.done) break;
+      yield decoder.decode(result.value, { stream: true });
+    }
+    const rest = decoder.decode();
+    if (rest) yield rest;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    try {
+      await reader.cancel();
+    } catch {
+      // already closed or errored
+    }
+    reader.releaseLock();
+  }
+}

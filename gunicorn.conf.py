@@ -1,0 +1,39 @@
+"""gunicorn settings for streaming chat answers: gevent workers, long graceful shutdown.
+
+    gunicorn -c gunicorn.conf.py example_app:app
+    gunicorn -c gunicorn.conf.py -w 1 -b 127.0.0.1:9000 example_app:app   # flags override this file
+
+Environment: PORT (8000), HOST (127.0.0.1; use 0.0.0.0 in a container),
+WEB_CONCURRENCY (workers, default one per CPU), WORKER_CONNECTIONS (4000),
+GRACEFUL_TIMEOUT (120 s), LOG_LEVEL (info).
+"""
+
+import multiprocessing
+import os
+
+# Each worker is one process running one gevent hub: a stream waiting on the
+# model costs a greenlet and a socket, not a thread. Work is I/O bound, so one
+# worker per core is enough; more only adds memory.
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 4000))
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+
+# On SIGTERM, streams in flight get this long to finish before workers are killed.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 120))
+# For gevent workers this is the worker heartbeat, not a per-request limit:
+# a long stream does not trip it.
+timeout = 30
+keepalive = 5
+
+# No preload: the app (and its HTTP client pool) is built in each worker after
+# fork, so no connection or lock is shared across processes.
+preload_app = False
+
+# gunicorn >= 27 opens a control socket at one fixed path per user, which two
+# instances on one host (a blue/green pair, parallel tests) would fight over.
+control_socket_disable = True
+
+loglevel = os.environ.get("LOG_LEVEL", "info")
+errorlog = "-"

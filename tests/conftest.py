@@ -1,0 +1,60 @@
+"""Fixtures: the stand-in upstream, an app factory, a test client.
+
+Every test talks to the real openai client over loopback HTTP; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_chatstream import create_blueprint
+from flask_chatstream.testing import Script, StandInServer
+
+# Recognisable, so a leak is easy to find in any output.
+API_KEY = "sk-test-LEAKCHECK-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def _standin() -> Iterator[StandInServer]:
+    with StandInServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(_standin: StandInServer) -> Iterator[StandInServer]:
+    """The stand-in model, reset for each test; set ``upstream.script`` to change its behaviour."""
+    _standin.script = Script()
+    _standin.scripts.clear()
+    _standin.wait_for(lambda s: s.open == 0)
+    _standin.reset()
+    yield _standin
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(upstream: StandInServer) -> AppFactory:
+    """Build an app with the blueprint at /api, pointed at the stand-in. Options go to create_blueprint."""
+
+    def factory(config: dict[str, Any] | None = None, **options: Any) -> Flask:
+        app = Flask("test_app")
+        app.config.update(config or {})
+        if "client" not in options:
+            options.setdefault("api_key", API_KEY)
+            options.setdefault("base_url", upstream.url)
+            options.setdefault("max_retries", 0)
+        app.register_blueprint(create_blueprint(**options), url_prefix="/api")
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> FlaskClient:
+    return make_app().test_client()

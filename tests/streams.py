@@ -1,0 +1,40 @@
+"""Helpers that read the three wire formats the way a client would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+def ndjson_events(body: bytes) -> list[dict[str, Any]]:
+    assert body.endswith(b"\n"), body[-80:]
+    return [json.loads(line) for line in body.decode().split("\n") if line]
+
+
+def sse_events(body: bytes) -> list[dict[str, Any]]:
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block or block.startswith(":"):
+            continue
+        name, data = block.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        events.append(event)
+    return events
+
+
+def events_of(fmt: str, body: bytes) -> list[dict[str, Any]]:
+    return ndjson_events(body) if fmt == "ndjson" else sse_events(body)
+
+
+def answer_of(events: Iterable[dict[str, Any]]) -> str:
+    return "".join(e["content"] for e in events if e["type"] == "delta")
+
+
+def check_event_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Start first, exactly one terminal event, and it is last. Returns the terminal event."""
+    assert events[0]["type"] == "start", events[:2]
+    terminals = [e for e in events if e["type"] in ("done", "error")]
+    assert len(terminals) == 1 and events[-1] is terminals[0], events[-3:]
+    return terminals[0]

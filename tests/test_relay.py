@@ -1,0 +1,129 @@
+"""The stream itself, read chunk by chunk through Flask's test client (buffered=False)."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from flask_chatstream._errors import StreamAborted
+from flask_chatstream.testing import Script, StandInServer, split_reply
+
+from .conftest import AppFactory
+from .streams import answer_of, check_event_stream, events_of
+
+REPLY = "Streaming means the answer shows up word by word, as the model writes it."
+UNICODE_REPLY = "Grüße aus Köln — 日本語のテキスト, emoji 🎉🚀 and ünïcödé."
+EVENT_FORMATS = ["ndjson", "sse"]
+
+
+def test_text_arrives_whole_and_in_order(client: FlaskClient, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.01)
+    response = client.post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
+    pieces = list(response.response)
+    assert b"".join(pieces).decode() == REPLY
+    assert len(pieces) > 5  # relayed as it came, not gathered into one body
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("fmt", EVENT_FORMATS)
+def test_events_arrive_whole_and_in_order(client: FlaskClient, upstream: StandInServer, fmt: str) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.01)
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi there"}, buffered=False)
+    events = events_of(fmt, b"".join(response.response))
+    done = check_event_stream(events)
+    assert answer_of(events) == REPLY
+    assert [e["content"] for e in events if e["type"] == "delta"] == split_reply(REPLY, None)
+    assert done == {"type": "done", "finish_reason": "stop",
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 14, "total_tokens": 16}}
+    assert events[0]["model"] == "gpt-4o-mini" and events[0]["id"].startswith("chatcmpl-")
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_streaming_headers(client: FlaskClient, fmt: str) -> None:
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    assert response.headers["Cache-Control"] == "no-cache, no-transform"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert "Content-Encoding" not in response.headers and "Content-Length" not in response.headers
+    response.close()
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_first_delta_arrives_while_upstream_is_still_sending(
+    client: FlaskClient, upstream: StandInServer, fmt: str
+) -> None:
+    upstream.script = Script(reply="one two three four five six", delay=0.2)
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    chunks = iter(response.response)
+    received = b""
+    while b"one" not in received:
+        received += next(chunks)
+    stats = upstream.stats
+    assert (stats.open, stats.finished) == (1, 0), "the upstream had already finished"
+    assert b"six" not in received
+    rest = b"".join(chunks)
+    assert b"six" in rest and upstream.wait_for(lambda s: s.finished == 1)
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_multibyte_characters_split_across_upstream_writes(
+    client: FlaskClient, upstream: StandInServer, fmt: str
+) -> None:
+    # 5-byte network writes cut through 2-, 3- and 4-byte UTF-8 sequences and JSON alike.
+    upstream.script = Script(reply=UNICODE_REPLY, write_size=5)
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    pieces = list(response.response)
+    for piece in pieces:
+        piece.decode()  # every write is whole UTF-8 on its own
+    body = b"".join(pieces)
+    text = body.decode() if fmt == "text" else answer_of(events_of(fmt, body))
+    assert text == UNICODE_REPLY
+
+
+FAULTS = [
+    (Script(reply=REPLY, cut_after=3), "upstream_interrupted"),
+    (Script(reply=REPLY, malformed_after=3), "upstream_malformed"),
+    (Script(reply=REPLY, error_after=3), "upstream_error"),
+    (Script(reply=REPLY, stall_after=3, stall=30), "upstream_timeout"),
+]
+
+
+@pytest.mark.parametrize("fmt", EVENT_FORMATS)
+@pytest.mark.parametrize(("script", "code"), FAULTS, ids=[code for _, code in FAULTS])
+def test_fault_after_first_byte_ends_events_with_one_error(
+    make_app: AppFactory, upstream: StandInServer, fmt: str, script: Script, code: str
+) -> None:
+    upstream.script = script
+    client = make_app(read_timeout=0.5).test_client()
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    assert response.status_code == 200
+    events = events_of(fmt, b"".join(response.response))
+    error = check_event_stream(events)
+    assert error["type"] == "error" and error["error"]["code"] == code and error["error"]["message"]
+    assert answer_of(events) == "".join(split_reply(REPLY, None)[:3])
+    upstream.wait_for(lambda s: s.open == 0)
+
+
+@pytest.mark.parametrize(("script", "code"), FAULTS, ids=[code for _, code in FAULTS])
+def test_fault_after_first_byte_cuts_text(make_app: AppFactory, upstream: StandInServer, script: Script,
+                                         code: str) -> None:
+    upstream.script = script
+    client = make_app(read_timeout=0.5).test_client()
+    response = client.post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
+    received = b""
+    with pytest.raises(StreamAborted) as info:
+        for piece in response.response:
+            received += piece
+    assert info.value.reason.code == code
+    assert received.decode() == "".join(split_reply(REPLY, None)[:3])
+    upstream.wait_for(lambda s: s.open == 0)
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_client_leaving_closes_the_upstream(client: FlaskClient, upstream: StandInServer, fmt: str) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.1)
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    next(iter(response.response))
+    assert upstream.stats.open == 1
+    response.close()  # what the server does when the browser goes away
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)

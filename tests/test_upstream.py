@@ -1,0 +1,56 @@
+"""Upstream failures before the stream starts become real statuses, without upstream text."""
+
+from __future__ import annotations
+
+import pytest
+
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY, AppFactory
+from .servers import free_port
+
+
+@pytest.mark.parametrize(
+    ("status", "ours", "code"),
+    [
+        (400, 502, "upstream_rejected"),
+        (401, 502, "upstream_auth"),
+        (403, 502, "upstream_auth"),
+        (404, 502, "upstream_rejected"),
+        (429, 429, "rate_limited"),
+        (500, 502, "upstream_unavailable"),
+        (503, 502, "upstream_unavailable"),
+    ],
+)
+def test_upstream_status(make_app: AppFactory, upstream: StandInServer, status: int, ours: int, code: str) -> None:
+    upstream.script = Script(status=status)
+    response = make_app().test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == ours
+    assert response.get_json()["error"]["code"] == code
+    # the stand-in quotes the key back in its error, as OpenAI does
+    assert API_KEY not in response.get_data(as_text=True)
+    assert "Retry-After" not in response.headers
+
+
+def test_rate_limit_passes_retry_after(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(status=429, retry_after="17")
+    response = make_app().test_client().post("/api/chat", json={"content": "hi"})
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "17")
+
+
+def test_connection_refused_is_502(make_app: AppFactory) -> None:
+    app = make_app(base_url=f"http://127.0.0.1:{free_port()}/v1", connect_timeout=2)
+    response = app.test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 502 and response.get_json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_no_headers_within_the_timeout_is_504(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(header_delay=5)
+    response = make_app(read_timeout=0.3).test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 504 and response.get_json()["error"]["code"] == "upstream_timeout"
+
+
+def test_retries_are_the_clients(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(status=500)
+    response = make_app(max_retries=1).test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 502 and upstream.stats.requests == 2
