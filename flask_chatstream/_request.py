@@ -110,7 +110,7 @@ def _message(item: Any, index: int, settings: Settings) -> dict[str, str]:
             f"{where}.content is longer than {settings.max_content_chars} characters.",
             code="content_too_long",
         )
-    return {"role": role, "content": content}
+    return {"role": str(role), "content": content}
 
 
 def _model(value: Any, settings: Settings) -> str:

@@ -35,7 +35,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py`` on gevent workers, as the README runs it."""
 
-    def __init__(self, app: str = "example_app:app", *, env: dict[str, str], workers: int = 1,
+    def __init__(self, app: str = "example_app:app", *, env: dict[str, str], workers: int | None = 1,
                  extra_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,7 +46,8 @@ class Gunicorn:
         full_env.setdefault("GRACEFUL_TIMEOUT", "3")
         full_env.update(env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", str(workers),
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+             *(["-w", str(workers)] if workers else []),
              "-b", f"127.0.0.1:{self.port}", *(extra_args or []), app],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -61,7 +62,8 @@ class Gunicorn:
         return [int(pid) for pid in children.read_text().split()]
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:

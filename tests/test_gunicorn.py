@@ -1,0 +1,141 @@
+"""The real deployment: gunicorn -c gunicorn.conf.py on gevent workers, over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY
+from .servers import Gunicorn
+from .streams import answer_of, check_event_stream, events_of
+
+REPLY = "one two three four five six seven eight nine ten"
+
+
+@pytest.fixture(scope="module")
+def server(_standin: StandInServer) -> Iterator[Gunicorn]:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url,
+           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_READ_TIMEOUT": "1"}
+    with Gunicorn(env=env) as gunicorn:
+        yield gunicorn
+    log = gunicorn.log()
+    assert API_KEY not in log and API_KEY[:12] not in log
+    assert "Traceback" not in log, log
+
+
+def post(server: Gunicorn, fmt: str, body: object) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps(body),
+                 headers={"Content-Type": "application/json"})
+    return conn, conn.getresponse()
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_stream_is_incremental_and_whole(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.15)
+    conn, response = post(server, fmt, {"content": "count"})
+    assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+    first = response.read1(65536)
+    while b"one" not in first:
+        first += response.read1(65536)
+    assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "upstream finished before the first delta"
+    body = first + response.read()
+    conn.close()
+    if fmt == "text":
+        assert body.decode() == REPLY
+    else:
+        events = events_of(fmt, body)
+        assert check_event_stream(events)["type"] == "done" and answer_of(events) == REPLY
+
+
+def test_json_errors_over_http(server: Gunicorn, upstream: StandInServer) -> None:
+    conn, response = post(server, "ndjson", {"messages": []})
+    assert response.status == 400 and json.loads(response.read())["error"]["code"] == "empty_messages"
+    conn.close()
+    upstream.script = Script(status=429, retry_after="3")
+    conn, response = post(server, "ndjson", {"content": "hi"})
+    assert response.status == 429 and response.getheader("Retry-After") == "3"
+    assert API_KEY not in response.read().decode()
+    conn.close()
+
+
+def test_truncated_text_has_no_chunked_terminator(server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, cut_after=3)
+    conn, response = post(server, "text", {"content": "hi"})
+    with pytest.raises(http.client.IncompleteRead) as info:
+        response.read()
+    assert info.value.partial.decode() == "one two three"
+    conn.close()
+    # the worker is fine and serves the next request
+    upstream.script = Script(reply=REPLY)
+    conn, response = post(server, "text", {"content": "hi"})
+    assert response.read().decode() == REPLY
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_client_leaving_closes_the_upstream(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
+    upstream.script = Script(reply=REPLY * 5, delay=0.05)
+    conn, response = post(server, fmt, {"content": "hi"})
+    response.read1(65536)
+    assert upstream.stats.open == 1
+    conn.sock.close()  # the browser tab goes away
+    conn.close()
+    stats = upstream.wait_for(lambda s: s.open == 0, timeout=5)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+
+
+async def _one_stream(session: aiohttp.ClientSession, url: str) -> tuple[float, float, str]:
+    started = time.monotonic()
+    first = None
+    body = b""
+    async with session.post(url, json={"content": "hi"}) as response:
+        assert response.status == 200
+        async for piece in response.content.iter_any():
+            first = first or time.monotonic()
+            body += piece
+    assert first is not None
+    return first - started, time.monotonic() - started, body.decode()
+
+
+async def _many_streams(url: str, count: int) -> list[tuple[float, float, str]]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return await asyncio.gather(*[_one_stream(session, url) for _ in range(count)])
+
+
+def test_200_concurrent_streams_on_one_gevent_worker(server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.1)  # ten chunks, about one second a stream
+    url = f"{server.url}/api/chat?format=text"
+    started = time.monotonic()
+    [(_, single, _)] = asyncio.run(_many_streams(url, 1))
+    upstream.reset()
+    started = time.monotonic()
+    results = asyncio.run(_many_streams(url, 200))
+    wall = time.monotonic() - started
+    assert [text for _, _, text in results] == [REPLY] * 200
+    stats = upstream.stats
+    # The proof that nothing blocks: all 200 upstream streams were open at the same moment.
+    assert stats.peak_open == 200 and stats.finished == 200
+    ttfb = sorted(t for t, _, _ in results)
+    print(f"\n200 streams on one worker: wall {wall:.2f}s (one stream alone: {single:.2f}s), "
+          f"TTFB p50 {ttfb[100] * 1000:.0f} ms, p99 {ttfb[197] * 1000:.0f} ms, max {ttfb[-1] * 1000:.0f} ms")
+
+
+def test_workers_from_environment_and_overrides_from_the_command_line(_standin: StandInServer) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "WEB_CONCURRENCY": "2"}
+    with Gunicorn(env=env, workers=None) as two:
+        deadline = time.monotonic() + 10
+        while len(two.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(two.worker_pids()) == 2
+        assert "Using worker: gevent" in two.log()
+    with Gunicorn(env=env, workers=1) as one:
+        assert len(one.worker_pids()) == 1

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import flask_chatstream
+from flask_chatstream import ChatStreamError, RequestError, UpstreamError
+
+
+def test_exported_names() -> None:
+    assert sorted(flask_chatstream.__all__) == [
+        "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
+        "RequestTooLarge", "Settings", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "UpstreamInterrupted", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
+        "UpstreamUnavailable", "create_blueprint",
+    ]
+    for name in flask_chatstream.__all__:
+        assert hasattr(flask_chatstream, name)
+
+
+def test_every_error_has_a_status_a_code_and_a_message() -> None:
+    errors = [getattr(flask_chatstream, n) for n in flask_chatstream.__all__]
+    errors = [e for e in errors if isinstance(e, type) and issubclass(e, ChatStreamError)]
+    codes = set()
+    for error in errors:
+        instance = error()
+        assert 400 <= instance.status < 600 and instance.message and instance.code
+        assert issubclass(error, (RequestError, UpstreamError)) or error is ChatStreamError
+        codes.add(instance.code)
+    assert len(codes) == len(errors)  # codes are distinct and stable
