@@ -114,14 +114,14 @@ async def _many_streams(url: str, count: int) -> list[tuple[float, float, str]]:
 def test_200_concurrent_streams_on_one_gevent_worker(server: Gunicorn, upstream: StandInServer) -> None:
     upstream.script = Script(reply=REPLY, delay=0.1)  # ten chunks, about one second a stream
     url = f"{server.url}/api/chat?format=text"
-    started = time.monotonic()
     [(_, single, _)] = asyncio.run(_many_streams(url, 1))
+    upstream.wait_for(lambda s: s.open == 0)
     upstream.reset()
     started = time.monotonic()
     results = asyncio.run(_many_streams(url, 200))
     wall = time.monotonic() - started
     assert [text for _, _, text in results] == [REPLY] * 200
-    stats = upstream.stats
+    stats = upstream.wait_for(lambda s: s.open == 0)
     # The proof that nothing blocks: all 200 upstream streams were open at the same moment.
     assert stats.peak_open == 200 and stats.finished == 200
     ttfb = sorted(t for t, _, _ in results)

@@ -25,7 +25,7 @@ def test_stream_has_openais_chunk_shape(upstream: StandInServer) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Bonjour à tous, ça va?"
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
-    stats = upstream.stats
+    stats = upstream.wait_for(lambda s: s.open == 0)
     assert (stats.opened, stats.finished, stats.open, stats.cancelled) == (1, 1, 0, 0)
 
 
@@ -63,5 +63,6 @@ def test_control_api(upstream: StandInServer) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in sdk(upstream).chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}], stream=True) if c.choices)
     assert text == "set remotely"
+    upstream.wait_for(lambda s: s.open == 0)
     stats = json.loads(urllib.request.urlopen(f"{base}/_standin/stats").read())
     assert stats["finished"] == 1 and stats["requests"] == 1
