@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, send_from_directory
 
 from flask_chatstream import create_blueprint
 
-PAGE = Path(__file__).with_name("examples") / "demo_page.html"
+EXAMPLES = Path(__file__).with_name("examples")
+PAGE = EXAMPLES / "demo_page.html"
+REACT_BUILD = EXAMPLES / "react-rtk-query" / "dist"
 DEMO_MODEL = "offline-demo"
 log = logging.getLogger("example_app")
 
@@ -66,6 +68,15 @@ def create_app() -> Flask:
     @app.get("/")
     def index() -> Response:
         return Response(page, content_type="text/html; charset=utf-8")
+
+    @app.get("/react/")
+    @app.get("/react/<path:name>")
+    def react_example(name: str = "index.html") -> Response:
+        """The React + RTK Query example, once built (make test builds it)."""
+        if not (REACT_BUILD / "index.html").is_file():
+            return Response("Build the React example first: cd examples/react-rtk-query && npm ci && npm run build\n",
+                            status=404, content_type="text/plain; charset=utf-8")
+        return send_from_directory(REACT_BUILD, name)
 
     return app
 

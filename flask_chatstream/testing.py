@@ -193,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_standin/stats":
             stats = self.server.standin.stats
             self._json(200, {k: v for k, v in dataclasses.asdict(stats).items() if k != "bodies"})
+        elif path == "/_standin/bodies":
+            self._json(200, list(self.server.standin.stats.bodies))
         elif path.endswith("/models"):
             self._json(200, {"object": "list", "data": [{"id": "stand-in", "object": "model"}]})
         else:

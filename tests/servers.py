@@ -85,3 +85,15 @@ class Gunicorn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_node_tests(command: list[str], *, cwd: Path, server: Gunicorn, standin_url: str) -> str:
+    """Run a node test command against the servers; fail with its output if it fails."""
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "CI": "true", "NO_COLOR": "1",
+             "CHATSTREAM_SERVER": server.url, "STANDIN_CONTROL": standin_url.removesuffix("/v1")},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    return output

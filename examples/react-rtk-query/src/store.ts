@@ -1,0 +1,12 @@
+import { configureStore } from "@reduxjs/toolkit";
+import { chatApi } from "./chatApi";
+
+export function makeStore() {
+  return configureStore({
+    reducer: { [chatApi.reducerPath]: chatApi.reducer },
+    middleware: (getDefault) => getDefault().concat(chatApi.middleware),
+  });
+}
+
+export type AppStore = ReturnType<typeof makeStore>;
+export type RootState = ReturnType<AppStore["getState"]>;

@@ -1,0 +1,191 @@
+// chatstream.js against real servers: the example app under gunicorn (CHATSTREAM_SERVER) with the
+// stand-in model (STANDIN_CONTROL), and a raw node HTTP server for byte-level splits and pings.
+// Run by tests/test_js_client.py, which starts and stops the servers.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { streamChat, readNDJSON, readSSE, readText, ChatStreamError } from "../../flask_chatstream/static/chatstream.js";
+
+const SERVER = process.env.CHATSTREAM_SERVER;
+const CONTROL = process.env.STANDIN_CONTROL;
+const REPLY = "Grüße aus Köln, 日本語 and 🎉 — streamed word by word.";
+
+async function script(settings) {
+  const response = await fetch(`${CONTROL}/_standin/script`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(settings),
+  });
+  assert.equal(response.status, 200);
+}
+
+async function stats() {
+  return (await fetch(`${CONTROL}/_standin/stats`)).json();
+}
+
+async function waitFor(condition, timeout = 5000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const current = await stats();
+    if (condition(current)) return current;
+    if (Date.now() > deadline) throw new Error(`condition not met: ${JSON.stringify(current)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function collect(iterable) {
+  const events = [];
+  for await (const event of iterable) events.push(event);
+  return events;
+}
+
+const text = (events) => events.filter((e) => e.type === "delta").map((e) => e.content).join("");
+
+// A raw server whose bytes we control, split anywhere.
+let raw;
+let rawUrl;
+const rawBodies = {};
+before(async () => {
+  raw = http.createServer(async (request, response) => {
+    const { type, pieces, end } = rawBodies[request.url];
+    response.writeHead(200, { "Content-Type": type });
+    for (const piece of pieces) {
+      response.write(piece);
+      await new Promise((resolve) => setTimeout(resolve, 15));
+    }
+    if (end === "destroy") response.socket.destroy();
+    else response.end();
+  });
+  await new Promise((resolve) => raw.listen(0, "127.0.0.1", resolve));
+  rawUrl = `http://127.0.0.1:${raw.address().port}`;
+});
+after(() => raw.close());
+
+function splitEverywhere(string, size) {
+  const bytes = Buffer.from(string, "utf8");
+  const pieces = [];
+  for (let i = 0; i < bytes.length; i += size) pieces.push(bytes.subarray(i, i + size));
+  return pieces;
+}
+
+for (const format of ["ndjson", "sse", "text"]) {
+  test(`${format}: deltas in order, then done`, async () => {
+    await script({ reply: REPLY, delay: 0.01 });
+    const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format }));
+    assert.equal(text(events), REPLY);
+    assert.ok(events.filter((e) => e.type === "delta").length > 5);
+    const done = events.at(-1);
+    assert.equal(done.type, "done");
+    if (format !== "text") {
+      assert.equal(done.finish_reason, "stop");
+      assert.equal(done.usage.completion_tokens, 11);
+    }
+  });
+}
+
+test("UTF-8 and lines split across reads are joined (ndjson)", async () => {
+  const body = ['{"type":"start","id":"x","model":"m"}', '{"type":"delta","content":"Grüße 日本 🎉"}',
+    '{"type":"ping"}', '{"type":"delta","content":" ok"}', '{"type":"done","finish_reason":"stop","usage":null}']
+    .join("\n") + "\n";
+  rawBodies["/split.ndjson"] = { type: "application/x-ndjson", pieces: splitEverywhere(body, 3) };
+  const events = await collect(readNDJSON(await fetch(`${rawUrl}/split.ndjson`)));
+  assert.equal(text(events), "Grüße 日本 🎉 ok");
+  assert.deepEqual(events.map((e) => e.type), ["start", "delta", "delta", "done"]); // ping ignored
+});
+
+test("SSE split across reads, CRLF endings and heartbeat comments", async () => {
+  const body = ": ping\r\n\r\nevent: delta\r\ndata: {\"type\":\"delta\",\"content\":\"Kö\"}\r\n\r\n" +
+    ": ping\n\nevent: delta\ndata: {\"type\":\"delta\",\"content\":\"ln 🎉\"}\n\n" +
+    "event: done\ndata: {\"type\":\"done\",\"finish_reason\":\"stop\",\"usage\":null}\n\n";
+  rawBodies["/split.sse"] = { type: "text/event-stream", pieces: splitEverywhere(body, 4) };
+  const events = await collect(readSSE(await fetch(`${rawUrl}/split.sse`)));
+  assert.equal(text(events), "Köln 🎉");
+  assert.equal(events.at(-1).type, "done");
+});
+
+test("text split inside multi-byte characters", async () => {
+  rawBodies["/split.txt"] = { type: "text/plain", pieces: splitEverywhere("日本語 🎉 Grüße", 1) };
+  const events = await collect(readText(await fetch(`${rawUrl}/split.txt`)));
+  assert.equal(text(events), "日本語 🎉 Grüße");
+});
+
+test("HTTP error before the stream throws with status, code and message", async () => {
+  await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { messages: [] })), (error) => {
+    assert.ok(error instanceof ChatStreamError);
+    assert.equal(error.status, 400);
+    assert.equal(error.code, "empty_messages");
+    assert.match(error.message, /must not be empty/);
+    return true;
+  });
+  await script({ status: 429, retry_after: "3" });
+  await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { content: "hi" })), { status: 429, code: "rate_limited" });
+});
+
+for (const format of ["ndjson", "sse"]) {
+  test(`${format}: the terminal error event throws after the deltas before it`, async () => {
+    await script({ reply: REPLY, error_after: 2 });
+    const seen = [];
+    await assert.rejects(
+      (async () => { for await (const e of streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format })) seen.push(e); })(),
+      { name: "ChatStreamError", code: "upstream_error", status: 0 },
+    );
+    assert.equal(text(seen), "Grüße aus");
+  });
+}
+
+test("text: a cut stream throws 'truncated', never done", async () => {
+  await script({ reply: REPLY, cut_after: 2 });
+  const seen = [];
+  await assert.rejects(
+    (async () => { for await (const e of streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format: "text" })) seen.push(e); })(),
+    { name: "ChatStreamError", code: "truncated" },
+  );
+  assert.equal(text(seen), "Grüße aus");
+  assert.ok(!seen.some((e) => e.type === "done"));
+});
+
+test("ndjson and sse: a body that ends before done throws 'truncated'", async () => {
+  rawBodies["/short.ndjson"] = { type: "application/x-ndjson", pieces: ['{"type":"delta","content":"half"}\n'] };
+  await assert.rejects(collect(readNDJSON(await fetch(`${rawUrl}/short.ndjson`))), { code: "truncated" });
+  rawBodies["/short.sse"] = { type: "text/event-stream", pieces: ['event: delta\ndata: {"type":"delta","content":"half"}\n\n'], end: "destroy" };
+  await assert.rejects(collect(readSSE(await fetch(`${rawUrl}/short.sse`))), { code: "truncated" });
+});
+
+for (const format of ["ndjson", "sse", "text"]) {
+  test(`${format}: abort stops reading, throws AbortError, and the server closes the upstream`, async () => {
+    await script({ reply: REPLY.repeat(10), delay: 0.05 });
+    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    const controller = new AbortController();
+    const seen = [];
+    await assert.rejects(
+      (async () => {
+        for await (const e of streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format, signal: controller.signal })) {
+          seen.push(e);
+          if (e.type === "delta") controller.abort();
+        }
+      })(),
+      { name: "AbortError" },
+    );
+    assert.equal(seen.filter((e) => e.type === "delta").length, 1);
+    const after = await waitFor((s) => s.open === 0);
+    assert.equal(after.cancelled, 1);
+    assert.equal(after.finished, 0);
+  });
+}
+
+test("an already-aborted signal never reads", async () => {
+  const controller = new AbortController();
+  controller.abort();
+  await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { content: "hi" }, { signal: controller.signal })), { name: "AbortError" });
+});
+
+test("a custom fetch and extra headers are used", async () => {
+  await script({ reply: "custom" });
+  const calls = [];
+  const myFetch = (url, init) => { calls.push(init.headers); return fetch(url, init); };
+  const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "hi" }, { fetch: myFetch, headers: { "X-Trace": "1" } }));
+  assert.equal(text(events), "custom");
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0]["X-Trace"], "1");
+  assert.equal(calls[0].Accept, "application/x-ndjson");
+});

@@ -1,0 +1,22 @@
+"""chatstream.js, tested with node's test runner against the real app under gunicorn + gevent."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+from flask_chatstream.testing import StandInServer
+
+from .conftest import API_KEY
+from .servers import ROOT, Gunicorn, run_node_tests
+
+
+def test_chatstream_js(_standin: StandInServer) -> None:
+    node = shutil.which("node")
+    assert node, "node is required: install Node.js 20 or newer"
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    with Gunicorn(env=env) as server:
+        output = run_node_tests([node, "--test", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,
+                                standin_url=_standin.url)
+    print(output[-3000:])
+    assert re.search(r"^ℹ pass [1-9]\d*$", output, re.M) and re.search(r"^ℹ fail 0$", output, re.M)
