@@ -6,8 +6,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REACT := examples/react-rtk-query
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test install
+.PHONY: help demo test install system-deps react
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
@@ -24,6 +26,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py example_app:app
 
-test: $(STAMP)
+# Browser tests use Debian's Chromium (Playwright cannot download browsers here); node comes with the machine.
+system-deps:
+	@command -v node >/dev/null || { echo "Node.js 20+ is required (https://nodejs.org)"; exit 1; }
+	@if [ ! -x /usr/bin/chromium ]; then \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; fi
+
+$(REACT)/node_modules/.package-lock.json: $(REACT)/package-lock.json
+	cd $(REACT) && npm ci --no-audit --no-fund
+
+react: $(REACT)/node_modules/.package-lock.json
+	cd $(REACT) && npm run build
+
+test: $(STAMP) system-deps react
 	$(PY) -m mypy
 	$(PY) -m pytest

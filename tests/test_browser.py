@@ -1,0 +1,165 @@
+"""End to end in real headless Chromium: the demo page and the React + RTK Query example,
+served by the example app under gunicorn + gevent, talking to the stand-in model.
+
+Assertions are on the DOM; screenshots go to test-artifacts/ for debugging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY
+from .servers import ROOT, Gunicorn
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = ROOT / "test-artifacts"
+REPLY = " ".join(f"word{i}" for i in range(1, 31))
+
+# Records every distinct length of an element's text, so a test can see it grow.
+WATCH_GROWTH = """(selector) => {
+  window.__growth = [];
+  const record = () => {
+    const el = document.querySelector(selector);
+    const n = el ? el.textContent.length : 0;
+    if (n !== window.__growth.at(-1)) window.__growth.push(n);
+  };
+  new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(_standin: StandInServer) -> Iterator[Gunicorn]:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    with Gunicorn(env=env) as gunicorn:
+        yield gunicorn
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def growth(page: Page) -> list[int]:
+    return list(page.evaluate("window.__growth"))
+
+
+# ---- the demo page at / --------------------------------------------------------------------------
+
+
+def test_demo_page_streams_incrementally(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.05)
+    page.goto(server.url + "/")
+    page.evaluate(WATCH_GROWTH, "#answer")
+    page.fill("#prompt", "Count to thirty")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("Done (stop).", timeout=15000)
+    expect(page.locator("#answer")).to_have_text(REPLY)
+    steps = growth(page)
+    assert len([n for n in steps if 0 < n < len(REPLY)]) >= 10, steps  # grew many times before it was whole
+    assert steps == sorted(steps)
+    assert upstream.stats.bodies[-1]["messages"] == [{"role": "user", "content": "Count to thirty"}]
+
+
+def test_demo_page_stop_closes_the_upstream(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY * 10, delay=0.05)
+    page.goto(server.url + "/")
+    page.click("#send")
+    expect(page.locator("#answer")).to_contain_text("word3", timeout=10000)
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    stats = upstream.wait_for(lambda s: s.open == 0, timeout=5)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    stopped_at = page.locator("#answer").text_content() or ""
+    page.wait_for_timeout(300)
+    assert page.locator("#answer").text_content() == stopped_at  # nothing more arrives
+    expect(page.locator("#send")).to_be_enabled()
+
+
+def test_demo_page_shows_upstream_errors(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    page.goto(server.url + "/")
+    upstream.script = Script(status=503)
+    page.click("#send")
+    expect(page.locator("#error")).to_have_text("The model provider is unavailable.")
+    upstream.script = Script(reply=REPLY, error_after=3, delay=0.02)
+    page.click("#send")
+    expect(page.locator("#error")).to_have_text("The model provider reported an error during the answer.")
+    expect(page.locator("#answer")).to_have_text("word1 word2 word3")
+
+
+def test_demo_page_shows_the_servers_400_message(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    page.goto(server.url + "/")
+    page.fill("#prompt", "   ")
+    page.click("#send")
+    expect(page.locator("#error")).to_have_text("messages[0].content must not be empty.")
+    assert upstream.stats.requests == 0
+
+
+# ---- the React + RTK Query example at /react/ -------------------------------------------------------
+
+
+@pytest.fixture
+def react_page(page: Page, server: Gunicorn) -> Page:
+    assert (ROOT / "examples/react-rtk-query/dist/index.html").is_file(), "build it: make test does"
+    page.goto(server.url + "/react/")
+    expect(page.locator("#send")).to_be_enabled()
+    return page
+
+
+def test_react_streams_incrementally(react_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, delay=0.05)
+    react_page.evaluate(WATCH_GROWTH, ".message.assistant .content")
+    react_page.fill("#prompt", "Count to thirty")
+    react_page.click("#send")
+    assistant = react_page.locator(".message.assistant")
+    expect(assistant).to_have_attribute("data-status", "complete", timeout=15000)
+    expect(assistant.locator(".content")).to_have_text(REPLY)
+    steps = growth(react_page)
+    assert len([n for n in steps if 0 < n < len(REPLY)]) >= 10, steps
+    expect(react_page.locator(".message.user .content")).to_have_text("Count to thirty")
+
+
+def test_react_stop_closes_the_upstream(react_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY * 10, delay=0.05)
+    react_page.click("#send")
+    assistant = react_page.locator(".message.assistant")
+    expect(assistant.locator(".content")).to_contain_text("word3", timeout=10000)
+    react_page.click("#stop")
+    expect(assistant).to_have_attribute("data-status", "stopped")
+    expect(assistant.locator(".note")).to_have_text("(stopped)")
+    stats = upstream.wait_for(lambda s: s.open == 0, timeout=5)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    expect(react_page.locator("#error")).to_have_text("")
+    expect(react_page.locator("#send")).to_be_enabled()
+
+
+def test_react_shows_errors(react_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, error_after=3, delay=0.02)
+    react_page.click("#send")
+    expect(react_page.locator("#error")).to_have_text("The model provider reported an error during the answer.")
+    assistant = react_page.locator(".message.assistant")
+    expect(assistant).to_have_attribute("data-status", "error")
+    expect(assistant.locator(".content")).to_have_text("word1 word2 word3")
+    react_page.fill("#prompt", "")
+    react_page.click("#send")
+    # the earlier prompt goes along as history, so the empty one is the second message
+    expect(react_page.locator("#error")).to_have_text("messages[1].content must not be empty.")
