@@ -1,0 +1,126 @@
+"""A realistic OpenAI-compatible upstream for benchmarks, on asyncio (aiohttp) so that thousands of
+concurrent streams cost it little.
+
+Each stream sends ``chunks`` content events in OpenAI's ``chat.completion.chunk`` shape (about 300
+bytes each), in bursts of ``burst`` events per network write, with jittered gaps, a time to first
+token drawn from a log-normal distribution, and occasional stalls. Every content token is
+``<seq>@<unix time sent>|``, so a client can check the text arrived whole and in order, and measure
+the latency each relay adds.
+
+The profile comes from the last message's content, ``bench:<json>``, which every contestant passes
+through untouched, so one upstream serves every scenario; see ``Profile``.
+
+    python -m bench.upstream --port 9100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Profile:
+    chunks: int = 100
+    gap: float = 0.02
+    """Mean seconds between content events (a burst of n events waits n gaps)."""
+    jitter: float = 0.0
+    """Each wait is multiplied by uniform(1 - jitter, 1 + jitter)."""
+    burst: tuple[int, int] = (1, 1)
+    """Events per network write: uniform over this inclusive range."""
+    ttft: float = 0.0
+    """Median time to first token (log-normal, sigma 0.5); 0 for none."""
+    stall_chance: float = 0.0
+    stall: float = 1.0
+
+    def prompt(self) -> str:
+        return "bench:" + json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_prompt(cls, prompt: str) -> Profile:
+        if not prompt.startswith("bench:"):
+            return cls()
+        fields = json.loads(prompt.removeprefix("bench:"))
+        fields["burst"] = tuple(fields.get("burst", (1, 1)))
+        return cls(**fields)
+
+
+def token(seq: int) -> str:
+    return f"{seq}@{time.time():.6f}|"
+
+
+def event(cid: str, model: str, created: int, delta: dict[str, object], finish: str | None = None) -> bytes:
+    body = {
+        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "system_fingerprint": "fp_bench0000", "service_tier": "default",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = str(body.get("model", ""))
+    messages = body.get("messages") or [{}]
+    profile = Profile.from_prompt(str(messages[-1].get("content", "")))
+    rng = random.Random()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    created = int(time.time())
+
+    def wait(seconds: float) -> float:
+        if profile.jitter:
+            seconds *= rng.uniform(1 - profile.jitter, 1 + profile.jitter)
+        if profile.stall_chance and rng.random() < profile.stall_chance:
+            seconds += profile.stall
+        return seconds
+
+    try:
+        await response.write(event(cid, model, created, {"role": "assistant", "content": "", "refusal": None}))
+        if profile.ttft:
+            await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
+        seq = 0
+        while seq < profile.chunks:
+            n = min(rng.randint(*profile.burst), profile.chunks - seq)
+            if seq:
+                await asyncio.sleep(wait(profile.gap * n))
+            data = b"".join(event(cid, model, created, {"content": token(seq + i)}) for i in range(n))
+            await response.write(data)
+            seq += n
+        await response.write(event(cid, model, created, {}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 5, "completion_tokens": profile.chunks, "total_tokens": 5 + profile.chunks}
+            tail = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [], "usage": usage}
+            await response.write(b"data: " + json.dumps(tail, separators=(",", ":")).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(make_app(), host="127.0.0.1", port=args.port, print=None, access_log=None, backlog=4096)
+
+
+if __name__ == "__main__":
+    main()
