@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,19 +180,28 @@ def suite(config: Config) -> dict[str, Any]:
                                          "realistic": config.realistic.prompt(), "scale": config.scale.prompt(),
                                          "scale_gap_ms": config.scale.gap * 1000}}
     with upstream_server() as upstream:
-        for scenario, profile, kwargs in (
-            ("plain", config.plain, {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
-            ("realistic", config.realistic, {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
-            ("low_load", config.plain, {"streams": config.latency_streams, "concurrency": 1}),
-        ):
-            report[scenario] = {}
-            for name in CONTESTANTS:
-                runs = []
-                with serve(name, upstream) as (server, pid):
-                    for _ in range(config.runs):
-                        runs.append(measured(server, pid, name, profile, **kwargs))
-                report[scenario][name] = median_of(runs)
-                print(f"{scenario:10} {name:10} {report[scenario][name]['cpu_us_per_chunk']:8.1f} us/chunk", flush=True)
+        # All contestants run side by side and take turns, so each run compares them under the
+        # same machine conditions; ratios are taken per run, then the median.
+        with ExitStack() as stack:
+            servers = {name: stack.enter_context(serve(name, upstream)) for name in CONTESTANTS}
+            for scenario, profile, kwargs in (
+                ("plain", config.plain, {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
+                ("realistic", config.realistic,
+                 {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
+                ("low_load", config.plain, {"streams": config.latency_streams, "concurrency": 1}),
+            ):
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTESTANTS}
+                for _ in range(config.runs):
+                    for name, (server, pid) in servers.items():
+                        runs[name].append(measured(server, pid, name, profile, **kwargs))
+                report[scenario] = {name: median_of(results) for name, results in runs.items()}
+                for name, results in runs.items():
+                    report[scenario][name]["x_floor"] = statistics.median(
+                        r["cpu_us_per_chunk"] / f["cpu_us_per_chunk"] for r, f in zip(results, runs["floor"]))
+                    report[scenario][name]["x_baseline"] = statistics.median(
+                        r["cpu_ms_per_request"] / b["cpu_ms_per_request"] for r, b in zip(results, runs["baseline"]))
+                    print(f"{scenario:10} {name:10} {[round(r['cpu_us_per_chunk']) for r in results]} us/chunk, "
+                          f"median x floor {report[scenario][name]['x_floor']:.2f}", flush=True)
 
         report["scale"] = {}
         for name in ("chatstream", "baseline"):
@@ -215,12 +224,10 @@ def table(report: dict[str, Any]) -> str:
     rows = ["| scenario | contestant | CPU µs/chunk | × floor | CPU ms/request | × baseline | TTFB p50 ms | "
             "added latency p50 ms | complete |", "|---|---|---|---|---|---|---|---|---|"]
     for scenario in ("plain", "realistic", "low_load"):
-        floor = report[scenario]["floor"]["cpu_us_per_chunk"]
-        baseline = report[scenario]["baseline"]["cpu_ms_per_request"]
         for name, r in report[scenario].items():
             rows.append(
-                f"| {scenario} | {name} | {r['cpu_us_per_chunk']:.0f} | {r['cpu_us_per_chunk'] / floor:.2f} | "
-                f"{r['cpu_ms_per_request']:.2f} | {r['cpu_ms_per_request'] / baseline:.2f} | {r['ttfb_ms'][50]:.1f} | "
+                f"| {scenario} | {name} | {r['cpu_us_per_chunk']:.0f} | {r['x_floor']:.2f} | "
+                f"{r['cpu_ms_per_request']:.2f} | {r['x_baseline']:.2f} | {r['ttfb_ms'][50]:.1f} | "
                 f"{r['latency_ms'][50]:.2f} | {r['complete']}/{r['streams']} |")
     rows += ["", "| contestant | streams | complete | TTFB p50 / p99 ms | read gap p99 / max ms | "
              "worker KB per open stream | wall s |", "|---|---|---|---|---|---|---|"]

@@ -101,7 +101,17 @@ def _chat() -> Response:
     stream = state.upstream.open(chat)
     # direct_passthrough hands the generator straight to the server: no
     # Werkzeug wrapper runs per chunk.
-    return Response(relay(stream, fmt), content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+    return Response(relay(stream, fmt, _client_fd()), content_type=fmt.mimetype, headers=STREAM_HEADERS,
+                    direct_passthrough=True)
+
+
+def _client_fd() -> int | None:
+    """The client connection's file descriptor, from gunicorn or Werkzeug's dev server."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    try:
+        return int(sock.fileno()) if sock is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _client_script() -> Response:

@@ -17,17 +17,22 @@ from ._errors import ChatStreamError, StreamAborted
 from ._events import Translator, error_event
 from ._formats import Format
 from ._sse import SSEParser
-from ._upstream import UpstreamStream
+from ._upstream import ClientGone, UpstreamStream
+from ._watchdog import WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
 
 
-def relay(stream: UpstreamStream, fmt: Format) -> Iterator[bytes]:
+def relay(stream: UpstreamStream, fmt: Format, client_fd: int | None = None) -> Iterator[bytes]:
+    """``client_fd`` is the client's socket, when the server gives it, so that a client who leaves
+    while the upstream is silent is noticed too."""
     encode = fmt.encode
     parser = SSEParser()
     translator = Translator()
     started = time.monotonic()
     outcome = "client_left"
+    stream.client_fd = client_fd
+    WATCHDOG.watch(stream)
     try:
         for data in stream:
             if translator.finished:
@@ -47,12 +52,15 @@ def relay(stream: UpstreamStream, fmt: Format) -> Iterator[bytes]:
             if out:
                 yield out
         outcome = "done"
+    except ClientGone:
+        pass  # nobody is listening: end without another write
     except ChatStreamError as error:
         outcome = error.code
         if not fmt.in_band_errors:
             raise StreamAborted(error) from None
         yield encode([error_event(error)])
     finally:
+        WATCHDOG.forget(stream)
         stream.close()
         usage = translator.usage or {}
         log.info(

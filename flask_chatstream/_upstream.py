@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -96,24 +98,80 @@ class Upstream:
         except openai.OpenAIError as exc:
             log.warning("upstream failed before the stream started: %s", type(exc).__name__)
             raise UpstreamError() from None
-        return UpstreamStream(response.http_response)
+        return UpstreamStream(response.http_response, settings.read_timeout)
+
+
+_STALLED = "The model provider stopped sending in the middle of the answer."
+
+
+class ClientGone(Exception):
+    """The client hung up; the relay ends quietly."""
 
 
 class UpstreamStream:
-    """The raw bytes of one upstream body. Iterate once; always ``close``."""
+    """The raw bytes of one upstream body. Iterate once; always ``close``.
 
-    __slots__ = ("_response",)
+    The watchdog calls ``check`` and ``client_left`` from its own loop; either may stop the
+    stream by shutting its socket down, which wakes a blocked read with an end-of-stream.
+    """
 
-    def __init__(self, response: Any) -> None:
+    __slots__ = ("_response", "_socket", "_stopped", "read_timeout", "last_read", "client_fd", "on_tick",
+                 "__weakref__")
+
+    def __init__(self, response: Any, read_timeout: float) -> None:
         self._response = response
+        self.read_timeout = read_timeout
+        self.last_read = time.monotonic()
+        self.client_fd: int | None = None
+        self.on_tick: Callable[[float], None] | None = None
+        self._stopped: str | None = None
+        network = response.extensions.get("network_stream")
+        self._socket = network.get_extra_info("socket") if network is not None else None
+        if self._socket is not None:
+            # The watchdog enforces the read timeout from now on, so body reads need no timer each.
+            # (httpcore reads this shared dict when the body iteration starts.)
+            extensions = response.request.extensions
+            extensions["timeout"] = {**extensions.get("timeout", {}), "read": None}
 
     def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        # The byte stream itself, without iter_bytes' decoder and chunker layers,
+        # unless the upstream compressed the body.
+        encoded = response.headers.get("content-encoding", "identity") != "identity"
+        clock = time.monotonic
         try:
-            yield from self._response.iter_bytes()
-        except _http.TimeoutException:
-            raise UpstreamTimeout("The model provider stopped sending in the middle of the answer.") from None
+            for data in response.iter_bytes() if encoded else response.stream:
+                self.last_read = clock()
+                yield data
+        except _http.TimeoutException:  # only where the watchdog could not take the socket
+            raise UpstreamTimeout(_STALLED) from None
         except (_http.TransportError, _http.StreamError):
+            if self._stopped == "client_left":
+                raise ClientGone() from None
+            if self._stopped == "timeout":
+                raise UpstreamTimeout(_STALLED) from None
             raise UpstreamInterrupted() from None
+        if self._stopped == "client_left":
+            raise ClientGone()
+
+    def check(self, now: float) -> None:
+        if self._stopped is None and now - self.last_read > self.read_timeout and self._socket is not None:
+            self._stop("timeout")
+        elif self.on_tick is not None:
+            self.on_tick(now)
+
+    def client_left(self) -> None:
+        self._stop("client_left")
+
+    def _stop(self, reason: str) -> None:
+        if self._stopped is not None:
+            return
+        self._stopped = reason
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Drop the upstream connection, which stops generation (and billing)."""
