@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Blueprint, Response, current_app, request, send_file
@@ -22,12 +23,14 @@ from werkzeug.exceptions import HTTPException
 
 from ._config import Options, Settings, resolve
 from ._errors import ChatStreamError, MethodNotAllowed, RequestTooLarge
-from ._relay import relay
+from ._policy import StreamLimit
+from ._relay import Relay
 from ._request import check_content_type, choose_format, parse_chat_request
 from ._upstream import Upstream
 
 if TYPE_CHECKING:
     import openai
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
     from typing_extensions import Unpack
 
 log = logging.getLogger("flask_chatstream")
@@ -45,16 +48,41 @@ STREAM_HEADERS = {
 }
 
 
+ClientKey = Callable[[], str]
+
+
+def remote_address() -> str:
+    """The default client key. Behind a proxy, use werkzeug's ProxyFix so this is the real client."""
+    return request.remote_addr or "unknown"
+
+
 @dataclass(frozen=True)
 class _State:
     settings: Settings
     upstream: Upstream
+    limit: StreamLimit
+    client_key: ClientKey
+
+
+class _StreamResponse(Response):
+    """Hands the server's WSGI write() to the relay, for heartbeats while it waits on the model."""
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        relay = self.response
+        assert isinstance(relay, Relay)
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+            relay.write = start_response(status, headers, exc_info)
+            return relay.write
+
+        return super().__call__(environ, capture)
 
 
 def create_blueprint(
     name: str = "chatstream",
     *,
     client: openai.OpenAI | None = None,
+    client_key: ClientKey = remote_address,
     **options: Unpack[Options],
 ) -> Blueprint:
     """Return a blueprint serving ``POST /chat``; register it with a ``url_prefix``.
@@ -62,6 +90,8 @@ def create_blueprint(
     Keyword options override ``CHATSTREAM_*`` config keys, which override
     ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``. ``client`` takes a ready
     ``openai.OpenAI``; its own key, base URL and retries are then used.
+    ``client_key`` names the client for ``max_streams_per_client``: the remote
+    address by default, or, say, ``lambda: str(current_user.id)``.
     """
     if client is not None and ("api_key" in options or "base_url" in options):
         raise TypeError("create_blueprint() takes client= or api_key=/base_url=, not both.")
@@ -70,7 +100,9 @@ def create_blueprint(
     def register(state: BlueprintSetupState) -> None:
         settings = resolve(options, state.app.config, os.environ)
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
-        state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(settings, Upstream(settings, client))
+        state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
+            settings, Upstream(settings, client), StreamLimit(settings.max_streams_per_client), client_key
+        )
 
     blueprint.record(register)
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -97,12 +129,18 @@ def _chat() -> Response:
     state = _state()
     fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
     check_content_type(request.mimetype)
-    chat = parse_chat_request(_read_body(state.settings.max_body_bytes), state.settings)
-    stream = state.upstream.open(chat)
-    # direct_passthrough hands the generator straight to the server: no
-    # Werkzeug wrapper runs per chunk.
-    return Response(relay(stream, fmt, _client_fd()), content_type=fmt.mimetype, headers=STREAM_HEADERS,
-                    direct_passthrough=True)
+    settings = state.settings
+    chat = parse_chat_request(_read_body(settings.max_body_bytes), settings)
+    release = state.limit.acquire(state.client_key())
+    try:
+        stream = state.upstream.open(chat)
+    except BaseException:
+        release()
+        raise
+    relay = Relay(stream, fmt, client_fd=_client_fd(), heartbeat=settings.heartbeat, on_close=release)
+    # direct_passthrough hands the relay straight to the server: no Werkzeug
+    # wrapper runs per chunk.
+    return _StreamResponse(relay, content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
 def _client_fd() -> int | None:

@@ -37,6 +37,8 @@ class Options(TypedDict, total=False):
     max_retries: int
     allow_system_role: bool
     include_usage: bool
+    heartbeat: float
+    max_streams_per_client: int
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class Settings:
     max_retries: int = 2
     allow_system_role: bool = False
     include_usage: bool = True
+    heartbeat: float = 15.0
+    """Seconds of silence after which NDJSON and SSE streams get a ping; 0 turns pings off."""
+    max_streams_per_client: int = 0
+    """Concurrent streams one client may hold; 0 for no limit."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -89,8 +95,12 @@ def _positive_int(value: Any) -> int:
     return number
 
 
-def _retries(value: Any) -> int:
+def _count_or_zero(value: Any) -> int:
     return 0 if value in (0, "0") else _positive_int(value)
+
+
+def _seconds_or_zero(value: Any) -> float:
+    return 0.0 if value in (0, "0", 0.0) else _seconds(value)
 
 
 def _seconds(value: Any) -> float:
@@ -140,9 +150,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_content_chars": _positive_int,
     "connect_timeout": _seconds,
     "read_timeout": _seconds,
-    "max_retries": _retries,
+    "max_retries": _count_or_zero,
     "allow_system_role": _flag,
     "include_usage": _flag,
+    "heartbeat": _seconds_or_zero,
+    "max_streams_per_client": _count_or_zero,
 }
 _SECRETS = frozenset({"api_key"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}

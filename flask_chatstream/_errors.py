@@ -9,7 +9,8 @@ the API key back) or anything else from the environment.
     │   ├── UnsupportedMediaType     415  unsupported_media_type
     │   ├── RequestTooLarge          413  request_too_large
     │   ├── NotAcceptable            406  not_acceptable
-    │   └── MethodNotAllowed         405  method_not_allowed
+    │   ├── MethodNotAllowed         405  method_not_allowed
+    │   └── TooManyStreams           429  too_many_streams
     └── UpstreamError                502  upstream_error
         ├── UpstreamAuthError        502  upstream_auth
         ├── UpstreamRejected         502  upstream_rejected
@@ -84,6 +85,12 @@ class MethodNotAllowed(RequestError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": "POST"}
+
+
+class TooManyStreams(RequestError):
+    status = 429
+    code = "too_many_streams"
+    message = "This client already has as many answers streaming as it may. Wait for one to finish."
 
 
 class UpstreamError(ChatStreamError):

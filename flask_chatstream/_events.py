@@ -42,9 +42,10 @@ class Translator:
     stream's terminal error.
     """
 
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks")
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id")
 
     def __init__(self) -> None:
+        self.id: str | None = None
         self.started = False
         self.finished = False
         self.finish_reason: str | None = None
@@ -63,6 +64,7 @@ class Translator:
             self.chunks += 1
             if not self.started:
                 self.started = True
+                self.id = chunk.get("id")
                 events.append({"type": "start", "id": chunk.get("id"), "model": chunk.get("model")})
             choices = chunk.get("choices")
             if choices:

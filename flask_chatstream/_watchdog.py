@@ -55,6 +55,13 @@ def _original_poll() -> Callable[[], Any]:
     return select.poll
 
 
+def writable(fd: int) -> bool:
+    """Can ``fd`` take a small write right now, without blocking?"""
+    poller = _POLL()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLOUT for _, events in poller.poll(0))
+
+
 class Watchdog:
     def __init__(self, interval: float = INTERVAL) -> None:
         self.interval = interval
@@ -79,11 +86,10 @@ class Watchdog:
             threading.Thread(target=self._run, name="chatstream-watchdog", daemon=True).start()
 
     def _run(self) -> None:
-        poll = _original_poll()
         while True:
             time.sleep(self.interval)
             try:
-                self.tick(poll)
+                self.tick(_POLL)
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("watchdog tick failed")
 
@@ -104,4 +110,5 @@ class Watchdog:
             stream.check(now)
 
 
+_POLL = _original_poll()
 WATCHDOG = Watchdog()

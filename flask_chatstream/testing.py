@@ -324,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
-            readable, _, _ = select.select([self.connection], [], [], max(0.0, min(left, 0.05)))
+            readable, _, _ = select.select([self.connection], [], [], max(0.0, min(left, 0.5)))
             if readable and not self.connection.recv(1, socket.MSG_PEEK):
                 raise _ClientGone()
             if self.server.standin._stopping.is_set():

@@ -5,6 +5,7 @@ Every test talks to the real openai client over loopback HTTP; nothing is mocked
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,3 +59,10 @@ def make_app(upstream: StandInServer) -> AppFactory:
 @pytest.fixture
 def client(make_app: AppFactory) -> FlaskClient:
     return make_app().test_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _enough_file_descriptors() -> None:
+    """Tests with a thousand streams hold several thousand sockets (and servers inherit this)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))

@@ -7,7 +7,7 @@ from flask_chatstream import ChatStreamError, RequestError, UpstreamError
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTooLarge", "Settings", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "RequestTooLarge", "Settings", "TooManyStreams", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
         "UpstreamUnavailable", "create_blueprint",
     ]
