@@ -322,9 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _wait(self, seconds: float) -> None:
         """Sleep, but notice at once if the caller hangs up (or the server stops)."""
         deadline = time.monotonic() + seconds
+        poller = select.poll()  # not select(): thousands of connections outgrow its 1024 descriptors
+        poller.register(self.connection, select.POLLIN)
         while True:
             left = deadline - time.monotonic()
-            readable, _, _ = select.select([self.connection], [], [], max(0.0, min(left, 0.5)))
+            readable = poller.poll(max(0.0, min(left, 0.5)) * 1000)
             if readable and not self.connection.recv(1, socket.MSG_PEEK):
                 raise _ClientGone()
             if self.server.standin._stopping.is_set():
