@@ -26,11 +26,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py example_app:app
 
-# Browser tests use Debian's Chromium (Playwright cannot download browsers here); node comes with the machine.
+# Browser tests use Debian's Chromium (Playwright cannot download browsers here), proxy tests Debian's
+# nginx; node comes with the machine.
 system-deps:
 	@command -v node >/dev/null || { echo "Node.js 20+ is required (https://nodejs.org)"; exit 1; }
-	@if [ ! -x /usr/bin/chromium ]; then \
-		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; fi
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ]; then \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium nginx; fi
 
 $(REACT)/node_modules/.package-lock.json: $(REACT)/package-lock.json
 	cd $(REACT) && npm ci --no-audit --no-fund

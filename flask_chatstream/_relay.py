@@ -17,7 +17,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from ._errors import ChatStreamError, StreamAborted
 from ._events import Translator, error_event
@@ -66,7 +66,7 @@ class Relay:
                 self.on_close()
         self._body.close()
 
-    def _run(self) -> Iterator[bytes]:
+    def _run(self) -> Generator[bytes, None, None]:
         stream, fmt = self.stream, self.fmt
         encode = fmt.encode
         parser = SSEParser()

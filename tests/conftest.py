@@ -5,6 +5,7 @@ Every test talks to the real openai client over loopback HTTP; nothing is mocked
 
 from __future__ import annotations
 
+import logging
 import resource
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,6 +60,30 @@ def make_app(upstream: StandInServer) -> AppFactory:
 @pytest.fixture
 def client(make_app: AppFactory) -> FlaskClient:
     return make_app().test_client()
+
+
+class _Everything(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(logging.Formatter("%(name)s %(message)s").format(record))
+
+
+SESSION_LOG = _Everything()
+"""Every log record of the test session, formatted, with tracebacks: the leak check reads it."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_every_log_line() -> Iterator[None]:
+    root = logging.getLogger()
+    root.addHandler(SESSION_LOG)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    yield
+    root.setLevel(old_level)
+    root.removeHandler(SESSION_LOG)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGS: list[Path] = []
+"""Every server log this test session wrote, for the leak check at its end."""
 
 
 def free_port() -> int:
@@ -41,6 +43,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
         self.log_path.parent.mkdir(exist_ok=True)
+        LOGS.append(self.log_path)
         self._log = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATSTREAM_"))}
         full_env.setdefault("GRACEFUL_TIMEOUT", "3")
