@@ -18,7 +18,7 @@ help:
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,test]'
+	$(PY) -m pip install -q -e '.[server,test,bench]'
 	touch $@
 
 install: $(STAMP)

@@ -37,3 +37,12 @@ control_socket_disable = True
 
 loglevel = os.environ.get("LOG_LEVEL", "info")
 errorlog = "-"
+
+
+def post_worker_init(worker: object) -> None:
+    """Warm the SDK's request path in memory, so the worker's first real request is not slow."""
+    try:
+        from flask_chatstream import warm_up
+    except ImportError:  # an app that does not use flask_chatstream
+        return
+    warm_up()

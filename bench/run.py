@@ -204,7 +204,7 @@ def suite(config: Config) -> dict[str, Any]:
                           f"median x floor {report[scenario][name]['x_floor']:.2f}", flush=True)
 
         report["scale"] = {}
-        for name in ("chatstream", "baseline"):
+        for name in CONTESTANTS:
             report["scale"][name] = {}
             for level in config.scale_levels:
                 with serve(name, upstream) as (server, pid):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._blueprint import create_blueprint
+from ._upstream import warm_up
 from ._config import ConfigError, Options, Settings
 from ._errors import (
     ChatStreamError,
@@ -43,4 +44,5 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "create_blueprint",
+    "warm_up",
 ]

@@ -9,7 +9,7 @@ def test_exported_names() -> None:
         "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
         "RequestTooLarge", "Settings", "TooManyStreams", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
-        "UpstreamUnavailable", "create_blueprint",
+        "UpstreamUnavailable", "create_blueprint", "warm_up",
     ]
     for name in flask_chatstream.__all__:
         assert hasattr(flask_chatstream, name)

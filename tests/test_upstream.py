@@ -54,3 +54,10 @@ def test_retries_are_the_clients(make_app: AppFactory, upstream: StandInServer) 
     upstream.script = Script(status=500)
     response = make_app(max_retries=1).test_client().post("/api/chat", json={"content": "hi"})
     assert response.status_code == 502 and upstream.stats.requests == 2
+
+
+def test_warm_up_runs_the_sdk_path_in_memory(upstream: StandInServer) -> None:
+    from flask_chatstream import warm_up
+
+    warm_up()  # no network: an unreachable .invalid host would fail loudly
+    assert upstream.stats.requests == 0

@@ -1,0 +1,26 @@
+"""The benchmark suite still runs, with small numbers. It measures nothing here: benchmarks are not
+tests, so this checks only that every contestant streamed every answer whole."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .servers import ROOT
+
+
+def test_bench_quick_run(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    for scenario in ("plain", "realistic", "low_load"):
+        for name, figures in report[scenario].items():
+            assert figures["complete"] == figures["streams"] > 0, (scenario, name, figures["errors"])
+    for name, levels in report["scale"].items():
+        for level, figures in levels.items():
+            assert figures["complete"] == int(level), (name, level, figures["errors"])
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+    assert "| plain | chatstream |" in (tmp_path / "latest.md").read_text()
