@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 REACT := examples/react-rtk-query
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test install system-deps react
+.PHONY: help demo test bench install system-deps react
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
+	@echo "make bench  - the benchmark suite (about 15 minutes); writes bench/results/"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,3 +43,6 @@ react: $(REACT)/node_modules/.package-lock.json
 test: $(STAMP) system-deps react
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench.run

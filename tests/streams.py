@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -38,3 +39,13 @@ def check_event_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
     terminals = [e for e in events if e["type"] in ("done", "error")]
     assert len(terminals) == 1 and events[-1] is terminals[0], events[-3:]
     return terminals[0]
+
+
+def read_until(response: http.client.HTTPResponse, needle: bytes) -> bytes:
+    """Read whatever has arrived, read by read, until ``needle`` shows up."""
+    received = response.read1(65536)
+    while needle not in received:
+        piece = response.read1(65536)
+        assert piece, f"the stream ended before {needle!r}"
+        received += piece
+    return received

@@ -15,7 +15,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn
-from .streams import answer_of, check_event_stream, events_of
+from .streams import answer_of, check_event_stream, events_of, read_until
 
 REPLY = "one two three four five six seven eight nine ten"
 
@@ -43,9 +43,7 @@ def test_stream_is_incremental_and_whole(server: Gunicorn, upstream: StandInServ
     upstream.script = Script(reply=REPLY, delay=0.15)
     conn, response = post(server, fmt, {"content": "count"})
     assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
-    first = response.read1(65536)
-    while b"one" not in first:
-        first += response.read1(65536)
+    first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "upstream finished before the first delta"
     body = first + response.read()
     conn.close()

@@ -16,6 +16,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn, free_port, wait_for_port
+from .streams import read_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 REPLY = "one two three four five six seven eight"
@@ -70,9 +71,7 @@ def test_stream_is_incremental_through_nginx(proxy: int, upstream: StandInServer
     upstream.script = Script(reply=REPLY, delay=0.15)
     conn, response = post(proxy, fmt)
     assert response.status == 200 and response.getheader("Server", "").startswith("nginx")
-    first = response.read1(65536)
-    while b"one" not in first:
-        first += response.read1(65536)
+    first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "nginx held the answer back"
     body = first + response.read()
     conn.close()
