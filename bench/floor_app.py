@@ -20,15 +20,9 @@ def chat() -> Response:
     rng = random.Random()
 
     def generate() -> Iterator[str]:
-        seq = 0
-        while seq < profile.chunks:
-            n = min(rng.randint(*profile.burst), profile.chunks - seq)
+        for seq, n, wait in profile.bursts(rng):
             if seq:
-                wait = profile.gap * n
-                if profile.jitter:
-                    wait *= rng.uniform(1 - profile.jitter, 1 + profile.jitter)
                 time.sleep(wait)
             yield "".join(token(seq + i) for i in range(n))
-            seq += n
 
     return Response(generate(), mimetype="text/plain")

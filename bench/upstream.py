@@ -22,6 +22,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -40,6 +41,19 @@ class Profile:
     """Median time to first token (log-normal, sigma 0.5); 0 for none."""
     stall_chance: float = 0.0
     stall: float = 1.0
+
+    def bursts(self, rng: random.Random) -> Iterator[tuple[int, int, float]]:
+        """``(first token, tokens in this write, seconds to wait before it)``, stalls aside."""
+        seq = 0
+        while seq < self.chunks:
+            n = min(rng.randint(*self.burst), self.chunks - seq)
+            wait = 0.0
+            if seq:
+                wait = self.gap * n
+                if self.jitter:
+                    wait *= rng.uniform(1 - self.jitter, 1 + self.jitter)
+            yield seq, n, wait
+            seq += n
 
     def prompt(self) -> str:
         return "bench:" + json.dumps(asdict(self), separators=(",", ":"))
@@ -77,25 +91,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
     created = int(time.time())
 
-    def wait(seconds: float) -> float:
-        if profile.jitter:
-            seconds *= rng.uniform(1 - profile.jitter, 1 + profile.jitter)
-        if profile.stall_chance and rng.random() < profile.stall_chance:
-            seconds += profile.stall
-        return seconds
-
     try:
         await response.write(event(cid, model, created, {"role": "assistant", "content": "", "refusal": None}))
         if profile.ttft:
             await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
-        seq = 0
-        while seq < profile.chunks:
-            n = min(rng.randint(*profile.burst), profile.chunks - seq)
+        for seq, n, wait in profile.bursts(rng):
             if seq:
-                await asyncio.sleep(wait(profile.gap * n))
+                if profile.stall_chance and rng.random() < profile.stall_chance:
+                    wait += profile.stall
+                await asyncio.sleep(wait)
             data = b"".join(event(cid, model, created, {"content": token(seq + i)}) for i in range(n))
             await response.write(data)
-            seq += n
         await response.write(event(cid, model, created, {}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 5, "completion_tokens": profile.chunks, "total_tokens": 5 + profile.chunks}

@@ -60,11 +60,14 @@ class Relay:
     def close(self) -> None:
         """The server is done with the body, perhaps because the client left: stop the upstream."""
         if inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED:
-            # Never started, so its finally will not run: clean up here.
-            self.stream.close()
-            if self.on_close is not None:
-                self.on_close()
+            self._release()  # never started, so its finally will not run
         self._body.close()
+
+    def _release(self) -> None:
+        """Drop the upstream connection and give back the client's stream slot."""
+        self.stream.close()
+        if self.on_close is not None:
+            self.on_close()
 
     def _run(self) -> Generator[bytes, None, None]:
         stream, fmt = self.stream, self.fmt
@@ -106,9 +109,7 @@ class Relay:
                 yield encode([error_event(error)])
         finally:
             WATCHDOG.forget(stream)
-            stream.close()
-            if self.on_close is not None:
-                self.on_close()
+            self._release()
             usage = translator.usage or {}
             log.info(
                 "stream id=%s outcome=%s format=%s chunks=%d duration_ms=%d finish_reason=%s "

@@ -31,6 +31,7 @@ from ._errors import (
     UpstreamUnavailable,
 )
 from ._request import ChatRequest
+from ._watchdog import unpatched
 
 log = logging.getLogger("flask_chatstream")
 
@@ -55,21 +56,13 @@ def _unpatch_idle_connection_check() -> None:
     third of the relay's CPU per request with a warm pool. A zero-timeout poll never blocks, so
     the original one is safe, and much cheaper.
     """
-    if "gevent.monkey" not in sys.modules:
-        return
-    import gevent.monkey
-
-    if not gevent.monkey.is_module_patched("select"):
-        return
+    poll = unpatched("poll")
+    if poll is select.poll:
+        return  # gevent has not patched select
     core = _http.__name__.replace("httpx", "httpcore")
     utils = sys.modules.get(f"{core}._utils") or importlib.import_module(f"{core}._utils")
     if getattr(utils, "select", None) is sys.modules["select"]:
-        original = types.ModuleType("select")
-        for name in ("poll", "select", "POLLIN"):
-            if hasattr(select, name):
-                setattr(original, name, gevent.monkey.get_original("select", name) if name != "POLLIN"
-                        else select.POLLIN)
-        utils.select = original  # type: ignore[attr-defined]
+        setattr(utils, "select", types.SimpleNamespace(poll=poll, select=unpatched("select"), POLLIN=select.POLLIN))
 
 
 _unpatch_idle_connection_check()
@@ -220,10 +213,8 @@ def warm_up() -> None:
     The first request after a worker starts otherwise pays for lazy imports and the SDK's
     first-use caches. gunicorn.conf.py calls this in ``post_worker_init``.
     """
-    from ._relay import Relay  # here, not at import: _relay imports this module
     from ._formats import NDJSON
-    from ._config import Settings
-    from ._request import ChatRequest
+    from ._relay import Relay  # here, not at import: _relay imports this module
 
     def answer(request: Any) -> Any:
         return _http.Response(200, headers={"content-type": "text/event-stream"}, content=_WARM_UP_BODY)

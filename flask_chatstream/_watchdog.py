@@ -23,7 +23,6 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("flask_chatstream")
@@ -45,14 +44,18 @@ class Watched(Protocol):
         """The client hung up."""
 
 
-def _original_poll() -> Callable[[], Any]:
-    """select.poll as the OS gives it: gevent's patched one would wait cooperatively."""
+def unpatched(name: str) -> Any:
+    """``select.<name>`` as the OS gives it, even where gevent patched it to wait cooperatively.
+
+    For zero-timeout checks, which never block, the patched versions only add watchers, a timer
+    and a hub switch.
+    """
     if "gevent.monkey" in sys.modules:
         import gevent.monkey
 
         if gevent.monkey.is_module_patched("select"):
-            return gevent.monkey.get_original("select", "poll")  # type: ignore[no-any-return]
-    return select.poll
+            return gevent.monkey.get_original("select", name)
+    return getattr(select, name)
 
 
 def writable(fd: int) -> bool:
@@ -89,14 +92,14 @@ class Watchdog:
         while True:
             time.sleep(self.interval)
             try:
-                self.tick(_POLL)
+                self.tick()
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("watchdog tick failed")
 
-    def tick(self, poll: Callable[[], Any] = select.poll) -> None:
+    def tick(self) -> None:
         streams = list(self._streams)
         clients: dict[int, Watched] = {}
-        poller = poll()
+        poller = _POLL()
         for stream in streams:
             if stream.client_fd is not None:
                 clients[stream.client_fd] = stream
@@ -110,5 +113,5 @@ class Watchdog:
             stream.check(now)
 
 
-_POLL = _original_poll()
+_POLL = unpatched("poll")
 WATCHDOG = Watchdog()
