@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -49,3 +50,21 @@ def read_until(response: http.client.HTTPResponse, needle: bytes) -> bytes:
         assert piece, f"the stream ended before {needle!r}"
         received += piece
     return received
+
+
+def post_chat(port: int, fmt: str, body: object = None, *, timeout: float = 10
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """POST a chat body (``{"content": "hi"}`` by default) to a real server; close the connection after."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps({"content": "hi"} if body is None else body),
+                 headers={"Content-Type": "application/json"})
+    return conn, conn.getresponse()
+
+
+def send_chat_raw(port: int, fmt: str) -> socket.socket:
+    """Send a chat request on a bare socket, which the caller can then drop like a closed tab."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    body = json.dumps({"content": "think"}).encode()
+    sock.sendall(b"POST /api/chat?format=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (fmt.encode(), len(body), body))
+    return sock

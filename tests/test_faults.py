@@ -13,7 +13,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn, free_port
-from .streams import answer_of, check_event_stream, events_of
+from .streams import answer_of, check_event_stream, events_of, post_chat
 
 REPLY = "one two three four five six"
 FORMATS = ["text", "ndjson", "sse"]
@@ -46,10 +46,7 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
 
 def request(server: Gunicorn, fmt: str) -> tuple[int, bytes, bool]:
     """Status, body, and whether the body ended properly."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps({"content": "hi"}),
-                 headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
+    conn, response = post_chat(server.port, fmt, timeout=30)
     try:
         return response.status, response.read(), True
     except http.client.IncompleteRead as exc:

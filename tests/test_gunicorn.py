@@ -15,7 +15,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn
-from .streams import answer_of, check_event_stream, events_of, read_until
+from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 REPLY = "one two three four five six seven eight nine ten"
 
@@ -31,17 +31,10 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     assert "Traceback" not in log, log
 
 
-def post(server: Gunicorn, fmt: str, body: object) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps(body),
-                 headers={"Content-Type": "application/json"})
-    return conn, conn.getresponse()
-
-
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_stream_is_incremental_and_whole(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
     upstream.script = Script(reply=REPLY, delay=0.15)
-    conn, response = post(server, fmt, {"content": "count"})
+    conn, response = post_chat(server.port, fmt, {"content": "count"})
     assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
     first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "upstream finished before the first delta"
@@ -55,11 +48,11 @@ def test_stream_is_incremental_and_whole(server: Gunicorn, upstream: StandInServ
 
 
 def test_json_errors_over_http(server: Gunicorn, upstream: StandInServer) -> None:
-    conn, response = post(server, "ndjson", {"messages": []})
+    conn, response = post_chat(server.port, "ndjson", {"messages": []})
     assert response.status == 400 and json.loads(response.read())["error"]["code"] == "empty_messages"
     conn.close()
     upstream.script = Script(status=429, retry_after="3")
-    conn, response = post(server, "ndjson", {"content": "hi"})
+    conn, response = post_chat(server.port, "ndjson", {"content": "hi"})
     assert response.status == 429 and response.getheader("Retry-After") == "3"
     assert API_KEY not in response.read().decode()
     conn.close()
@@ -67,21 +60,21 @@ def test_json_errors_over_http(server: Gunicorn, upstream: StandInServer) -> Non
 
 def test_truncated_text_has_no_chunked_terminator(server: Gunicorn, upstream: StandInServer) -> None:
     upstream.script = Script(reply=REPLY, cut_after=3)
-    conn, response = post(server, "text", {"content": "hi"})
+    conn, response = post_chat(server.port, "text", {"content": "hi"})
     with pytest.raises(http.client.IncompleteRead) as info:
         response.read()
     assert info.value.partial.decode() == "one two three"
     conn.close()
     # the worker is fine and serves the next request
     upstream.script = Script(reply=REPLY)
-    conn, response = post(server, "text", {"content": "hi"})
+    conn, response = post_chat(server.port, "text", {"content": "hi"})
     assert response.read().decode() == REPLY
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_client_leaving_closes_the_upstream(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
     upstream.script = Script(reply=REPLY * 5, delay=0.05)
-    conn, response = post(server, fmt, {"content": "hi"})
+    conn, response = post_chat(server.port, fmt, {"content": "hi"})
     response.read1(65536)
     assert upstream.stats.open == 1
     conn.sock.close()  # the browser tab goes away

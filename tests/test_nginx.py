@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import http.client
-import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn, free_port, wait_for_port
-from .streams import read_until
+from .streams import post_chat, read_until, send_chat_raw
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 REPLY = "one two three four five six seven eight"
@@ -59,17 +57,10 @@ http {{
             process.wait(timeout=10)
 
 
-def post(port: int, fmt: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps({"content": "hi"}),
-                 headers={"Content-Type": "application/json"})
-    return conn, conn.getresponse()
-
-
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_stream_is_incremental_through_nginx(proxy: int, upstream: StandInServer, fmt: str) -> None:
     upstream.script = Script(reply=REPLY, delay=0.15)
-    conn, response = post(proxy, fmt)
+    conn, response = post_chat(proxy, fmt)
     assert response.status == 200 and response.getheader("Server", "").startswith("nginx")
     first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "nginx held the answer back"
@@ -80,7 +71,7 @@ def test_stream_is_incremental_through_nginx(proxy: int, upstream: StandInServer
 
 def test_truncated_text_stays_detectable_through_nginx(proxy: int, upstream: StandInServer) -> None:
     upstream.script = Script(reply=REPLY, cut_after=3)
-    conn, response = post(proxy, "text")
+    conn, response = post_chat(proxy, "text")
     with pytest.raises(http.client.IncompleteRead) as info:
         response.read()
     conn.close()
@@ -89,10 +80,7 @@ def test_truncated_text_stays_detectable_through_nginx(proxy: int, upstream: Sta
 
 def test_client_leaving_through_nginx_closes_the_upstream(proxy: int, upstream: StandInServer) -> None:
     upstream.script = Script(reply="late", first_delay=3600)
-    sock = socket.create_connection(("127.0.0.1", proxy))
-    body = json.dumps({"content": "think"}).encode()
-    sock.sendall(b"POST /api/chat?format=ndjson HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock = send_chat_raw(proxy, "ndjson")
     upstream.wait_for(lambda s: s.open == 1)
     sock.close()
     stats = upstream.wait_for(lambda s: s.open == 0, timeout=3)

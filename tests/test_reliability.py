@@ -4,8 +4,6 @@ model is silent, and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import os
 import signal
 import socket
@@ -20,7 +18,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn
-from .streams import answer_of, events_of
+from .streams import answer_of, events_of, post_chat, send_chat_raw
 
 SILENT = Script(reply="late answer", first_delay=3600)  # a reasoning model thinking
 
@@ -34,18 +32,11 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     assert "Traceback" not in gunicorn.log()
 
 
-def open_stream(server: Gunicorn, fmt: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps({"content": "think hard"}),
-                 headers={"Content-Type": "application/json"})
-    return conn, conn.getresponse()
-
-
 @pytest.mark.parametrize(("fmt", "ping"), [("ndjson", b'{"type":"ping"}\n'), ("sse", b": ping\n\n")])
 def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
                                               ping: bytes) -> None:
     upstream.script = Script(reply="after the wait", first_delay=1.5)
-    conn, response = open_stream(server, fmt)
+    conn, response = post_chat(server.port, fmt, {"content": "think hard"})
     body = response.read()
     conn.close()
     head, _, tail = body.partition(b"after")
@@ -57,7 +48,7 @@ def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandI
 
 def test_no_heartbeats_in_text(server: Gunicorn, upstream: StandInServer) -> None:
     upstream.script = Script(reply="plain", first_delay=1.0)
-    conn, response = open_stream(server, "text")
+    conn, response = post_chat(server.port, "text", {"content": "think hard"})
     assert response.read() == b"plain"
     conn.close()
 
@@ -66,10 +57,7 @@ def test_no_heartbeats_in_text(server: Gunicorn, upstream: StandInServer) -> Non
 def test_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, upstream: StandInServer,
                                                             fmt: str) -> None:
     upstream.script = SILENT
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    body = json.dumps({"content": "think"}).encode()
-    sock.sendall(b"POST /api/chat?format=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (fmt.encode(), len(body), body))
+    sock = send_chat_raw(server.port, fmt)
     upstream.wait_for(lambda s: s.open == 1)
     left = time.monotonic()
     sock.close()
@@ -141,7 +129,7 @@ def test_graceful_shutdown(_standin: StandInServer, upstream: StandInServer) -> 
     reply = " ".join(f"word{i}" for i in range(25))
     upstream.script = Script(reply=reply, delay=0.2)  # five seconds of answer
     with Gunicorn(env=env) as server:
-        conn, response = open_stream(server, "text")
+        conn, response = post_chat(server.port, "text", {"content": "think hard"})
         first = response.read1(100)
         server.process.send_signal(signal.SIGTERM)
         # gevent workers notice within a second; from then on new connections are refused
