@@ -2,30 +2,38 @@
 
 Settings are resolved and the upstream client built when the blueprint is
 registered, once per app and registration name, and kept in
-``app.extensions["chatstream"]``. The view validates the request and opens the
-upstream stream itself, so every failure up to that point is a real HTTP
-status with a JSON body; only then does it hand plain data to the relay.
+``app.extensions["chatstream"]``. The view validates the request, opens the
+upstream stream and reads ahead to the answer's first event itself, so every
+failure up to that point is a real HTTP status with a JSON body; only then does
+it hand plain data to the relay.
+
+The view turns its own errors into JSON responses. The blueprint registers no
+error handlers, so the host app's handlers keep working for what its own
+``before_request`` functions raise.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ._config import Options, Settings, resolve
-from ._errors import ChatStreamError, MethodNotAllowed, RequestTooLarge
+from ._errors import ChatStreamError, MethodNotAllowed, RequestError, RequestTimeout, RequestTooLarge
 from ._policy import StreamLimit
-from ._relay import Relay
+from ._relay import ClientGone, Relay
 from ._request import check_content_type, choose_format, parse_chat_request
+from ._server import check_server
 from ._upstream import Upstream
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ log = logging.getLogger("flask_chatstream")
 
 EXTENSION_KEY = "chatstream"
 CLIENT_SCRIPT = Path(__file__).with_name("static") / "chatstream.js"
+RELAY_KEY = "chatstream.relay"
 
 STREAM_HEADERS = {
     # no-transform asks proxies and middleware not to compress (and so buffer) the body.
@@ -46,6 +55,7 @@ STREAM_HEADERS = {
     # browsers must not hold the first bytes back to sniff the type.
     "X-Content-Type-Options": "nosniff",
 }
+ALLOW = "OPTIONS, POST"
 
 
 ClientKey = Callable[[], str]
@@ -75,6 +85,7 @@ class _StreamResponse(Response):
             relay.write = start_response(status, headers, exc_info)
             return relay.write
 
+        environ[RELAY_KEY] = None  # handed to the server, which closes it
         return super().__call__(environ, capture)
 
 
@@ -87,9 +98,9 @@ def create_blueprint(
 ) -> Blueprint:
     """Return a blueprint serving ``POST /chat``; register it with a ``url_prefix``.
 
-    Keyword options override ``CHATSTREAM_*`` config keys, which override
+    ``CHATSTREAM_*`` config keys override keyword options, which override
     ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``. ``client`` takes a ready
-    ``openai.OpenAI``; its own key, base URL and retries are then used.
+    ``openai.OpenAI``; its own key, base URL, HTTP settings and retry count are then used.
     ``client_key`` names the client for ``max_streams_per_client``: the remote
     address by default, or, say, ``lambda: str(current_user.id)``.
     """
@@ -103,13 +114,16 @@ def create_blueprint(
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
             settings, Upstream(settings, client), StreamLimit(settings.max_streams_per_client), client_key
         )
+        # Every method reaches the view, which answers each with JSON and an accurate Allow header
+        # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
+        endpoint = f"{key}.chat"
+        for rule in state.app.url_map.iter_rules(endpoint):
+            rule.methods = None
 
-    blueprint.record(register)
-    blueprint.add_url_rule("/chat", "chat", _chat, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    blueprint.add_url_rule("/chat", "chat", _chat, methods=["POST", "OPTIONS"], provide_automatic_options=False)
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
-    blueprint.register_error_handler(ChatStreamError, _error_response)
-    blueprint.register_error_handler(HTTPException, _http_error_response)
-    blueprint.register_error_handler(Exception, _unexpected_error_response)
+    blueprint.record(register)  # after the rules, which it adjusts
+    blueprint.teardown_request(_release_unsent)
     return blueprint
 
 
@@ -124,32 +138,63 @@ def _state() -> _State:
 
 
 def _chat() -> Response:
+    try:
+        return _stream()
+    except ChatStreamError as error:
+        log.debug("chat request refused: status=%s code=%s", error.status, error.code)
+        return json_error(error.status, error.code, error.message, error.headers())
+    except HTTPException as error:
+        status = error.code or 500
+        if status == 413:
+            return json_error(413, RequestTooLarge.code, RequestTooLarge.message)
+        return json_error(status, "http_error", error.name)
+    except ClientGone:
+        return json_error(499, "client_left", "The client closed the connection.")
+    except Exception as error:
+        # Error trackers listen to this signal; Flask only sends it for errors it handles itself.
+        got_request_exception.send(current_app._get_current_object(), exception=error)  # type: ignore[attr-defined]
+        log.exception("unexpected error in the chat view")
+        return json_error(500, "internal_error", ChatStreamError.message)
+
+
+def _stream() -> Response:
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": ALLOW})
     if request.method != "POST":
-        raise MethodNotAllowed()
+        raise MethodNotAllowed(allow=ALLOW)
     state = _state()
+    settings = state.settings
     fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
     check_content_type(request.mimetype)
-    settings = state.settings
-    chat = parse_chat_request(_read_body(settings.max_body_bytes), settings)
+    client = _client_socket()
+    check_server(request.environ, client)
+    chat = parse_chat_request(_read_body(settings, client), settings)
     release = state.limit.acquire(state.client_key())
     try:
         stream = state.upstream.open(chat)
     except BaseException:
         release()
         raise
-    relay = Relay(stream, fmt, client_fd=_client_fd(), heartbeat=settings.heartbeat, on_close=release)
+    relay = Relay(stream, fmt, settings, client=client, on_close=release)
+    request.environ[RELAY_KEY] = relay  # released at teardown if the server never gets it
+    relay.prime(settings.first_event_wait)
     # direct_passthrough hands the relay straight to the server: no Werkzeug
     # wrapper runs per chunk.
     return _StreamResponse(relay, content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
-def _client_fd() -> int | None:
-    """The client connection's file descriptor, from gunicorn or Werkzeug's dev server."""
+def _release_unsent(_exc: BaseException | None) -> None:
+    """A host ``after_request`` raised or replaced our response: the server will never close the
+    relay, so stop the upstream and give back the stream slot here."""
+    relay = request.environ.pop(RELAY_KEY, None)
+    if relay is not None:
+        relay.close()
+
+
+def _client_socket() -> socket.socket | None:
+    """The client connection's socket, from gunicorn or Werkzeug's dev server."""
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    try:
-        return int(sock.fileno()) if sock is not None else None
-    except (OSError, ValueError):
-        return None
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _client_script() -> Response:
@@ -157,13 +202,58 @@ def _client_script() -> Response:
     return send_file(CLIENT_SCRIPT, mimetype="text/javascript", max_age=3600, conditional=True)
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(settings: Settings, client: socket.socket | None) -> bytes:
+    """The whole request body, within ``max_body_bytes`` and ``body_timeout``.
+
+    A body that trickles in is cut at the timeout (408), whatever its pace: the deadline is for the
+    whole body, not per read. A malformed or abandoned chunked body, or one shorter than its
+    Content-Length, is a 400 and nothing in the log but a debug line.
+    """
+    limit = settings.max_body_bytes
     length = request.content_length
-    if length is None or length <= limit:
-        body: bytes = request.stream.read(limit + 1)
-        if len(body) <= limit:
-            return body
-    raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+    stream = request.stream
+    previous = client.gettimeout() if client is not None else None
+    deadline = time.monotonic() + settings.body_timeout
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            if client is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError()
+                client.settimeout(left)
+            piece = stream.read(min(65536, limit + 1 - size))
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except HTTPException as error:
+        if error.code == 413:
+            raise
+        raise _unreadable(error) from None
+    except Exception as error:  # the server's own parse errors (a broken chunked body)
+        raise _unreadable(error) from None
+    finally:
+        if client is not None:
+            try:
+                client.settimeout(previous)
+            except OSError:
+                pass
+    if size > limit:
+        raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+    if length is not None and size < length:
+        raise RequestError("The request body is shorter than its Content-Length.", code="invalid_body")
+    return b"".join(pieces)
+
+
+def _unreadable(error: Exception) -> RequestError:
+    log.debug("request body could not be read: %s", type(error).__name__)
+    return RequestError("The request body could not be read.", code="invalid_body")
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -171,20 +261,3 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
     response = Response(body, status=status, mimetype="application/json", headers=headers)
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _error_response(error: ChatStreamError) -> Response:
-    log.debug("chat request refused: status=%s code=%s", error.status, error.code)
-    return json_error(error.status, error.code, error.message, error.headers())
-
-
-def _http_error_response(error: HTTPException) -> Response:
-    status = error.code or 500
-    if status == 413:
-        return _error_response(RequestTooLarge())
-    return json_error(status, "http_error", error.name)
-
-
-def _unexpected_error_response(error: Exception) -> Response:
-    log.exception("unexpected error in the chat view")
-    return json_error(500, "internal_error", ChatStreamError.message)

@@ -1,7 +1,7 @@
-"""Settings: read once, at registration, from three places in order.
+"""Settings: read once, at registration, from three places in order of precedence.
 
-1. keyword arguments to ``create_blueprint``;
-2. ``CHATSTREAM_*`` keys in ``app.config``;
+1. ``CHATSTREAM_*`` keys in ``app.config``: the deployment's settings win (Flask's extension guide);
+2. keyword arguments to ``create_blueprint``: the code's own defaults;
 3. the openai conventions ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (environment).
 
 A bad value fails at startup with a message naming where it came from. Values
@@ -39,6 +39,11 @@ class Options(TypedDict, total=False):
     include_usage: bool
     heartbeat: float
     max_streams_per_client: int
+    send_timeout: float
+    body_timeout: float
+    first_event_wait: float
+    max_event_bytes: int
+    max_retry_wait: float
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Settings:
     max_content_chars: int = 32_000
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    """Longest silence in the upstream's data events: comments and keep-alives do not count."""
     max_retries: int = 2
     allow_system_role: bool = False
     include_usage: bool = True
@@ -62,6 +68,17 @@ class Settings:
     """Seconds of silence after which NDJSON and SSE streams get a ping; 0 turns pings off."""
     max_streams_per_client: int = 0
     """Concurrent streams one client may hold; 0 for no limit."""
+    send_timeout: float = 30.0
+    """Longest a write to the client may block (it stopped reading) before the stream is cut."""
+    body_timeout: float = 10.0
+    """Longest the client may take to send its request body; then 408."""
+    first_event_wait: float = 10.0
+    """Longest the view holds the status line waiting for the answer's first event, so a failure before
+    it is a real HTTP status. Past it the response starts (and heartbeats can flow); 0 starts at once."""
+    max_event_bytes: int = 1024 * 1024
+    """Largest single upstream SSE event; a larger one ends the stream as ``upstream_malformed``."""
+    max_retry_wait: float = 5.0
+    """Most seconds spent waiting between retries of one request; past it the error goes to the client."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -155,6 +172,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "include_usage": _flag,
     "heartbeat": _seconds_or_zero,
     "max_streams_per_client": _count_or_zero,
+    "send_timeout": _seconds,
+    "body_timeout": _seconds,
+    "first_event_wait": _seconds_or_zero,
+    "max_event_bytes": _positive_int,
+    "max_retry_wait": _seconds_or_zero,
 }
 _SECRETS = frozenset({"api_key"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
@@ -173,10 +195,10 @@ def resolve(
     values: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
         key = CONFIG_PREFIX + name.upper()
-        if name in options:
-            source, value = f"create_blueprint({name}=...)", options[name]
-        elif key in config:
+        if key in config:
             source, value = f"app.config[{key!r}]", config[key]
+        elif name in options:
+            source, value = f"create_blueprint({name}=...)", options[name]
         elif name in _ENVIRONMENT and environ.get(_ENVIRONMENT[name]):
             source, value = f"the {_ENVIRONMENT[name]} environment variable", environ[_ENVIRONMENT[name]]
         else:

@@ -5,18 +5,20 @@ are written here, for humans, and never carry upstream text (which can quote
 the API key back) or anything else from the environment.
 
     ChatStreamError
-    ├── RequestError                 400  invalid_request, invalid_json, ...
+    ├── RequestError                 400  invalid_request, invalid_json, invalid_body, ...
     │   ├── UnsupportedMediaType     415  unsupported_media_type
     │   ├── RequestTooLarge          413  request_too_large
+    │   ├── RequestTimeout           408  request_timeout
     │   ├── NotAcceptable            406  not_acceptable
     │   ├── MethodNotAllowed         405  method_not_allowed
     │   └── TooManyStreams           429  too_many_streams
     └── UpstreamError                502  upstream_error
         ├── UpstreamAuthError        502  upstream_auth
-        ├── UpstreamRejected         502  upstream_rejected
+        ├── UpstreamRejected         502  upstream_rejected, tool_calls_need_events
         ├── UpstreamRateLimited      429  rate_limited
         ├── UpstreamUnavailable      502  upstream_unavailable
         ├── UpstreamTimeout          504  upstream_timeout
+        ├── UpstreamMalformed        502  upstream_malformed
         └── UpstreamInterrupted      502  upstream_interrupted
 
 ``StreamAborted`` is not part of the tree: it is how a text/plain stream is cut
@@ -69,6 +71,15 @@ class RequestTooLarge(RequestError):
     message = "The request body is too large."
 
 
+class RequestTimeout(RequestError):
+    status = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time."
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # what is left of the body is not worth reading
+
+
 class NotAcceptable(RequestError):
     status = 406
     code = "not_acceptable"
@@ -83,8 +94,12 @@ class MethodNotAllowed(RequestError):
     code = "method_not_allowed"
     message = "Use POST to start a chat stream."
 
+    def __init__(self, message: str | None = None, *, allow: str = "OPTIONS, POST") -> None:
+        super().__init__(message)
+        self.allow = allow
+
     def headers(self) -> dict[str, str]:
-        return {"Allow": "POST"}
+        return {"Allow": self.allow}
 
 
 class TooManyStreams(RequestError):
@@ -119,6 +134,7 @@ class UpstreamRateLimited(UpstreamError):
     def __init__(self, message: str | None = None, *, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        """An integer number of seconds or an HTTP date, already checked; anything else is dropped."""
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": self.retry_after} if self.retry_after else {}
@@ -135,6 +151,11 @@ class UpstreamTimeout(UpstreamError):
     message = "The model provider did not answer in time."
 
 
+class UpstreamMalformed(UpstreamError):
+    code = "upstream_malformed"
+    message = "The model provider sent data that could not be read."
+
+
 class UpstreamInterrupted(UpstreamError):
     code = "upstream_interrupted"
     message = "The model provider's stream ended before the answer was complete."
@@ -149,6 +170,7 @@ class StreamAborted(ConnectionAbortedError):
     taking a truncated answer for a whole one.
     """
 
-    def __init__(self, reason: ChatStreamError) -> None:
-        super().__init__(errno.EPIPE, f"stream aborted: {reason.code}")
+    def __init__(self, reason: ChatStreamError | str) -> None:
+        self.code = reason if isinstance(reason, str) else reason.code
+        super().__init__(errno.EPIPE, f"stream aborted: {self.code}")
         self.reason = reason

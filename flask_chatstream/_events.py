@@ -13,6 +13,9 @@ Events are plain dicts, ready for the encoders:
 Content deltas that arrive in one network read are merged into one ``delta``
 event: the text is the same, and the client gets fewer, larger writes. Nothing
 is dropped: refusals and tool-call deltas become events of their own, in order.
+
+Only choice 0 is relayed. A request never asks for more (``n`` is not sent), and an
+upstream that sends other choices anyway has them ignored rather than mixed in.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from typing import Any
 
 import orjson
 
-from ._errors import ChatStreamError, UpstreamError, UpstreamInterrupted
+from ._errors import ChatStreamError, UpstreamError, UpstreamInterrupted, UpstreamMalformed
 
 Event = dict[str, Any]
 
 PING: Event = {"type": "ping"}
+
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+"""The token counts that go to clients; the upstream's whole usage object stays on the server."""
 
 _DONE_PAYLOAD = b"[DONE]"
 
@@ -34,75 +40,120 @@ def error_event(error: ChatStreamError) -> Event:
     return {"type": "error", "error": error.to_dict()}
 
 
+class _Malformed(Exception):
+    pass
+
+
 class Translator:
     """Follows one upstream stream and says what to tell the client.
 
-    ``feed`` raises an ``UpstreamError`` when the upstream reports an error
-    in-band or sends something unreadable; the relay turns that into the
-    stream's terminal error.
+    ``feed`` never raises: when the upstream reports an error in-band or sends something
+    unreadable, it returns the events that came before, sets ``error``, and translates nothing
+    more. The answer is complete (``finished``) at ``[DONE]``, or as soon as ``finish_reason`` and,
+    when it was asked for, the usage chunk have both arrived: nothing the client needs comes after.
     """
 
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id")
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage")
 
-    def __init__(self) -> None:
+    def __init__(self, *, expect_usage: bool = False) -> None:
         self.id: str | None = None
         self.started = False
         self.finished = False
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.chunks = 0
+        self.error: ChatStreamError | None = None
+        self.expect_usage = expect_usage
 
     def feed(self, payloads: list[bytes]) -> list[Event]:
         events: list[Event] = []
+        if self.finished or self.error is not None:
+            return events
         text: list[str] = []
         for payload in payloads:
             if payload == _DONE_PAYLOAD:
                 self._flush(text, events)
                 events.append(self._done())
+                return events
+            try:
+                self._chunk(payload, text, events)
+            except _Malformed:
+                self.error = UpstreamMalformed()
+            except UpstreamError as error:
+                self.error = error
+            if self.error is not None:
                 break
-            chunk = _load(payload)
-            self.chunks += 1
-            if not self.started:
-                self.started = True
-                self.id = chunk.get("id")
-                events.append({"type": "start", "id": chunk.get("id"), "model": chunk.get("model")})
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
-                delta = choice.get("delta")
-                if delta:
-                    content = delta.get("content")
-                    if content:
-                        text.append(content)
-                    refusal = delta.get("refusal")
-                    if refusal:
-                        self._flush(text, events)
-                        events.append({"type": "refusal", "content": refusal})
-                    tool_calls = delta.get("tool_calls")
-                    if tool_calls:
-                        self._flush(text, events)
-                        events.append({"type": "tool_calls", "tool_calls": tool_calls})
-                finish_reason = choice.get("finish_reason")
-                if finish_reason:
-                    self.finish_reason = finish_reason
-            usage = chunk.get("usage")
-            if usage:
-                self.usage = usage
+            if self.finish_reason is not None and (self.usage is not None or not self.expect_usage):
+                self._flush(text, events)
+                events.append(self._done())
+                return events
         self._flush(text, events)
         return events
 
+    def _chunk(self, payload: bytes, text: list[str], events: list[Event]) -> None:
+        chunk = _load(payload)
+        self.chunks += 1
+        if not self.started:
+            self.started = True
+            chunk_id, model = chunk.get("id"), chunk.get("model")
+            self.id = chunk_id if isinstance(chunk_id, str) else None
+            events.append({"type": "start", "id": self.id, "model": model if isinstance(model, str) else None})
+        choices = chunk.get("choices")
+        if choices:
+            if not isinstance(choices, list):
+                raise _Malformed()
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    raise _Malformed()
+                if choice.get("index", 0) == 0:
+                    self._choice(choice, text, events)
+        usage = chunk.get("usage")
+        if usage:
+            if not isinstance(usage, dict):
+                raise _Malformed()
+            self.usage = usage
+
+    def _choice(self, choice: dict[str, Any], text: list[str], events: list[Event]) -> None:
+        delta = choice.get("delta")
+        if delta:
+            if not isinstance(delta, dict):
+                raise _Malformed()
+            content = delta.get("content")
+            if content:
+                if not isinstance(content, str):
+                    raise _Malformed()
+                text.append(content)
+            refusal = delta.get("refusal")
+            if refusal:
+                if not isinstance(refusal, str):
+                    raise _Malformed()
+                self._flush(text, events)
+                events.append({"type": "refusal", "content": refusal})
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                if not isinstance(tool_calls, list):
+                    raise _Malformed()
+                self._flush(text, events)
+                events.append({"type": "tool_calls", "tool_calls": tool_calls})
+        finish_reason = choice.get("finish_reason")
+        if finish_reason:
+            if not isinstance(finish_reason, str):
+                raise _Malformed()
+            self.finish_reason = finish_reason
+
     def end_of_stream(self) -> list[Event]:
         """The upstream closed its body. Done if the answer was complete."""
-        if self.finished:
+        if self.finished or self.error is not None:
             return []
         if self.finish_reason is None:
-            raise UpstreamInterrupted()
+            self.error = UpstreamInterrupted()
+            return []
         # Some OpenAI-compatible servers end without "[DONE]" after finish_reason.
         return [self._done()]
 
     def _done(self) -> Event:
         self.finished = True
-        return {"type": "done", "finish_reason": self.finish_reason, "usage": self.usage}
+        return {"type": "done", "finish_reason": self.finish_reason, "usage": client_usage(self.usage)}
 
     @staticmethod
     def _flush(text: list[str], events: list[Event]) -> None:
@@ -111,15 +162,21 @@ class Translator:
             text.clear()
 
 
+def client_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    """The documented token counts, and nothing else a provider added (costs, internal ids)."""
+    if usage is None:
+        return None
+    return {name: value for name in USAGE_FIELDS
+            if isinstance(value := usage.get(name), int) and not isinstance(value, bool)}
+
+
 def _load(payload: bytes) -> dict[str, Any]:
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        chunk = None
+        raise _Malformed() from None
     if not isinstance(chunk, dict):
-        raise UpstreamInterrupted(
-            "The model provider sent data that could not be read.", code="upstream_malformed"
-        )
+        raise _Malformed()
     if "error" in chunk:
         # The upstream's own message is not relayed: it can quote credentials.
         raise UpstreamError("The model provider reported an error during the answer.")

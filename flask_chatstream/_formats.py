@@ -4,7 +4,8 @@ No Flask and no openai here: an encoder takes the events of one upstream read
 and returns the one write that carries them.
 
 - ``text``: ``text/plain; charset=utf-8``, the answer's text and nothing else.
-  It has no way to say "error" in-band, so the relay cuts the connection.
+  It has no way to say "error" in-band, so the relay cuts the connection; nor to
+  carry a tool call, which the relay treats as an error.
 - ``ndjson``: ``application/x-ndjson``, one JSON event per line.
 - ``sse``: ``text/event-stream``, each event as ``event: <type>`` + ``data: <json>``.
 """
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 import orjson
 
-from ._errors import UpstreamRejected
 from ._events import Event
 
 
@@ -30,18 +30,8 @@ class Format:
 
 
 def encode_text(events: list[Event]) -> bytes:
-    parts: list[str] = []
-    for event in events:
-        kind = event["type"]
-        if kind == "delta" or kind == "refusal":
-            parts.append(event["content"])
-        elif kind == "tool_calls":
-            raise UpstreamRejected(
-                "The model answered with a tool call, which text/plain cannot carry. "
-                "Ask for application/x-ndjson or text/event-stream.",
-                code="tool_calls_need_events",
-            )
-    return "".join(parts).encode()
+    """The text of deltas and refusals; other events have no place in text/plain."""
+    return "".join([e["content"] for e in events if e["type"] == "delta" or e["type"] == "refusal"]).encode()
 
 
 def encode_ndjson(events: list[Event]) -> bytes:

@@ -1,32 +1,52 @@
-"""The per-chunk path: upstream bytes -> SSE payloads -> events -> one write.
+"""One stream's life once the view has opened the upstream: the one place it is decided.
 
-Everything that can fail before the first byte has been decided by the view;
-this only relays. After the first byte a failure becomes the stream's terminal
-``error`` event (NDJSON, SSE) or a cut connection (text/plain). The upstream is
-closed in ``finally`` on every path, including the one where the client leaves
-and the server closes the generator.
+The relay reads upstream bytes, turns them into events and one write per network read, and ends
+the response in exactly one way: ``done``, one terminal ``error`` (NDJSON, SSE) or a cut connection
+(text/plain), or silence when the client has gone. The upstream is closed in ``finally`` on every
+path, including the one where the server closes the body because the client left.
 
-While the upstream is silent, the watchdog calls ``heartbeat``: it writes a
-ping through the server's WSGI ``write()`` when the relay is not writing itself
-(the lock) and the client socket can take it without blocking.
+Before the response starts, the view calls ``prime``: it reads ahead until the answer's first
+visible event, so an upstream failure before it is still a real HTTP status.
+
+The watchdog calls ``tick`` five times a second. Under ``_state``, a lock of its own, a stop can
+only happen while the stream is active, and the upstream and client sockets are only shut down
+before the stream closes them (never a descriptor that may have been reused). Heartbeats and
+probes go through the server's WSGI ``write()`` under ``_writing``, the lock the relay holds while
+the server writes its chunks, and only while the body is active.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
-from ._errors import ChatStreamError, StreamAborted
-from ._events import Translator, error_event
-from ._formats import Format
+from ._config import Settings
+from ._errors import ChatStreamError, StreamAborted, UpstreamMalformed, UpstreamRejected, UpstreamTimeout
+from ._events import Event, Translator, error_event
+from ._formats import TEXT, Format
+from ._gevent import poll_now
 from ._sse import SSEParser
-from ._upstream import ClientGone, UpstreamStream
-from ._watchdog import WATCHDOG, writable
+from ._transport import shutdown
+from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
+from ._watchdog import WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
+
+HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
+"""Linux's "the peer shut its write side": a client that left, or one that only stopped sending."""
+
+GONE = ("client_left", "client_stalled")
+
+
+class ClientGone(Exception):
+    """The client left before the response started."""
 
 
 class Relay:
@@ -36,9 +56,9 @@ class Relay:
         self,
         stream: UpstreamStream,
         fmt: Format,
+        settings: Settings,
         *,
-        client_fd: int | None = None,
-        heartbeat: float = 0.0,
+        client: socket.socket | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
@@ -46,96 +66,270 @@ class Relay:
         self.on_close = on_close
         self.write: Callable[[bytes], object] | None = None
         """The server's WSGI write(), set by the response when the server starts it."""
-        self._heartbeat = heartbeat
-        self._last_sent = time.monotonic()
+        self.client_fd: int | None = None
+        self._client = client
+        if client is not None:
+            try:
+                self.client_fd = client.fileno()
+            except (OSError, ValueError):
+                self._client = None
+        self._heartbeat = settings.heartbeat if fmt.ping else 0.0
+        self._read_timeout = settings.read_timeout
+        self._send_timeout = settings.send_timeout
+        self.started = now = time.monotonic()
+        self.last_event = now
+        """When the upstream last sent a data event (comments do not count)."""
+        self.last_sent = now
+        """When the client was last written to."""
+        self.sending_since: float | None = None
+        self.active = True
+        self.stop_reason: str | None = None
+        self.visible = False
+        """Has an event reached the relay that the client needs, beyond ``start``?"""
+        self.error: ChatStreamError | None = None
+        self._half_closed = False
+        self._probed = False
+        self._pending = b""
         self._writing = threading.Lock()
-        stream.client_fd = client_fd
-        if heartbeat and fmt.ping and client_fd is not None:
-            stream.on_tick = self.heartbeat
+        self._state = threading.Lock()
+        self._parser = SSEParser(settings.max_event_bytes)
+        self._translator = Translator(expect_usage=settings.include_usage)
+        self._reader = _Reader(iter(stream))
         self._body = self._run()
+        WATCHDOG.watch(self)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
 
+    # -- before the response starts --------------------------------------------------------------
+
+    def prime(self, wait: float) -> None:
+        """Read ahead until the answer's first visible event, its end, or ``wait`` seconds.
+
+        Raises the ``ChatStreamError`` that ended the stream before anything visible (the relay is
+        closed then), or ``ClientGone``.
+        """
+        deadline = time.monotonic() + wait
+        pieces = []
+        while not (self.visible or self._ended()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            piece = self._advance(left)
+            if piece is None:
+                break
+            pieces.append(piece)
+        self._pending = b"".join(pieces)
+        if self.stop_reason in GONE:
+            self.close()
+            raise ClientGone()
+        if self.error is not None and not self.visible:
+            self.close()
+            raise self.error
+
+    # -- the body --------------------------------------------------------------------------------
+
+    def _run(self) -> Generator[bytes, None, None]:
+        try:
+            out, self._pending = self._pending, b""
+            while True:
+                if out:
+                    with self._writing:
+                        self.sending_since = time.monotonic()
+                        yield out
+                    self.last_sent = time.monotonic()
+                    self.sending_since = None
+                if self._ended():
+                    break
+                out = self._advance() or b""
+            if self.stop_reason in GONE:
+                # Nobody is listening, or a client that only half-closed: either way no terminator,
+                # so a cut answer never looks complete.
+                raise StreamAborted(self.stop_reason)
+            if self.error is not None:
+                if not self.fmt.in_band_errors:
+                    raise StreamAborted(self.error)
+                with self._writing:
+                    yield self.fmt.encode([error_event(self.error)])
+            else:
+                self.stream.finish()
+        finally:
+            self._finish()
+
+    def _advance(self, timeout: float | None = None) -> bytes | None:
+        """Read once and translate: the bytes to send (maybe none), or None if ``timeout`` passed."""
+        try:
+            data = self._reader.next(timeout)
+        except StopIteration:
+            last = self._translator.feed(self._parser.close())
+            return self._encode(last + self._translator.end_of_stream())
+        except Stopped as stopped:
+            self._stopped(stopped.reason)
+            return b""
+        except Exception as exc:
+            self.error = interrupted(exc)
+            return b""
+        if data is _PENDING:
+            return None
+        if self.stream.stopped is not None:
+            self._stopped(self.stream.stopped)
+            return b""
+        payloads = self._parser.feed(data)
+        events: list[Event] = []
+        if payloads:
+            self.last_event = time.monotonic()
+            events = self._translator.feed(payloads)
+        out = self._encode(events)
+        if self._parser.too_large and self.error is None:
+            self.error = UpstreamMalformed(
+                f"The model provider sent an event larger than {self._parser.max_event_bytes} bytes.")
+        return out
+
+    def _encode(self, events: list[Event]) -> bytes:
+        if self._translator.error is not None:
+            self.error = self._translator.error
+        if not events:
+            return b""
+        if self.fmt is TEXT:
+            for i, each in enumerate(events):
+                if each["type"] == "tool_calls":
+                    self.error = UpstreamRejected(
+                        "The model answered with a tool call, which text/plain cannot carry. "
+                        "Ask for application/x-ndjson or text/event-stream.", code="tool_calls_need_events")
+                    events = events[:i]
+                    break
+        if not self.visible:
+            self.visible = any(event["type"] != "start" for event in events)
+        return self.fmt.encode(events) if events else b""
+
+    def _stopped(self, reason: str) -> None:
+        if reason == "timeout":
+            self.error = UpstreamTimeout(STALLED)
+
+    def _ended(self) -> bool:
+        return self._translator.finished or self.error is not None or self.stop_reason in GONE
+
     def close(self) -> None:
         """The server is done with the body, perhaps because the client left: stop the upstream."""
         if inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED:
-            self._release()  # never started, so its finally will not run
+            self._finish()  # never started, so its finally will not run
         self._body.close()
 
-    def _release(self) -> None:
-        """Drop the upstream connection and give back the client's stream slot."""
+    def _finish(self) -> None:
+        with self._writing, self._state:
+            if not self.active:
+                return
+            self.active = False
+        WATCHDOG.forget(self)
+        if self._reader.pending:
+            self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
         self.stream.close()
         if self.on_close is not None:
             self.on_close()
+        self._log()
 
-    def _run(self) -> Generator[bytes, None, None]:
-        stream, fmt = self.stream, self.fmt
-        encode = fmt.encode
-        parser = SSEParser()
-        translator = Translator()
-        started = time.monotonic()
-        outcome = "client_left"
-        WATCHDOG.watch(stream)
-        try:
-            for data in stream:
-                if translator.finished:
-                    continue  # drain to the end so the connection can be reused
-                payloads = parser.feed(data)
-                if payloads:
-                    events = translator.feed(payloads)
-                    if events:
-                        out = encode(events)
-                        if out:
-                            with self._writing:
-                                yield out
-                            self._last_sent = stream.last_read
-            if not translator.finished:
-                events = translator.feed(parser.close())
-                if not translator.finished:
-                    events += translator.end_of_stream()
-                out = encode(events)
-                if out:
-                    with self._writing:
-                        yield out
+    def _log(self) -> None:
+        translator = self._translator
+        if translator.finished:
             outcome = "done"
-        except ClientGone:
-            pass  # nobody is listening: end without another write
-        except ChatStreamError as error:
-            outcome = error.code
-            if not fmt.in_band_errors:
-                raise StreamAborted(error) from None
-            with self._writing:
-                yield encode([error_event(error)])
-        finally:
-            WATCHDOG.forget(stream)
-            self._release()
-            usage = translator.usage or {}
-            log.info(
-                "stream id=%s outcome=%s format=%s chunks=%d duration_ms=%d finish_reason=%s "
-                "prompt_tokens=%s completion_tokens=%s",
-                translator.id,
-                outcome,
-                fmt.name,
-                translator.chunks,
-                (time.monotonic() - started) * 1000,
-                translator.finish_reason,
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-            )
+        elif self.error is not None:
+            outcome = self.error.code
+        else:
+            outcome = self.stop_reason if self.stop_reason in GONE else "client_left"
+        usage = translator.usage or {}
+        log.info(
+            "stream id=%s outcome=%s format=%s chunks=%d duration_ms=%d finish_reason=%s "
+            "prompt_tokens=%s completion_tokens=%s",
+            translator.id, outcome, self.fmt.name, translator.chunks, (time.monotonic() - self.started) * 1000,
+            translator.finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+        )
 
-    def heartbeat(self, now: float) -> None:
-        """Called by the watchdog on every tick."""
-        write = self.write
-        if write is None or now - max(self._last_sent, self.stream.last_read) < self._heartbeat:
+    # -- what the watchdog asks ------------------------------------------------------------------
+
+    def tick(self, now: float, client_events: int) -> None:
+        """Called on every watchdog tick with the client socket's poll events."""
+        if not self.active or self.stop_reason is not None:
             return
+        if self.sending_since is not None and now - self.sending_since > self._send_timeout:
+            self._stop("client_stalled")
+        elif client_events & HUNG_UP:
+            self._stop("client_left")
+        elif client_events & HALF_CLOSED and not self._half_closed and self.write is not None:
+            # Gone, or only done sending? Only a write can tell. Text has nothing harmless to write.
+            if not self.fmt.ping:
+                self._stop("client_left")
+            elif self._probed:
+                self._half_closed = True  # the probe went through and nothing reset the connection
+            else:
+                self._probed = self._ping(now)
+        elif now - self.last_event > self._read_timeout:
+            self._stop("timeout")
+        elif self._heartbeat and now - self.last_sent >= self._heartbeat:
+            self._ping(now)
+
+    def _stop(self, reason: str) -> None:
+        with self._state:
+            if not self.active or self.stop_reason is not None:
+                return
+            self.stop_reason = reason
+            self.stream.stop(reason)
+            if reason == "client_stalled" and self._client is not None:
+                shutdown(self._client)  # unblocks the server's write, which then closes the body
+
+    def _ping(self, now: float) -> bool:
         if not self._writing.acquire(blocking=False):
-            return  # the relay is writing: that is activity enough
+            return False  # the relay is writing: that is activity enough
         try:
-            if self.stream.client_fd is not None and writable(self.stream.client_fd):
-                write(self.fmt.ping)
-                self._last_sent = now
+            write = self.write
+            if not self.active or write is None or self.client_fd is None:
+                return False
+            if not poll_now(self.client_fd, select.POLLOUT) & select.POLLOUT:
+                return False
+            write(self.fmt.ping)
+            self.last_sent = now
+            return True
         except OSError:
-            pass  # the client is gone; the next tick sees its hang-up
+            return False  # the client is gone; the next tick sees its hang-up
         finally:
             self._writing.release()
+
+
+_PENDING: Any = object()
+
+
+class _Reader:
+    """The upstream's byte iterator, with an optional deadline per read.
+
+    A read with a deadline runs in a helper thread (a greenlet under gevent), so the view can stop
+    waiting without disturbing the read: the next read picks up its result.
+    """
+
+    __slots__ = ("_iterator", "_done", "_result", "pending")
+
+    def __init__(self, iterator: Iterator[bytes]) -> None:
+        self._iterator = iterator
+        self._done = threading.Event()
+        self._result: tuple[bool, Any] = (True, b"")
+        self.pending = False
+
+    def next(self, timeout: float | None = None) -> bytes:
+        if not self.pending:
+            if timeout is None:
+                return next(self._iterator)
+            self._done.clear()
+            self.pending = True
+            threading.Thread(target=self._fetch, name="chatstream-read-ahead", daemon=True).start()
+        if not self._done.wait(timeout):
+            return _PENDING  # type: ignore[no-any-return]
+        self.pending = False
+        ok, value = self._result
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def _fetch(self) -> None:
+        try:
+            self._result = (True, next(self._iterator))
+        except BaseException as exc:  # handed to the reader, StopIteration included
+            self._result = (False, exc)
+        self._done.set()

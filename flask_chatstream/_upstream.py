@@ -1,37 +1,38 @@
 """The model provider, through the official openai client. The only module that imports openai.
 
-The client does what it is good at: auth, base URL, retries on the initial
-request, typed errors for statuses. For the body we take the raw SSE bytes
-(``with_streaming_response``) instead of the SDK's typed chunk objects, which
-cost most of a naive relay's CPU.
+The client does what it is good at: auth, base URL, headers, typed errors for statuses. Under the
+default client sits ``_transport.ChatTransport``, which owns one connection per stream. For the
+body we take the raw SSE bytes instead of the SDK's typed chunk objects, which cost most of a naive
+relay's CPU. Retries are ours, so their total wait can be capped (a client holding a stream slot
+should not wait 14 s for a 429).
 """
 
 from __future__ import annotations
 
+import email.utils
 import importlib
 import logging
-import select
-import socket
-import sys
+import random
 import time
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 
+from . import _gevent, _transport
 from ._config import Settings
 from ._errors import (
+    ChatStreamError,
     UpstreamAuthError,
     UpstreamError,
     UpstreamInterrupted,
+    UpstreamMalformed,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from ._request import ChatRequest
-from ._watchdog import unpatched
 
 log = logging.getLogger("flask_chatstream")
 
@@ -46,32 +47,16 @@ def _http_module() -> Any:
 
 _http = _http_module()
 
-
-def _unpatch_idle_connection_check() -> None:
-    """Give httpcore's idle-connection check the OS's select module, when gevent patched it.
-
-    Each time httpcore takes a connection from its pool (and again when one comes back), it asks
-    every idle connection whether the server closed it, with a zero-timeout ``select.poll()``.
-    gevent's patched poll turns each of those into watchers, a timer and a hub switch: about a
-    third of the relay's CPU per request with a warm pool. A zero-timeout poll never blocks, so
-    the original one is safe, and much cheaper.
-    """
-    poll = unpatched("poll")
-    if poll is select.poll:
-        return  # gevent has not patched select
-    core = _http.__name__.replace("httpx", "httpcore")
-    utils = sys.modules.get(f"{core}._utils") or importlib.import_module(f"{core}._utils")
-    if getattr(utils, "select", None) is sys.modules["select"]:
-        setattr(utils, "select", types.SimpleNamespace(poll=poll, select=unpatched("select"), POLLIN=select.POLLIN))
-
-
-_unpatch_idle_connection_check()
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
 
 
 class Upstream:
     """One blueprint registration's way to the model provider."""
 
     def __init__(self, settings: Settings, client: openai.OpenAI | None = None) -> None:
+        self._settings = settings
+        self.custom_client = client is not None
         if client is None:
             if settings.api_key is None:
                 raise RuntimeError(
@@ -80,125 +65,202 @@ class Upstream:
                     "Servers that need no key (Ollama, vLLM) take any non-empty string. "
                     "Or pass a ready client with create_blueprint(client=...)."
                 )
-            client = openai.OpenAI(
-                api_key=settings.api_key,
-                base_url=settings.base_url,
-                max_retries=settings.max_retries,
-                http_client=openai.DefaultHttpxClient(
-                    # A relay holds one upstream connection per open stream.
-                    limits=_http.Limits(max_connections=None, max_keepalive_connections=100),
-                ),
-            )
+            if _transport.HTTP_LIBRARY == _http.__name__:
+                http_client = openai.DefaultHttpxClient(transport=_transport.ChatTransport())
+            else:  # pragma: no cover - an openai release on another HTTP library than ours
+                http_client = openai.DefaultHttpxClient(
+                    limits=_http.Limits(max_connections=None, max_keepalive_connections=100))
+            client = openai.OpenAI(api_key=settings.api_key, base_url=settings.base_url, max_retries=0,
+                                   http_client=http_client)
+            self.max_retries = settings.max_retries
+        else:
+            self.max_retries = client.max_retries
         self.client = client
-        self._create = client.chat.completions.with_streaming_response.create
+        # Retries are ours (see open), so the SDK's own are off.
+        self._create = client.with_options(max_retries=0).chat.completions.with_streaming_response.create
         self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        self._settings = settings
 
     def open(self, request: ChatRequest) -> UpstreamStream:
         """Start the completion and return its body, or raise an ``UpstreamError``."""
+        if self.custom_client:
+            _gevent.adjust_httpcore(_http)
         settings = self._settings
         # The body goes in extra_body, which the SDK lays over the request as it is: our messages are
-        # already validated plain strings, and the SDK's recursive transform of typed params would
-        # only walk them again (a third of its per-request CPU). The typed arguments stay minimal.
+        # already validated plain data, and the SDK's recursive transform of typed params would only
+        # walk them again. The typed arguments stay minimal.
         body: dict[str, Any] = {"messages": request.messages, settings.max_tokens_param: request.max_tokens}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if settings.include_usage:
             body["stream_options"] = {"include_usage": True}
-        manager = self._create(model=request.model, messages=[], stream=True, timeout=self._timeout,
-                               extra_body=body)
+        waited = 0.0
+        attempt = 0
+        while True:
+            try:
+                response = self._create(model=request.model, messages=[], stream=True, timeout=self._timeout,
+                                        extra_body=body).__enter__()
+                break
+            except openai.OpenAIError as exc:
+                error, retry, wait = _failure(exc, attempt)
+            if not retry or attempt >= self.max_retries:
+                raise error from None
+            if waited + wait > settings.max_retry_wait:
+                log.warning("upstream: not retrying %s: waiting %.1fs more would pass max_retry_wait (%.1fs)",
+                            error.code, wait, settings.max_retry_wait)
+                raise error from None
+            attempt += 1
+            log.info("upstream: %s, retry %d of %d in %.2fs", error.code, attempt, self.max_retries, wait)
+            time.sleep(wait)
+            waited += wait
+        http_response = response.http_response
+        mimetype = http_response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if mimetype != "text/event-stream":
+            http_response.close()
+            log.warning("upstream answered 200 with %r instead of an event stream", mimetype[:60])
+            raise UpstreamMalformed("The model provider did not answer with an event stream.")
+        return UpstreamStream(http_response)
+
+
+def _failure(exc: openai.OpenAIError, attempt: int) -> tuple[UpstreamError, bool, float]:
+    """What an SDK error means for the client, whether to retry it, and after how long."""
+    backoff = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
+    if isinstance(exc, openai.APIStatusError):
+        status, headers = exc.status_code, exc.response.headers
+        log.warning("upstream refused the stream: status=%s request_id=%s", status, exc.request_id)
+        should = headers.get("x-should-retry")
+        retry = should == "true" or (should != "false" and (status in (408, 409, 429) or status >= 500))
+        wait = retry_after_seconds(headers)
+        return _status_error(exc), retry, backoff if wait is None else wait
+    if isinstance(exc, openai.APITimeoutError):
+        log.warning("upstream timed out before the stream started")
+        return UpstreamTimeout(), True, backoff
+    if isinstance(exc, openai.APIConnectionError):
+        log.warning("upstream could not be reached")
+        return UpstreamUnavailable(), True, backoff
+    log.warning("upstream failed before the stream started: %s", type(exc).__name__)
+    return UpstreamError(), False, backoff
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if sane."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
         try:
-            response = manager.__enter__()
-        except openai.APIStatusError as exc:
-            log.warning("upstream refused the stream: status=%s request_id=%s", exc.status_code, exc.request_id)
-            raise _status_error(exc) from None
-        except openai.APITimeoutError:
-            log.warning("upstream timed out before the stream started")
-            raise UpstreamTimeout() from None
-        except openai.APIConnectionError:
-            log.warning("upstream could not be reached")
-            raise UpstreamUnavailable() from None
-        except openai.OpenAIError as exc:
-            log.warning("upstream failed before the stream started: %s", type(exc).__name__)
-            raise UpstreamError() from None
-        return UpstreamStream(response.http_response, settings.read_timeout)
+            value = float(millis) / 1000
+            if 0 <= value < 3600:
+                return value
+        except ValueError:
+            pass
+    checked = checked_retry_after(headers.get("retry-after"))
+    if checked is None:
+        return None
+    if checked.isdigit():
+        return float(checked)
+    date = email.utils.parsedate_to_datetime(checked)
+    return max(0.0, date.timestamp() - time.time())
 
 
-_STALLED = "The model provider stopped sending in the middle of the answer."
+def checked_retry_after(value: str | None) -> str | None:
+    """``Retry-After`` as it may be passed on: a whole number of seconds or an HTTP date, else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and value.isascii() and len(value) <= 9:
+        return str(int(value))
+    try:
+        date = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if date is None or date.tzinfo is None:
+        return None
+    return email.utils.format_datetime(date, usegmt=True)
 
 
-class ClientGone(Exception):
-    """The client hung up; the relay ends quietly."""
+class Stopped(Exception):
+    """The stream was stopped on purpose (``UpstreamStream.stop``); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class UpstreamStream:
-    """The raw bytes of one upstream body. Iterate once; always ``close``.
+    """The raw bytes of one upstream body, and a way to stop it from the watchdog. Iterate once;
+    always ``close``.
 
-    The watchdog calls ``check`` and ``client_left`` from its own loop; either may stop the
-    stream by shutting its socket down, which wakes a blocked read with an end-of-stream.
+    ``stop`` wakes a blocked read by shutting the socket down, but only a socket this stream owns
+    alone: the default transport's, or an HTTP/1.1 connection of a custom client. On a connection
+    shared with other requests (a custom client speaking HTTP/2) it only marks the stream, which
+    ends at its next read; shutting the socket would cut every stream on it.
     """
 
-    __slots__ = ("_response", "_socket", "_stopped", "read_timeout", "last_read", "client_fd", "on_tick",
-                 "__weakref__")
+    __slots__ = ("_response", "_body", "_socket", "stopped", "__weakref__")
 
-    def __init__(self, response: Any, read_timeout: float) -> None:
+    def __init__(self, response: Any) -> None:
         self._response = response
-        self.read_timeout = read_timeout
-        self.last_read = time.monotonic()
-        self.client_fd: int | None = None
-        self.on_tick: Callable[[float], None] | None = None
-        self._stopped: str | None = None
+        self.stopped: str | None = None
+        body = response.extensions.get("chatstream_body")
+        if isinstance(body, _transport.Body):
+            body.unbounded()  # the watchdog enforces the read timeout from now on
+            self._body: Any = body
+            self._socket: Any = body.sock
+            return
+        self._body = None
+        self._socket = None
         network = response.extensions.get("network_stream")
-        self._socket = network.get_extra_info("socket") if network is not None else None
-        if self._socket is not None:
-            # The watchdog enforces the read timeout from now on, so body reads need no timer each.
-            # (httpcore reads this shared dict when the body iteration starts.)
-            extensions = response.request.extensions
-            extensions["timeout"] = {**extensions.get("timeout", {}), "read": None}
+        if network is not None and response.extensions.get("http_version", b"HTTP/1.1") == b"HTTP/1.1":
+            self._socket = network.get_extra_info("socket")
+
+    @property
+    def owns_socket(self) -> bool:
+        return self._socket is not None
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
-        # The byte stream itself, without iter_bytes' decoder and chunker layers,
-        # unless the upstream compressed the body.
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        clock = time.monotonic
+        if self._body is not None:
+            source: Any = self._body
+        elif response.headers.get("content-encoding", "identity") != "identity":
+            source = response.iter_bytes()
+        else:
+            source = response.stream  # the byte stream itself, without iter_bytes' decoder layers
         try:
-            for data in response.iter_bytes() if encoded else response.stream:
-                self.last_read = clock()
+            for data in source:
+                if self.stopped is not None:
+                    raise Stopped(self.stopped)
                 yield data
-        except _http.TimeoutException:  # only where the watchdog could not take the socket
-            raise UpstreamTimeout(_STALLED) from None
-        except (_http.TransportError, _http.StreamError):
-            if self._stopped == "client_left":
-                raise ClientGone() from None
-            if self._stopped == "timeout":
-                raise UpstreamTimeout(_STALLED) from None
-            raise UpstreamInterrupted() from None
-        if self._stopped == "client_left":
-            raise ClientGone()
+        except (_http.TransportError, _http.StreamError, OSError, ValueError):
+            if self.stopped is not None:
+                raise Stopped(self.stopped) from None
+            raise
+        if self.stopped is not None:
+            raise Stopped(self.stopped)
 
-    def check(self, now: float) -> None:
-        if self._stopped is None and now - self.last_read > self.read_timeout and self._socket is not None:
-            self._stop("timeout")
-        elif self.on_tick is not None:
-            self.on_tick(now)
-
-    def client_left(self) -> None:
-        self._stop("client_left")
-
-    def _stop(self, reason: str) -> None:
-        if self._stopped is not None:
+    def stop(self, reason: str) -> None:
+        """Stop the stream from another greenlet or thread; its reader ends with ``Stopped``."""
+        if self.stopped is not None:
             return
-        self._stopped = reason
+        self.stopped = reason
         if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _transport.shutdown(self._socket)
+
+    def finish(self) -> None:
+        """The answer is complete: let the connection be reused if its body has ended too."""
+        if self._body is not None:
+            self._body.finish_if_ready()
 
     def close(self) -> None:
-        """Drop the upstream connection, which stops generation (and billing)."""
+        """Drop or recycle the upstream connection; an unfinished body stops generation (and billing)."""
         self._response.close()
+
+
+def interrupted(error: BaseException) -> ChatStreamError:
+    """What a failed upstream read means for the client."""
+    if isinstance(error, _http.TimeoutException):
+        return UpstreamTimeout(STALLED)
+    return UpstreamInterrupted()
+
+
+STALLED = "The model provider stopped sending in the middle of the answer."
 
 
 _WARM_UP_BODY = (
@@ -223,7 +285,7 @@ def warm_up() -> None:
                            http_client=_http.Client(transport=_http.MockTransport(answer)))
     upstream = Upstream(Settings(), client)
     stream = upstream.open(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="warm-up", max_tokens=1))
-    for _ in Relay(stream, NDJSON):
+    for _ in Relay(stream, NDJSON, Settings()):
         pass
 
 
@@ -232,7 +294,7 @@ def _status_error(exc: openai.APIStatusError) -> UpstreamError:
     if status in (401, 403):
         return UpstreamAuthError()
     if status == 429:
-        return UpstreamRateLimited(retry_after=exc.response.headers.get("retry-after"))
+        return UpstreamRateLimited(retry_after=checked_retry_after(exc.response.headers.get("retry-after")))
     if status in (408, 504):
         return UpstreamTimeout()
     if status >= 500:

@@ -1,18 +1,16 @@
 """One background loop per process that looks after every open stream.
 
-Five times a second it:
-- stops streams whose upstream has been silent for longer than their read timeout;
-- stops streams whose client hung up, even while the upstream is silent (a reasoning model
-  thinking before its first token), which writes alone would never notice;
-- sends heartbeats on streams whose client has heard nothing for a while.
+Five times a second it polls every stream's client socket at once, then hands each stream its
+result (``Relay.tick``), which decides: the client hung up, a write has blocked for longer than the
+send timeout, the upstream has been silent for longer than the read timeout, or a heartbeat is due.
+Stopping means shutting the upstream socket down: the relay's blocked read wakes with an
+end-of-stream and ends the answer with the right reason. Doing this here, for all streams at once,
+is what lets the per-chunk path read without a timer per read (gevent starts one for every blocking
+read of a socket with a timeout).
 
-"Stops" means shutting the upstream socket down: the relay's blocked read wakes with an
-end-of-stream, and the relay ends the answer with the right reason. Doing this here, for all streams
-at once, is what lets the per-chunk path read without a timer per read (gevent starts one for every
-blocking read of a socket with a timeout, which cost a fifth of the relay's CPU per chunk).
-
-Under gevent the loop is a greenlet (threading is patched); elsewhere it is a daemon thread. It
-starts with the first stream in each process, so it is safe with forking servers.
+One stream's failure in a tick is logged and does not skip the others. Under gevent the loop is a
+greenlet (threading is patched); elsewhere it is a daemon thread. It starts with the first stream
+in each process, so it is safe with forking servers.
 """
 
 from __future__ import annotations
@@ -20,49 +18,25 @@ from __future__ import annotations
 import logging
 import os
 import select
-import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
+
+from ._gevent import unpatched
 
 log = logging.getLogger("flask_chatstream")
 
 INTERVAL = 0.2
 
-# A peer that closed or reset its end. POLLRDHUP is Linux's "peer closed its write side"; elsewhere a
-# closed client shows as POLLHUP only once it resets.
-_HUNG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+# POLLRDHUP is Linux's "peer closed its write side"; POLLHUP/POLLERR a peer that reset or is gone.
+_CLIENT_EVENTS = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 
 class Watched(Protocol):
     client_fd: int | None
 
-    def check(self, now: float) -> None:
-        """Enforce timeouts and heartbeats; called on every tick."""
-
-    def client_left(self) -> None:
-        """The client hung up."""
-
-
-def unpatched(name: str) -> Any:
-    """``select.<name>`` as the OS gives it, even where gevent patched it to wait cooperatively.
-
-    For zero-timeout checks, which never block, the patched versions only add watchers, a timer
-    and a hub switch.
-    """
-    if "gevent.monkey" in sys.modules:
-        import gevent.monkey
-
-        if gevent.monkey.is_module_patched("select"):
-            return gevent.monkey.get_original("select", name)
-    return getattr(select, name)
-
-
-def writable(fd: int) -> bool:
-    """Can ``fd`` take a small write right now, without blocking?"""
-    poller = _POLL()
-    poller.register(fd, select.POLLOUT)
-    return any(events & select.POLLOUT for _, events in poller.poll(0))
+    def tick(self, now: float, client_events: int) -> None:
+        """Enforce timeouts and heartbeats; called on every tick with the client socket's poll events."""
 
 
 class Watchdog:
@@ -79,6 +53,9 @@ class Watchdog:
 
     def forget(self, stream: Watched) -> None:
         self._streams.pop(stream, None)
+
+    def watching(self) -> int:
+        return len(self._streams)
 
     def _start(self) -> None:
         with self._lock:
@@ -98,19 +75,20 @@ class Watchdog:
 
     def tick(self) -> None:
         streams = list(self._streams)
-        clients: dict[int, Watched] = {}
+        events: dict[int, int] = {}
         poller = _POLL()
         for stream in streams:
             if stream.client_fd is not None:
-                clients[stream.client_fd] = stream
-                poller.register(stream.client_fd, _HUNG_UP)
-        if clients:
-            for fd, events in poller.poll(0):
-                if events & _HUNG_UP:
-                    clients[fd].client_left()
+                poller.register(stream.client_fd, _CLIENT_EVENTS)
+                events[stream.client_fd] = 0
+        if events:
+            events.update(poller.poll(0))
         now = time.monotonic()
         for stream in streams:
-            stream.check(now)
+            try:
+                stream.tick(now, events.get(stream.client_fd, 0) if stream.client_fd is not None else 0)
+            except Exception:
+                log.exception("watchdog: checking one stream failed; the others go on")
 
 
 _POLL = unpatched("poll")

@@ -11,13 +11,25 @@ from flask_chatstream.testing import StandInServer
 from .conftest import API_KEY, AppFactory
 
 
-def test_keyword_beats_config_beats_environment() -> None:
+def test_config_beats_keyword_beats_environment() -> None:
+    """Deployment settings win over the code's defaults (Flask's extension guide)."""
     env = {"OPENAI_API_KEY": "env-key", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
     config = {"CHATSTREAM_MODEL": "from-config", "CHATSTREAM_BASE_URL": "http://127.0.0.1:2/v1"}
-    settings = resolve({"model": "from-kwarg"}, config, env)
-    assert settings.model == "from-kwarg"
+    settings = resolve({"model": "from-kwarg", "max_tokens": 77, "api_key": "kwarg-key"}, config, env)
+    assert settings.model == "from-config"
     assert settings.base_url == "http://127.0.0.1:2/v1"
-    assert settings.api_key == "env-key"
+    assert settings.max_tokens == 77
+    assert settings.api_key == "kwarg-key"
+    assert resolve({}, {}, env).api_key == "env-key"
+
+
+def test_create_blueprint_model_yields_to_chatstream_model(upstream: StandInServer) -> None:
+    app = Flask(__name__)
+    app.config["CHATSTREAM_MODEL"] = "deployed-model"
+    app.register_blueprint(create_blueprint(model="coded-model", api_key=API_KEY, base_url=upstream.url),
+                           url_prefix="/api")
+    assert app.test_client().post("/api/chat", json={"content": "hi"}).status_code == 200
+    assert upstream.stats.bodies[-1]["model"] == "deployed-model"
 
 
 def test_defaults() -> None:

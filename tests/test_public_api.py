@@ -7,8 +7,8 @@ from flask_chatstream import ChatStreamError, RequestError, UpstreamError
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTooLarge", "Settings", "TooManyStreams", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
-        "UpstreamInterrupted", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
+        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
         "UpstreamUnavailable", "create_blueprint", "warm_up",
     ]
     for name in flask_chatstream.__all__:

@@ -79,10 +79,19 @@ def test_limits_on_messages_and_content(make_app: AppFactory) -> None:
     assert error_of(client.post("/api/chat", json={"content": "toolong"}), 400)["code"] == "content_too_long"
 
 
-def test_other_methods_are_405_json(client: FlaskClient) -> None:
-    response = client.get("/api/chat")
-    assert error_of(response, 405)["code"] == "method_not_allowed"
-    assert response.headers["Allow"] == "POST"
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "BREW"])
+def test_every_other_method_is_405_json_with_an_accurate_allow(client: FlaskClient, upstream: StandInServer,
+                                                               method: str) -> None:
+    response = client.open("/api/chat", method=method)
+    assert response.status_code == 405 and response.headers["Allow"] == "OPTIONS, POST"
+    if method != "HEAD":
+        assert error_of(response, 405)["code"] == "method_not_allowed"
+    assert upstream.stats.requests == 0
+
+
+def test_options_answers_what_the_endpoint_takes(client: FlaskClient) -> None:
+    response = client.options("/api/chat")
+    assert (response.status_code, response.headers["Allow"], response.data) == (204, "OPTIONS, POST", b"")
 
 
 @pytest.mark.parametrize(

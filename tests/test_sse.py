@@ -49,3 +49,26 @@ def test_event_without_final_blank_line_is_flushed_on_close() -> None:
     parser = SSEParser()
     assert parser.feed(b"data: last") == []
     assert parser.close() == [b"last"]
+
+
+def test_a_line_that_never_ends_is_capped_and_parsed_in_linear_time() -> None:
+    parser = SSEParser(max_event_bytes=1024 * 1024)
+    assert parser.feed(b'data: {"ok":1}\n\ndata: ') == [b'{"ok":1}']
+    for _ in range(64):  # 4 MB in 64 KB reads, never a newline: each read costs a list append
+        assert parser.feed(b"x" * 65536) == []
+        if parser.too_large:
+            break
+    assert parser.too_large
+    assert parser.feed(b"\n\ndata: after\n\n") == []  # nothing more once it has given up
+
+
+def test_events_before_the_oversized_one_in_the_same_read_are_kept() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    assert parser.feed(b"data: a\n\ndata: b\n\ndata: " + b"x" * 200 + b"\n\n") == [b"a", b"b"]
+    assert parser.too_large
+
+
+def test_many_data_lines_add_up_against_the_cap() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    assert parser.feed(b"data: 0123456789\n" * 20) == []
+    assert parser.too_large

@@ -1,0 +1,430 @@
+"""The default client's way onto the network: HTTP/1.1 over sockets this module owns.
+
+The openai client still builds and sends every request (auth, headers, typed status errors); this
+is the transport under its httpx client. It exists because a relay needs what a general-purpose
+pool cannot give it cheaply:
+
+- **One connection per stream, owned.** The watchdog may shut a stream's socket down to wake its
+  blocked read (the client left, the upstream went silent). That is only safe on a socket no other
+  request shares, so there is no HTTP/2 and no pipelining here.
+- **O(1) open and close.** Idle connections wait in a stack per origin (a deque): take the newest,
+  put back on top, drop the oldest when full or expired. Nothing walks every connection.
+- **The body straight off the socket.** One ``recv`` per network read, chunked framing removed in
+  place, no per-event layers above it. The stream knows whether the body ended cleanly, so a
+  connection whose answer is complete goes back to the stack and the next request skips the
+  TCP and TLS handshakes.
+
+Proxies from the environment still work: httpx routes those requests through its own transport.
+"""
+
+from __future__ import annotations
+
+import _socket
+import collections
+import os
+import re
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ._gevent import poll_now
+
+try:
+    import httpx2 as http
+except ImportError:  # pragma: no cover - older openai releases run on httpx
+    import httpx as http  # type: ignore[no-redef,import-not-found]
+
+HTTP_LIBRARY = http.__name__
+
+Origin = tuple[bytes, str, int]
+
+READ_SIZE = 65536
+MAX_HEAD_BYTES = 64 * 1024
+KEEPALIVE_EXPIRY = 15.0
+_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
+_STALE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0)
+
+
+class ProtocolError(Exception):
+    """The upstream broke HTTP/1.1 framing."""
+
+
+def shutdown(sock: socket.socket) -> None:
+    """Shut ``sock`` down in both directions without touching the object: a blocked read wakes
+    with end-of-stream. Works the same on TLS sockets, whose own ``shutdown`` would unwrap them
+    under the reader's feet."""
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        # The C-level socket type: no gevent wrapper, nothing that could yield to the hub.
+        dup = _socket.socket(fileno=os.dup(fd))
+    except (OSError, ValueError):
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
+
+
+class Connection:
+    __slots__ = ("sock", "origin", "idle_since")
+
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self.sock = sock
+        self.origin = origin
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ChatTransport(http.BaseTransport):
+    """An httpx transport with a stack of idle HTTP/1.1 connections per origin."""
+
+    def __init__(self, *, max_idle: int = 100, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.max_idle = max_idle
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, collections.deque[Connection]] = {}
+
+    def handle_request(self, request: Any) -> Any:
+        url = request.url
+        origin: Origin = (url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80))
+        timeouts = request.extensions.get("timeout", {})
+        body = request.read()
+        head = _request_head(request, body)
+        while True:
+            connection, reused = self._connection(origin, timeouts.get("connect"))
+            try:
+                return self._exchange(connection, request, head, body, timeouts)
+            except _Stale:
+                connection.close()
+                if not reused:
+                    raise http.RemoteProtocolError("Server disconnected without sending a response.",
+                                                   request=request) from None
+            except BaseException:
+                connection.close()
+                raise
+
+    def close(self) -> None:
+        for stack in self._idle.values():
+            while stack:
+                stack.pop().close()
+        self._idle.clear()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _connection(self, origin: Origin, connect_timeout: float | None) -> tuple[Connection, bool]:
+        stack = self._idle.get(origin)
+        now = time.monotonic()
+        while stack:
+            connection = stack.pop()
+            if now - connection.idle_since < KEEPALIVE_EXPIRY and not _stale(connection.sock):
+                return connection, True
+            connection.close()
+        return Connection(self._connect(origin, connect_timeout), origin), False
+
+    def _connect(self, origin: Origin, timeout: float | None) -> socket.socket:
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError as exc:
+            raise http.ConnectTimeout(str(exc) or "connect timed out") from None
+        except OSError as exc:
+            raise http.ConnectError(str(exc)) from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == b"https":
+                sock = self._tls().wrap_socket(sock, server_hostname=host)
+        except TimeoutError as exc:
+            sock.close()
+            raise http.ConnectTimeout(str(exc) or "TLS handshake timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise http.ConnectError(str(exc)) from None
+        return sock
+
+    def _tls(self) -> ssl.SSLContext:
+        # Built on first use, in the worker: after gevent patched ssl, and honouring SSL_CERT_FILE.
+        if self._ssl_context is None:
+            context = http.create_ssl_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
+        return self._ssl_context
+
+    def release(self, connection: Connection) -> None:
+        """Put a connection whose last response ended cleanly back on its stack."""
+        stack = self._idle.setdefault(connection.origin, collections.deque())
+        connection.idle_since = now = time.monotonic()
+        stack.append(connection)
+        # Keep the stack bounded, and shed expired connections from the old end, one per release.
+        if len(stack) > self.max_idle or now - stack[0].idle_since >= KEEPALIVE_EXPIRY:
+            stack.popleft().close()
+
+    def idle_connections(self) -> int:
+        return sum(len(stack) for stack in self._idle.values())
+
+    # -- one exchange ----------------------------------------------------------------------------
+
+    def _exchange(self, connection: Connection, request: Any, head: bytes, body: bytes,
+                  timeouts: dict[str, float | None]) -> Any:
+        sock = connection.sock
+        sock.settimeout(timeouts.get("write"))
+        try:
+            sock.sendall(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                sock.sendall(body)
+        except TimeoutError:
+            raise http.WriteTimeout("write timed out", request=request) from None
+        except OSError as exc:
+            raise _Stale() if isinstance(exc, (BrokenPipeError, ConnectionResetError)) else \
+                http.WriteError(str(exc), request=request) from None
+
+        sock.settimeout(timeouts.get("read"))
+        buffer = b""
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            while end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise http.RemoteProtocolError("The response head is too large.", request=request)
+                data = _recv(sock, request)
+                if not data:
+                    if buffer:
+                        raise http.RemoteProtocolError("Server disconnected in the response head.",
+                                                       request=request)
+                    raise _Stale()
+                buffer += data
+                end = buffer.find(b"\r\n\r\n")
+            status, reason, headers = _parse_head(buffer[:end], request)
+            buffer = buffer[end + 4:]
+            if status >= 200 or status == 101:
+                break  # 1xx informational responses (100 Continue) are skipped
+        stream = Body(self, connection, buffer, _framing(request, status, headers), request)
+        return http.Response(status, headers=headers, stream=stream, request=request,
+                             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason,
+                                         "chatstream_body": stream})
+
+
+class _Stale(Exception):
+    """A reused connection turned out to be closed before any response byte: try a fresh one."""
+
+
+def _stale(sock: socket.socket) -> bool:
+    """An idle connection with anything to read has been closed (or broken) by the server."""
+    try:
+        return bool(poll_now(sock.fileno(), _STALE))
+    except (OSError, ValueError):
+        return True
+
+
+def _recv(sock: socket.socket, request: Any) -> bytes:
+    try:
+        return sock.recv(READ_SIZE)
+    except TimeoutError:
+        raise http.ReadTimeout("read timed out", request=request) from None
+    except (OSError, ValueError) as exc:
+        raise http.ReadError(str(exc) or type(exc).__name__, request=request) from None
+
+
+def _request_head(request: Any, body: bytes) -> bytes:
+    lines = [request.method.encode() + b" " + request.url.raw_path + b" HTTP/1.1"]
+    for name, value in request.headers.raw:
+        if name.lower() == b"transfer-encoding":  # the body is in memory: send it with a length
+            name, value = b"Content-Length", str(len(body)).encode()
+        lines.append(name + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _parse_head(head: bytes, request: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
+        raise http.RemoteProtocolError("The response does not start with an HTTP/1.x status line.",
+                                       request=request)
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise http.RemoteProtocolError("The response has a malformed header line.", request=request)
+        headers.append((name, value.strip()))
+    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+
+
+def _framing(request: Any, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
+    """How the body ends (``"none"``, ``"chunked"``, ``"length"``, ``"close"``), its length, and
+    whether the connection may be reused after it."""
+    values: dict[bytes, bytes] = {}
+    for name, value in headers:
+        values[name.lower()] = value.lower()
+    keep_alive = b"close" not in values.get(b"connection", b"")
+    if request.method == "HEAD" or status in (204, 304):
+        return "none", 0, keep_alive
+    if b"chunked" in values.get(b"transfer-encoding", b""):
+        return "chunked", 0, keep_alive
+    length = values.get(b"content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise http.RemoteProtocolError("The response has a malformed Content-Length.", request=request)
+        return "length", int(length), keep_alive
+    return "close", 0, False
+
+
+class Body(http.SyncByteStream):
+    """One response body, read off its socket. Iterate once; always ``close``.
+
+    Each item is what one network read brought, with chunked framing removed. ``complete`` says
+    whether the body ended as its framing says it must; only then can the connection be reused.
+    """
+
+    def __init__(self, transport: ChatTransport, connection: Connection, buffered: bytes,
+                 framing: tuple[str, int, bool], request: Any) -> None:
+        self._transport = transport
+        self.connection = connection
+        self.sock = connection.sock
+        self._request = request
+        self._buffered = buffered
+        self._mode, self._left, self._keep_alive = framing
+        self._state = "size"  # chunked: size, data, crlf, trailer, done
+        self._pending = b""
+        self.complete = self._mode == "none"
+        self.closed = False
+        self.read_timeout: float | None = request.extensions.get("timeout", {}).get("read")
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.complete:
+            return
+        self.sock.settimeout(self.read_timeout)
+        data = self._buffered
+        self._buffered = b""
+        recv = self.sock.recv
+        mode = self._mode
+        while True:
+            if data:
+                try:
+                    out = self._dechunk(data) if mode == "chunked" else self._count(data)
+                except ProtocolError as exc:
+                    raise http.RemoteProtocolError(str(exc), request=self._request) from None
+                if out:
+                    yield out
+                if self.complete:
+                    return
+            try:
+                data = recv(READ_SIZE)
+            except TimeoutError:
+                raise http.ReadTimeout("read timed out", request=self._request) from None
+            except (OSError, ValueError) as exc:
+                raise http.ReadError(str(exc) or type(exc).__name__, request=self._request) from None
+            if not data:
+                if mode == "close":
+                    self.complete = True
+                    return
+                raise http.RemoteProtocolError(
+                    "peer closed connection without sending complete message body", request=self._request)
+
+    def unbounded(self) -> None:
+        """From now on reads wait as long as it takes: the watchdog enforces the read timeout.
+
+        (Under gevent a socket with a timeout starts and cancels a timer on every blocking read.)"""
+        self.read_timeout = None
+        self.sock.settimeout(None)
+
+    def finish_if_ready(self) -> bool:
+        """End the body if what is left of its framing has already arrived, without waiting.
+
+        The answer is complete at ``[DONE]``; the chunked terminator usually arrives with it. If it
+        is already here the connection can be reused; if not, it is not worth waiting for."""
+        if self.complete or self._mode != "chunked":
+            return self.complete
+        data = self._buffered
+        self._buffered = b""
+        try:
+            self.sock.settimeout(0.0)
+            while not self.complete:
+                if data and self._dechunk(data):
+                    return False  # more body after the answer: not a clean end
+                data = self.sock.recv(READ_SIZE)
+                if not data:
+                    return False
+        except (OSError, ValueError, ProtocolError):
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.complete and self._keep_alive and not self._buffered and not self._pending:
+            self._transport.release(self.connection)
+        else:
+            self.connection.close()
+
+    def _count(self, data: bytes) -> bytes:
+        if self._mode == "length":
+            if len(data) >= self._left:
+                data = data[: self._left]
+                self.complete = True
+            self._left -= len(data)
+        return data
+
+    def _dechunk(self, data: bytes) -> bytes:
+        """Remove chunked framing from one read's bytes, in one pass."""
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        left = self._left
+        state = self._state
+        while pos < end:
+            if state == "data":
+                take = min(left, end - pos)
+                out.append(data if take == end else data[pos : pos + take])  # take == end: pos is 0
+                pos += take
+                left -= take
+                if not left:
+                    state = "crlf"
+            elif state == "size":
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if end - pos > 1024:
+                        raise ProtocolError("a chunk-size line is too long")
+                    self._pending = data[pos:]
+                    break
+                match = _CHUNK_SIZE.fullmatch(data, pos, eol)
+                if match is None:
+                    raise ProtocolError("a chunk-size line is malformed")
+                left = int(match.group(1), 16)
+                pos = eol + 2
+                state = "data" if left else "trailer"
+            elif state == "crlf":
+                if end - pos < 2:
+                    self._pending = data[pos:]
+                    break
+                if data[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("a chunk does not end with CRLF")
+                pos += 2
+                state = "size"
+            elif state == "trailer":
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if end - pos > 8192:
+                        raise ProtocolError("the chunked trailer is too long")
+                    self._pending = data[pos:]
+                    break
+                state = "done" if eol == pos else "trailer"
+                pos = eol + 2
+            else:  # done: anything after the terminator is not ours
+                self._buffered = data[pos:]
+                break
+        self._left, self._state = left, state
+        if state == "done":
+            self.complete = True
+        return out[0] if len(out) == 1 else b"".join(out)
