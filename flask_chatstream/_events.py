@@ -53,7 +53,7 @@ class Translator:
     when it was asked for, the usage chunk have both arrived: nothing the client needs comes after.
     """
 
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage")
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker")
 
     def __init__(self, *, expect_usage: bool = False) -> None:
         self.id: str | None = None
@@ -64,6 +64,8 @@ class Translator:
         self.chunks = 0
         self.error: ChatStreamError | None = None
         self.expect_usage = expect_usage
+        self.marker = False
+        """Did the stream end with the ``[DONE]`` marker itself?"""
 
     def feed(self, payloads: list[bytes]) -> list[Event]:
         events: list[Event] = []
@@ -72,6 +74,7 @@ class Translator:
         text: list[str] = []
         for payload in payloads:
             if payload == _DONE_PAYLOAD:
+                self.marker = True
                 self._flush(text, events)
                 events.append(self._done())
                 return events

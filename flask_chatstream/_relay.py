@@ -43,6 +43,8 @@ HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
 """Linux's "the peer shut its write side": a client that left, or one that only stopped sending."""
 
 GONE = ("client_left", "client_stalled")
+FINISH_WAIT = 0.5
+"""After a complete answer, how long ``close`` waits for the end of the upstream body to reuse the connection."""
 
 
 class ClientGone(Exception):
@@ -88,8 +90,11 @@ class Relay:
         """Has an event reached the relay that the client needs, beyond ``start``?"""
         self.error: ChatStreamError | None = None
         self._half_closed = False
-        self._probed = False
+        self._half_closed_at: float | None = None
+        self._last_tick = now
         self._pending = b""
+        self._wrote = False
+        self._reusable = False
         self._writing = threading.Lock()
         self._state = threading.Lock()
         self._parser = SSEParser(settings.max_event_bytes)
@@ -131,14 +136,19 @@ class Relay:
 
     def _run(self) -> Generator[bytes, None, None]:
         try:
+            # The first write goes out even when empty: the server sends the status line and
+            # headers with it, so the client knows its answer has started.
             out, self._pending = self._pending, b""
+            first = True
             while True:
-                if out:
+                if out or first:
+                    first = False
                     with self._writing:
                         self.sending_since = time.monotonic()
                         yield out
                     self.last_sent = time.monotonic()
                     self.sending_since = None
+                    self._wrote = True
                 if self._ended():
                     break
                 out = self._advance() or b""
@@ -151,8 +161,6 @@ class Relay:
                     raise StreamAborted(self.error)
                 with self._writing:
                     yield self.fmt.encode([error_event(self.error)])
-            else:
-                self.stream.finish()
         finally:
             self._finish()
 
@@ -210,10 +218,17 @@ class Relay:
         return self._translator.finished or self.error is not None or self.stop_reason in GONE
 
     def close(self) -> None:
-        """The server is done with the body, perhaps because the client left: stop the upstream."""
+        """The server is done with the body, perhaps because the client left: stop the upstream.
+
+        After a complete answer the client already has its last byte, so this is where the rest of
+        the upstream body (``[DONE]`` and the chunked terminator, nothing more) is read, to keep
+        the connection for the next request."""
         if inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED:
             self._finish()  # never started, so its finally will not run
         self._body.close()
+        if self._reusable:
+            self._reusable = False
+            self.stream.finish(0 if self._translator.marker else len(b"data: [DONE]\n\n"), FINISH_WAIT)
 
     def _finish(self) -> None:
         with self._writing, self._state:
@@ -223,7 +238,10 @@ class Relay:
         WATCHDOG.forget(self)
         if self._reader.pending:
             self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
-        self.stream.close()
+        if self._translator.finished and self.stop_reason is None and not self._reader.pending:
+            self._reusable = True  # close() finishes the upstream body
+        else:
+            self.stream.close()
         if self.on_close is not None:
             self.on_close()
         self._log()
@@ -248,24 +266,37 @@ class Relay:
 
     def tick(self, now: float, client_events: int) -> None:
         """Called on every watchdog tick with the client socket's poll events."""
+        previous, self._last_tick = self._last_tick, now
         if not self.active or self.stop_reason is not None:
             return
         if self.sending_since is not None and now - self.sending_since > self._send_timeout:
             self._stop("client_stalled")
         elif client_events & HUNG_UP:
             self._stop("client_left")
-        elif client_events & HALF_CLOSED and not self._half_closed and self.write is not None:
-            # Gone, or only done sending? Only a write can tell. Text has nothing harmless to write.
-            if not self.fmt.ping:
-                self._stop("client_left")
-            elif self._probed:
-                self._half_closed = True  # the probe went through and nothing reset the connection
-            else:
-                self._probed = self._ping(now)
+        elif client_events & HALF_CLOSED and not self._half_closed:
+            self._half_closed_client(now, previous)
         elif now - self.last_event > self._read_timeout:
             self._stop("timeout")
         elif self._heartbeat and now - self.last_sent >= self._heartbeat:
             self._ping(now)
+
+    def _half_closed_client(self, now: float, previous: float) -> None:
+        """The client shut its sending side: it left, or it is only done sending (``nc -N``, some
+        proxies). Only a write can tell: to a client that is gone it draws a reset, which a later
+        tick sees as POLLHUP/POLLERR. So write something harmless, and wait a tick."""
+        since = self._half_closed_at
+        if since is None:
+            since = self._half_closed_at = now
+        if since < self.last_sent <= previous:
+            self._half_closed = True  # a write went out a tick ago and drew no reset: still listening
+        elif self.write is None:
+            self._reader.interrupt()  # still priming: start the response, whose head is that write
+        elif self.fmt.ping:
+            self._ping(now)
+        elif self.last_sent < since and self._wrote:
+            # text/plain, silent since the client shut its side: nothing harmless to write, so it
+            # counts as gone, and the answer is cut, never ended as if complete.
+            self._stop("client_left")
 
     def _stop(self, reason: str) -> None:
         with self._state:
@@ -301,35 +332,47 @@ class _Reader:
     """The upstream's byte iterator, with an optional deadline per read.
 
     A read with a deadline runs in a helper thread (a greenlet under gevent), so the view can stop
-    waiting without disturbing the read: the next read picks up its result.
+    waiting without disturbing the read: the next read picks up its result. ``interrupt`` ends a
+    wait early, as if its deadline had passed.
     """
 
-    __slots__ = ("_iterator", "_done", "_result", "pending")
+    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending")
 
     def __init__(self, iterator: Iterator[bytes]) -> None:
         self._iterator = iterator
-        self._done = threading.Event()
+        self._ready = threading.Event()
         self._result: tuple[bool, Any] = (True, b"")
+        self._has_result = False
         self.pending = False
 
     def next(self, timeout: float | None = None) -> bytes:
         if not self.pending:
             if timeout is None:
                 return next(self._iterator)
-            self._done.clear()
+            self._has_result = False
+            self._ready.clear()
             self.pending = True
             threading.Thread(target=self._fetch, name="chatstream-read-ahead", daemon=True).start()
-        if not self._done.wait(timeout):
-            return _PENDING  # type: ignore[no-any-return]
+        while not self._has_result:
+            if not self._ready.wait(timeout):
+                return _PENDING  # type: ignore[no-any-return]
+            if not self._has_result:  # interrupted
+                self._ready.clear()
+                if not self._has_result and timeout is not None:
+                    return _PENDING  # type: ignore[no-any-return]
         self.pending = False
         ok, value = self._result
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
 
+    def interrupt(self) -> None:
+        self._ready.set()
+
     def _fetch(self) -> None:
         try:
             self._result = (True, next(self._iterator))
         except BaseException as exc:  # handed to the reader, StopIteration included
             self._result = (False, exc)
-        self._done.set()
+        self._has_result = True
+        self._ready.set()

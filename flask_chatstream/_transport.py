@@ -336,26 +336,35 @@ class Body(http.SyncByteStream):
         self.read_timeout = None
         self.sock.settimeout(None)
 
-    def finish_if_ready(self) -> bool:
-        """End the body if what is left of its framing has already arrived, without waiting.
+    def finish(self, allowance: int, wait: float) -> bool:
+        """Read what is left of the body, if it is at most ``allowance`` payload bytes and arrives
+        within ``wait`` seconds, so the connection can be reused. Anything more is not read.
 
-        The answer is complete at ``[DONE]``; the chunked terminator usually arrives with it. If it
-        is already here the connection can be reused; if not, it is not worth waiting for."""
+        The answer is complete before its body is: at ``[DONE]``, or at the usage chunk just before
+        it. What follows is the ``[DONE]`` line at most and the chunked terminator, which usually
+        arrive together; an upstream that holds the connection, or keeps sending, is not waited for.
+        """
         if self.complete or self._mode != "chunked":
             return self.complete
-        data = self._buffered
-        self._buffered = b""
+        data, self._buffered = self._buffered, b""
+        deadline = time.monotonic() + wait
         try:
-            self.sock.settimeout(0.0)
-            while not self.complete:
-                if data and self._dechunk(data):
-                    return False  # more body after the answer: not a clean end
+            while True:
+                if data:
+                    allowance -= len(self._dechunk(data))
+                    if allowance < 0:
+                        return False
+                if self.complete:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.settimeout(left)
                 data = self.sock.recv(READ_SIZE)
                 if not data:
                     return False
         except (OSError, ValueError, ProtocolError):
             return False
-        return True
 
     def close(self) -> None:
         if self.closed:

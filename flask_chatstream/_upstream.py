@@ -243,10 +243,12 @@ class UpstreamStream:
         if self._socket is not None:
             _transport.shutdown(self._socket)
 
-    def finish(self) -> None:
-        """The answer is complete: let the connection be reused if its body has ended too."""
-        if self._body is not None:
-            self._body.finish_if_ready()
+    def finish(self, allowance: int, wait: float) -> None:
+        """The answer is complete: read the rest of the body (at most ``allowance`` bytes, within
+        ``wait`` seconds) so the connection can be reused, then let it go."""
+        if self._body is not None and self.stopped is None:
+            self._body.finish(allowance, wait)
+        self.close()
 
     def close(self) -> None:
         """Drop or recycle the upstream connection; an unfinished body stops generation (and billing)."""

@@ -25,6 +25,7 @@ import json
 import re
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -67,10 +68,34 @@ class Script:
     write_size: int | None = None
     """Write the body in pieces of this many bytes, splitting lines and UTF-8 characters."""
     finish_reason: str = "stop"
+    hold_after: int | None = None
+    """After this many chunks, wait until ``StandInServer.release()`` (a gate the test opens)."""
+    hold_until_open: int | None = None
+    """Before the first content chunk, wait until this many streams are open at once (a barrier).
+    Streams still waiting after ``barrier_timeout`` seconds are cut, so a server that cannot hold
+    them all open fails its test instead of hanging it."""
+    barrier_timeout: float = 60.0
+    comment_every: float | None = None
+    """While waiting (first_delay, delay, stall, hold), send an SSE comment this often."""
+    comment: str = ": OPENROUTER PROCESSING"
+    after_done: str | None = None
+    """``"hold"``: after ``[DONE]`` keep the connection open, no terminator; ``"data"``: keep sending
+    chunks after ``[DONE]``. Either way until the caller hangs up."""
+    content_type: str = "text/event-stream; charset=utf-8"
+    body: str | None = None
+    """Send exactly this as the (chunked) body of a 200 instead of a stream: an HTML page, JSON."""
+    giant_line: int | None = None
+    """After the first chunk, send a ``data:`` line of this many bytes that never ends."""
+    choices: int = 1
+    """Send each piece for this many choices (``n``), interleaved; choice k > 0 gets ``[k]`` before it."""
+    usage_extra: dict[str, Any] | None = None
+    """Fields a provider adds to ``usage`` (LiteLLM's ``cost``, say)."""
 
 
 @dataclass
 class Stats:
+    connections: int = 0
+    """TCP connections accepted: fewer than requests when callers reuse them."""
     requests: int = 0
     opened: int = 0
     open: int = 0
@@ -87,6 +112,10 @@ class _ClientGone(Exception):
     pass
 
 
+# The caller closed its side (POLLRDHUP, Linux): seen even with unread bytes (a TLS close_notify) pending.
+_HANG_UP = getattr(select, "POLLRDHUP", 0)
+
+
 def split_reply(reply: str, chunks: int | None) -> list[str]:
     if chunks is None:
         return re.findall(r"\s*\S+", reply) or [reply]
@@ -97,15 +126,18 @@ def split_reply(reply: str, chunks: int | None) -> list[str]:
 class StandInServer:
     """The stand-in upstream, on 127.0.0.1 in a background thread."""
 
-    def __init__(self, script: Script | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, script: Script | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.script = script or Script()
         self.scripts: dict[str, Script] = {}
         """Scripts chosen by the request's ``model``, before ``script``."""
         self._stats = Stats()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._gate = threading.Event()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.standin = self
+        self._tls = tls
         self._thread: threading.Thread | None = None
 
     @property
@@ -115,7 +147,11 @@ class StandInServer:
     @property
     def url(self) -> str:
         """The base URL to give the openai client."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/v1"
+
+    def release(self) -> None:
+        """Let streams held by ``Script.hold_after`` go on (and any that get there later)."""
+        self._gate.set()
 
     def start(self) -> StandInServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -140,10 +176,12 @@ class StandInServer:
             return dataclasses.replace(self._stats, bodies=deque(self._stats.bodies, maxlen=100))
 
     def reset(self) -> None:
+        """Zero the counters (but for the streams open now) and close the gate again."""
         with self._lock:
             self._stats = Stats(open=self._stats.open)
+        self._gate.clear()
 
-    def wait_for(self, condition: Callable[[Stats], bool], timeout: float = 5.0) -> Stats:
+    def wait_for(self, condition: Callable[[Stats], bool], timeout: float = 30.0) -> Stats:
         """Poll the counters until ``condition`` holds; raise ``TimeoutError`` with them if it never does."""
         deadline = time.monotonic() + timeout
         while True:
@@ -172,6 +210,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     standin: StandInServer
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        tls = self.standin._tls
+        if tls is not None:  # the handshake in the connection's own thread, not the accept loop
+            request.settimeout(10)
+            try:
+                request = tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], OSError):  # a caller hanging up is normal
             super().handle_error(request, client_address)
@@ -187,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.standin._count(connections=1)
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -211,18 +261,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
+        standin = self.server.standin
         if path == "/_standin/reset":
-            self.server.standin.reset()
+            standin.reset()
+            return self._json(200, {"ok": True})
+        if path == "/_standin/release":
+            standin.release()
             return self._json(200, {"ok": True})
         if not path.endswith("/chat/completions"):
             return self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
-        standin = self.server.standin
         try:
             body = self._read_json()
         except ValueError:
             return self._json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         standin._record(body)
         script = standin.scripts.get(str(body.get("model")), standin.script)
+        self._script = script
         if script.header_delay:
             try:
                 self._wait(script.header_delay)
@@ -256,33 +310,44 @@ class _Handler(BaseHTTPRequestHandler):
         reply = script.reply(messages) if callable(script.reply) else script.reply
         pieces = split_reply(reply, script.chunks)
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Content-Type", script.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         self.wfile.flush()
+        send = self._sender(script.write_size)
+        if script.body is not None:
+            send(script.body.encode())
+            return self._end()
 
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         model = str(body.get("model") or "stand-in")
         created = int(time.time())
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        def chunk(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
             event = {
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": "fp_standin",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
             }
-            event.update(extra)
             return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
-        send = self._sender(script.write_size)
         send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        if script.giant_line is not None:
+            send(b"data: ")
+            for start in range(0, script.giant_line, 65536):
+                send(b"x" * min(65536, script.giant_line - start))
+            return self._wait(3600)
+        if script.hold_until_open is not None:
+            self._barrier(script.hold_until_open, script.barrier_timeout)
         self._wait(script.first_delay)
         for sent, piece in enumerate(pieces):
             if sent:
                 self._wait(script.delay)
             if sent == script.cut_after:
                 raise _Cut()
+            if sent == script.hold_after:
+                self._hold()
             if sent == script.stall_after:
                 self._wait(script.stall)
             if sent == script.malformed_after:
@@ -290,18 +355,27 @@ class _Handler(BaseHTTPRequestHandler):
             if sent == script.error_after:
                 send(b'data: {"error":{"message":"stand-in failure","type":"server_error","code":null}}\n\n')
                 return self._end()
-            send(chunk({"content": piece}))
+            send(b"".join(chunk({"content": piece if k == 0 else f"[{k}]{piece}"}, index=k)
+                          for k in range(script.choices)))
         if script.cut_after is not None and script.cut_after >= len(pieces):
             raise _Cut()
-        send(chunk({}, script.finish_reason))
+        if script.hold_after is not None and script.hold_after >= len(pieces):
+            self._hold()
+        send(b"".join(chunk({}, script.finish_reason, index=k) for k in range(script.choices)))
         if (body.get("stream_options") or {}).get("include_usage"):
             prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
             usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces),
-                     "total_tokens": prompt + len(pieces)}
+                     "total_tokens": prompt + len(pieces), **(script.usage_extra or {})}
             event = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                      "system_fingerprint": "fp_standin", "choices": [], "usage": usage}
             send(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
         send(b"data: [DONE]\n\n")
+        if script.after_done == "hold":
+            self._wait(3600)
+        elif script.after_done == "data":
+            while True:
+                send(chunk({"content": " and more"}))
+                self._wait(0.02)
         self._end()
 
     def _sender(self, write_size: int | None) -> Callable[[bytes], None]:
@@ -319,15 +393,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def _hold(self) -> None:
+        """Wait at the gate until the test opens it."""
+        gate = self.server.standin._gate
+        while not gate.is_set():
+            self._wait(0.05)
+
+    def _barrier(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` streams have been open at once (since the last reset); cut this one if
+        that never happens."""
+        standin = self.server.standin
+        deadline = time.monotonic() + timeout
+        while standin.stats.peak_open < count:
+            if time.monotonic() > deadline:
+                raise _Cut()
+            self._wait(0.01)
+
     def _wait(self, seconds: float) -> None:
-        """Sleep, but notice at once if the caller hangs up (or the server stops)."""
+        """Sleep, but notice at once if the caller hangs up (or the server stops), and send the
+        script's keep-alive comments meanwhile."""
         deadline = time.monotonic() + seconds
+        every = self._script.comment_every if hasattr(self, "_script") else None
+        next_comment = time.monotonic() + every if every else float("inf")
         poller = select.poll()  # not select(): thousands of connections outgrow its 1024 descriptors
-        poller.register(self.connection, select.POLLIN)
+        poller.register(self.connection, _HANG_UP or select.POLLIN)
         while True:
-            left = deadline - time.monotonic()
-            readable = poller.poll(max(0.0, min(left, 0.5)) * 1000)
-            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            now = time.monotonic()
+            if now >= next_comment and every:
+                comment = self._script.comment.encode() + b"\n\n"
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(comment), comment))
+                self.wfile.flush()
+                next_comment = now + every
+            left = deadline - now
+            ready = poller.poll(max(0.0, min(left, next_comment - now, 0.5)) * 1000)
+            if ready and (_HANG_UP or not self.connection.recv(1, socket.MSG_PEEK)):
                 raise _ClientGone()
             if self.server.standin._stopping.is_set():
                 raise _ClientGone()

@@ -91,3 +91,14 @@ def _enough_file_descriptors() -> None:
     """Tests with a thousand streams hold several thousand sockets (and servers inherit this)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every test, whatever their order: the key is in no log line of the session."""
+    from .leaks import key_leaks
+    from .servers import LOGS
+
+    leaks = key_leaks(API_KEY, SESSION_LOG.lines, LOGS)
+    if leaks:
+        print(f"\nThe API key leaked into {len(leaks)} log line(s), e.g. {leaks[:3]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

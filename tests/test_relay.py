@@ -51,7 +51,8 @@ def test_streaming_headers(client: FlaskClient, fmt: str) -> None:
 def test_first_delta_arrives_while_upstream_is_still_sending(
     client: FlaskClient, upstream: StandInServer, fmt: str
 ) -> None:
-    upstream.script = Script(reply="one two three four five six", delay=0.2)
+    # The upstream holds after three words until the test opens the gate: no clock involved.
+    upstream.script = Script(reply="one two three four five six", hold_after=3)
     response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
     chunks = iter(response.response)
     received = b""
@@ -59,7 +60,8 @@ def test_first_delta_arrives_while_upstream_is_still_sending(
         received += next(chunks)
     stats = upstream.stats
     assert (stats.open, stats.finished) == (1, 0), "the upstream had already finished"
-    assert b"six" not in received
+    assert b"four" not in received
+    upstream.release()
     rest = b"".join(chunks)
     assert b"six" in rest and upstream.wait_for(lambda s: s.finished == 1)
 

@@ -1,5 +1,9 @@
-"""Long silences and departures, against gunicorn + gevent: heartbeats, clients who leave while the
-model is silent, and graceful shutdown."""
+"""Long silences, departures and stalls, against gunicorn + gevent: heartbeats, clients who leave (or
+only half-close) while the model is silent, clients who stop reading, and graceful shutdown.
+
+Nothing here leans on a clock: the stand-in holds a stream at a gate until the test has seen what
+it waits for (pings, say), and timeouts only bound how long a broken server may take to fail.
+"""
 
 from __future__ import annotations
 
@@ -18,39 +22,61 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn
-from .streams import answer_of, events_of, post_chat, send_chat_raw
+from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
 SILENT = Script(reply="late answer", first_delay=3600)  # a reasoning model thinking
+PINGS = {"ndjson": b'{"type":"ping"}\n', "sse": b": ping\n\n"}
+REPLY = "one two three four five six seven eight"
 
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_HEARTBEAT": "0.3", "WORKER_CONNECTIONS": "4000"}
+           "CHATSTREAM_HEARTBEAT": "0.3", "CHATSTREAM_FIRST_EVENT_WAIT": "0.2", "WORKER_CONNECTIONS": "4000"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
     assert "Traceback" not in gunicorn.log()
 
 
-@pytest.mark.parametrize(("fmt", "ping"), [("ndjson", b'{"type":"ping"}\n'), ("sse", b": ping\n\n")])
+def read_pings(response: object, ping: bytes, count: int) -> bytes:
+    """Read until ``count`` pings have arrived."""
+    received = b""
+    while received.count(ping) < count:
+        piece = response.read1(65536)  # type: ignore[attr-defined]
+        assert piece, f"the stream ended before {count} pings: {received!r}"
+        received += piece
+    return received
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "sse"])
+@pytest.mark.parametrize("comments", [False, True], ids=["silent", "upstream-comments"])
 def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
-                                              ping: bytes) -> None:
-    upstream.script = Script(reply="after the wait", first_delay=1.5)
-    conn, response = post_chat(server.port, fmt, {"content": "think hard"})
-    body = response.read()
+                                              comments: bool) -> None:
+    """Pings measure silence towards the client: upstream SSE comments (": OPENROUTER PROCESSING")
+    reach the relay but not the client, so they must not hold the pings back."""
+    upstream.script = Script(reply="after the wait", hold_after=0, comment_every=0.05 if comments else None)
+    conn, response = post_chat(server.port, fmt, {"content": "think hard"}, timeout=30)
+    head = read_pings(response, PINGS[fmt], 3)
+    assert b"after" not in head and b"PROCESSING" not in head
+    upstream.release()
+    body = head + response.read()
     conn.close()
-    head, _, tail = body.partition(b"after")
-    assert head.count(ping) >= 3, body  # pings during the 1.5 s of silence, before the answer
     events = events_of(fmt, body)
-    assert answer_of(events) == "after the wait" and events[-1]["type"] == "done"
-    assert all(e["type"] != "ping" for e in events if fmt == "sse")
+    assert answer_of(events) == "after the wait" and check_event_stream(events)["type"] == "done"
+    # SSE pings are comments, not events; NDJSON pings are events the client skips
+    assert [e["type"] for e in events if e["type"] == "ping"] == (["ping"] * 3 if fmt == "ndjson" else [])
 
 
 def test_no_heartbeats_in_text(server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply="plain", first_delay=1.0)
-    conn, response = post_chat(server.port, "text", {"content": "think hard"})
-    assert response.read() == b"plain"
+    upstream.script = Script(reply="plain", hold_after=0)
+    text_conn, text = post_chat(server.port, "text", {"content": "think hard"}, timeout=30)
+    # An NDJSON stream beside it, held the same way, shows that heartbeats were due meanwhile.
+    conn, events = post_chat(server.port, "ndjson", {"content": "think hard"}, timeout=30)
+    read_pings(events, PINGS["ndjson"], 2)
+    upstream.release()
+    assert text.read() == b"plain"
     conn.close()
+    text_conn.close()
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
@@ -61,9 +87,78 @@ def test_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, ups
     upstream.wait_for(lambda s: s.open == 1)
     left = time.monotonic()
     sock.close()
-    stats = upstream.wait_for(lambda s: s.open == 0, timeout=2)
+    stats = upstream.wait_for(lambda s: s.open == 0)
     print(f"\n{fmt}: upstream closed {time.monotonic() - left:.2f}s after the client left")
     assert (stats.cancelled, stats.finished) == (1, 0)
+
+
+def half_closed_request(port: int, fmt: str) -> socket.socket:
+    """A client that shuts its sending side once the request is out (``nc -N``), and goes on reading."""
+    sock = send_chat_raw(port, fmt)
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(30)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    received = b""
+    while piece := sock.recv(65536):
+        received += piece
+    sock.close()
+    return received
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bool]:
+    """The body of a chunked HTTP response, and whether it ended with the terminator."""
+    body = raw.partition(b"\r\n\r\n")[2]
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out, True
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out, False
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "sse"])
+def test_a_half_closed_client_gets_the_whole_answer_through_silence(server: Gunicorn, upstream: StandInServer,
+                                                                   fmt: str) -> None:
+    upstream.script = Script(reply=REPLY, hold_after=2)
+    sock = half_closed_request(server.port, fmt)
+    received = b""
+    while received.count(PINGS[fmt]) < 3:  # silent, half-closed, and ticks went by: still streaming
+        piece = sock.recv(65536)
+        assert piece, received
+        received += piece
+    upstream.release()
+    body, terminated = dechunk(received + read_all(sock))
+    events = events_of(fmt, body.replace(PINGS[fmt], b"") if fmt == "ndjson" else body)
+    assert terminated and answer_of(events) == REPLY and check_event_stream(events)["type"] == "done"
+
+
+def test_a_half_closed_text_client_gets_the_whole_answer(server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY)
+    body, terminated = dechunk(read_all(half_closed_request(server.port, "text")))
+    assert (body.decode(), terminated) == (REPLY, True)
+
+
+def test_text_cut_for_a_half_closed_client_in_silence_never_looks_complete(server: Gunicorn,
+                                                                        upstream: StandInServer) -> None:
+    """text/plain cannot probe a silent half-closed client, so it counts as gone: the answer is cut
+    without the chunked terminator, never ended as if whole."""
+    upstream.script = Script(reply=REPLY, hold_after=2)
+    sock = send_chat_raw(server.port, "text")
+    sock.settimeout(30)
+    received = b""
+    while b"two" not in received:
+        received += sock.recv(65536)
+    sock.shutdown(socket.SHUT_WR)
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    body, terminated = dechunk(received + read_all(sock))
+    assert (body, terminated) == (b"one two", False)
 
 
 def worker_fds(pid: int) -> int:
@@ -94,7 +189,7 @@ async def _arrive_and_leave(url: str, count: int, upstream: StandInServer) -> fl
     return left
 
 
-def settled_fds(pid: int, idle: int, timeout: float = 5.0) -> int:
+def settled_fds(pid: int, idle: int, timeout: float = 30.0) -> int:
     """The worker's descriptor count once it has finished closing sockets (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while worker_fds(pid) > idle and time.monotonic() < deadline:
@@ -111,7 +206,7 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
         fmt = ["text", "ndjson", "sse"][round_ % 3]
         upstream.reset()
         left = asyncio.run(_arrive_and_leave(f"{server.url}/api/chat?format={fmt}", 1000, upstream))
-        stats = upstream.wait_for(lambda s: s.open == 0, timeout=2)  # every upstream closed within 2 s
+        stats = upstream.wait_for(lambda s: s.open == 0, timeout=60)  # every upstream closed
         detect.append(time.monotonic() - left)
         assert (stats.opened, stats.cancelled, stats.finished) == (1000, 1000, 0)
         fds.append(settled_fds(worker, idle))
@@ -124,26 +219,53 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
     assert max(rss[2:]) <= rss[1] + 16 * 1024, rss  # no growth once the first rounds warmed the pools
 
 
-def test_graceful_shutdown(_standin: StandInServer, upstream: StandInServer) -> None:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "GRACEFUL_TIMEOUT": "20"}
-    reply = " ".join(f"word{i}" for i in range(25))
-    upstream.script = Script(reply=reply, delay=0.2)  # five seconds of answer
+def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(_standin: StandInServer,
+                                                                upstream: StandInServer) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_SEND_TIMEOUT": "1", "CHATSTREAM_MAX_STREAMS_PER_CLIENT": "1"}
+    # 12 MB of answer, far more than the socket buffers between the relay and a client that reads nothing.
+    upstream.script = Script(reply="lorem " * 2_000_000, chunks=1200)
     with Gunicorn(env=env) as server:
-        conn, response = post_chat(server.port, "text", {"content": "think hard"})
-        first = response.read1(100)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        body = b'{"content": "talk a lot"}'
+        sock.sendall(b"POST /api/chat?format=text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        upstream.wait_for(lambda s: s.opened == 1)
+        stats = upstream.wait_for(lambda s: s.open == 0, timeout=60)
+        assert (stats.opened, stats.cancelled, stats.finished) == (1, 1, 0)
+        # the slot was released: the same client may stream again
+        upstream.script = Script(reply="again")
+        conn, response = post_chat(server.port, "text", timeout=30)
+        assert (response.status, response.read()) == (200, b"again")
+        conn.close()
+        sock.close()
+        log = server.log()
+    assert "outcome=client_stalled" in log and "Traceback" not in log
+
+
+def test_graceful_shutdown(_standin: StandInServer, upstream: StandInServer) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "GRACEFUL_TIMEOUT": "30"}
+    reply = " ".join(f"word{i}" for i in range(25))
+    upstream.script = Script(reply=reply, hold_after=3)  # in flight until the test opens the gate
+    with Gunicorn(env=env) as server:
+        conn, response = post_chat(server.port, "text", {"content": "think hard"}, timeout=30)
+        first = read_until(response, b"word2")
         server.process.send_signal(signal.SIGTERM)
-        # gevent workers notice within a second; from then on new connections are refused
-        deadline = time.monotonic() + 3
+        # from now on new connections are refused, while the stream goes on
+        deadline = time.monotonic() + 30
         while True:
             try:
                 socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
             except ConnectionRefusedError:
                 break
-            assert time.monotonic() < deadline, "still accepting connections 3 s after SIGTERM"
+            assert time.monotonic() < deadline, "still accepting connections 30 s after SIGTERM"
             time.sleep(0.1)
         assert upstream.stats.open == 1  # refused while the stream is still in flight
+        upstream.release()
         rest = response.read()  # which finishes whole
         conn.close()
         assert (first + rest).decode() == reply
-        assert server.process.wait(timeout=20) == 0
+        assert server.process.wait(timeout=30) == 0
     assert upstream.wait_for(lambda s: s.open == 0).finished == 1
