@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -100,3 +101,54 @@ def run_node_tests(command: list[str], *, cwd: Path, server: Gunicorn, standin_u
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
     return output
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+class Nginx:
+    """Debian's nginx on 127.0.0.1, serving one ``server`` block (``site``), in ``tmp``."""
+
+    def __init__(self, site: str, tmp: Path, *, access_log: str = "off") -> None:
+        assert Path(NGINX).exists(), "nginx is required: apt-get install nginx (make test does)"
+        self.access_log = tmp / "access.log"
+        log = "off" if access_log == "off" else f"{self.access_log} {access_log}"
+        formats = "" if access_log == "off" else f"log_format {access_log} '$connection $server_protocol $status';"
+        (tmp / "site.conf").write_text(site)
+        (tmp / "nginx.conf").write_text(f"""
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    {formats}
+    access_log {log};
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/site.conf;
+}}
+""")
+        self.process = subprocess.Popen([NGINX, "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e",
+                                         str(tmp / "error.log")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, port: int) -> None:
+        try:
+            wait_for_port(port, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def __enter__(self) -> Nginx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
