@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from ._relay import ClientGone, Relay
 from ._request import check_content_type, choose_format, parse_chat_request
 from ._server import check_server
 from ._upstream import Upstream
+from ._watchdog import WATCHDOG, Deadline
 
 if TYPE_CHECKING:
     import openai
@@ -206,44 +206,44 @@ def _read_body(settings: Settings, client: socket.socket | None) -> bytes:
     """The whole request body, within ``max_body_bytes`` and ``body_timeout``.
 
     A body that trickles in is cut at the timeout (408), whatever its pace: the deadline is for the
-    whole body, not per read. A malformed or abandoned chunked body, or one shorter than its
-    Content-Length, is a 400 and nothing in the log but a debug line.
+    whole body, kept by the watchdog, which shuts the socket's reading side so the server's read
+    ends at once (and the server cannot wait for the rest before closing). A malformed or abandoned
+    chunked body, or one shorter than its Content-Length, is a 400 with only a debug line in the log.
     """
     limit = settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
     stream = request.stream
-    previous = client.gettimeout() if client is not None else None
-    deadline = time.monotonic() + settings.body_timeout
+    deadline = None
+    if client is not None:
+        deadline = Deadline(settings.body_timeout, lambda: _shut_reading(client))
+        WATCHDOG.watch(deadline)
     pieces: list[bytes] = []
     size = 0
     try:
         while size <= limit:
-            if client is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError()
-                client.settimeout(left)
             piece = stream.read(min(65536, limit + 1 - size))
             if not piece:
                 break
             pieces.append(piece)
             size += len(piece)
-    except TimeoutError:
-        raise RequestTimeout() from None
     except HTTPException as error:
         if error.code == 413:
             raise
-        raise _unreadable(error) from None
+        failure: Exception | None = error
     except Exception as error:  # the server's own parse errors (a broken chunked body)
-        raise _unreadable(error) from None
+        failure = error
+    else:
+        failure = None
     finally:
-        if client is not None:
-            try:
-                client.settimeout(previous)
-            except OSError:
-                pass
+        if deadline is not None:
+            WATCHDOG.forget(deadline)
+    if deadline is not None and deadline.expired and (failure is not None or (length or 0) > size):
+        raise RequestTimeout()
+    if failure is not None:
+        log.debug("request body could not be read: %s", type(failure).__name__)
+        raise RequestError("The request body could not be read.", code="invalid_body")
     if size > limit:
         raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
     if length is not None and size < length:
@@ -251,9 +251,11 @@ def _read_body(settings: Settings, client: socket.socket | None) -> bytes:
     return b"".join(pieces)
 
 
-def _unreadable(error: Exception) -> RequestError:
-    log.debug("request body could not be read: %s", type(error).__name__)
-    return RequestError("The request body could not be read.", code="invalid_body")
+def _shut_reading(client: socket.socket) -> None:
+    try:
+        client.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -20,6 +20,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ._gevent import unpatched
@@ -37,6 +38,26 @@ class Watched(Protocol):
 
     def tick(self, now: float, client_events: int) -> None:
         """Enforce timeouts and heartbeats; called on every tick with the client socket's poll events."""
+
+
+class Deadline:
+    """A one-off deadline the watchdog keeps: at ``seconds`` from now, ``action`` runs once.
+
+    For waits that cannot carry a timer of their own, such as a server reading a request body for
+    the view: a per-read socket timeout never trips on a body that trickles in a byte at a time.
+    """
+
+    client_fd: int | None = None
+
+    def __init__(self, seconds: float, action: Callable[[], None]) -> None:
+        self.when = time.monotonic() + seconds
+        self.action = action
+        self.expired = False
+
+    def tick(self, now: float, client_events: int) -> None:
+        if not self.expired and now >= self.when:
+            self.expired = True
+            self.action()
 
 
 class Watchdog:

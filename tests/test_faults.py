@@ -22,12 +22,23 @@ FORMATS = ["text", "ndjson", "sse"]
 MID_STREAM = {
     "cut": (Script(reply=REPLY, cut_after=2), "upstream_interrupted"),
     "stall past read timeout": (Script(reply=REPLY, stall_after=2, stall=60), "upstream_timeout"),
+    # read_timeout measures silence in data events: keep-alive comments do not keep a stall alive
+    "stall with keep-alive comments": (Script(reply=REPLY, stall_after=2, stall=60, comment_every=0.1),
+                                       "upstream_timeout"),
     "malformed data": (Script(reply=REPLY, malformed_after=2), "upstream_malformed"),
     "in-stream error event": (Script(reply=REPLY, error_after=2), "upstream_error"),
 }
 # fault -> (script, status, code before the first byte)
 BEFORE_STREAM = {
     "no first byte in time": (Script(header_delay=30), 504, "upstream_timeout"),
+    "no first token in time": (Script(first_delay=60), 504, "upstream_timeout"),
+    "200 with JSON": (Script(content_type="application/json", body='{"object": "chat.completion"}'), 502,
+                      "upstream_malformed"),
+    "200 with an HTML page": (Script(content_type="text/html; charset=utf-8", body="<h1>502</h1>"), 502,
+                              "upstream_malformed"),
+    "in-stream error before any text": (Script(reply=REPLY, error_after=0), 502, "upstream_error"),
+    "malformed before any text": (Script(reply=REPLY, malformed_after=0), 502, "upstream_malformed"),
+    "a 16 MB line that never ends": (Script(giant_line=16 * 1024 * 1024), 502, "upstream_malformed"),
     **{f"status {s}": (Script(status=s), ours, code) for s, ours, code in [
         (400, 502, "upstream_rejected"), (401, 502, "upstream_auth"), (403, 502, "upstream_auth"),
         (404, 502, "upstream_rejected"), (429, 429, "rate_limited"), (500, 502, "upstream_unavailable"),
@@ -103,3 +114,32 @@ def test_connection_refused(_standin: StandInServer) -> None:
             status, body, _ = request(server, fmt)
             assert status == 502 and json.loads(body)["error"]["code"] == "upstream_unavailable"
         assert server.worker_pids() == [worker]
+
+
+# fault -> what the client gets: the whole answer, ended once
+ODD_BUT_WHOLE = {
+    "holds the connection after [DONE]": Script(reply=REPLY, after_done="hold"),
+    "keeps sending after [DONE]": Script(reply=REPLY, after_done="data"),
+    "sends several choices": Script(reply=REPLY, choices=2),
+    "adds fields to usage": Script(reply=REPLY, usage_extra={"cost": 0.0001, "litellm_call_id": "x"}),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fault", list(ODD_BUT_WHOLE))
+def test_odd_upstreams_still_give_one_whole_answer(server: Gunicorn, upstream: StandInServer, fmt: str,
+                                                   fault: str) -> None:
+    worker = server.worker_pids()[0]
+    upstream.script = ODD_BUT_WHOLE[fault]
+    status, body, whole = request(server, fmt)  # read_timeout is 1 s: a wait for the upstream would show
+    assert (status, whole) == (200, True)
+    if fmt == "text":
+        assert body.decode() == REPLY
+    else:
+        events = events_of(fmt, body)
+        done = check_event_stream(events)
+        assert answer_of(events) == REPLY and done["type"] == "done"
+        assert done["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert stats.opened == 1
+    survives(server, upstream, worker)

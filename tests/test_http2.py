@@ -33,7 +33,7 @@ server {{
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
                "CHATSTREAM_FIRST_EVENT_WAIT": "0.1", "CHATSTREAM_HEARTBEAT": "0.2"}
         upstream.script = Script(reply=REPLY, hold_after=2)
-        with Gunicorn("tests.http2_app:app", env=env) as server:
+        with Gunicorn("tests.custom_client_app:app", env={**env, "CUSTOM_HTTP2": "1"}) as server:
             leaving = send_chat_raw(server.port, "ndjson")
             conn, staying = post_chat(server.port, "ndjson", timeout=30)
             head = read_until(staying, b"two")

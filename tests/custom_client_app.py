@@ -1,5 +1,5 @@
-"""An app whose blueprint gets its own openai client, speaking HTTP/2 (prior knowledge) to its base URL:
-every stream of the worker shares one connection. Run by tests/test_http2.py under gunicorn."""
+"""An app whose blueprint gets its own openai client (``client=``), over HTTP/1.1 or, with
+CUSTOM_HTTP2=1, HTTP/2 with prior knowledge. Run under gunicorn by the tests."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from flask import Flask
 
 from flask_chatstream import create_blueprint
 
+http2 = os.environ.get("CUSTOM_HTTP2") == "1"
 client = openai.OpenAI(api_key=os.environ["OPENAI_API_KEY"], base_url=os.environ["OPENAI_BASE_URL"], max_retries=0,
-                       http_client=openai.DefaultHttpxClient(http1=False, http2=True))
+                       http_client=openai.DefaultHttpxClient(http1=not http2, http2=http2))
 logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 app = Flask(__name__)
 app.config.update({k: v for k, v in os.environ.items() if k.startswith("CHATSTREAM_")})
