@@ -76,6 +76,9 @@ class Translator:
             if payload == _DONE_PAYLOAD:
                 self.marker = True
                 self._flush(text, events)
+                if not self.started:
+                    self.error = UpstreamMalformed("The model provider ended the stream without an answer.")
+                    return events
                 events.append(self._done())
                 return events
             try:

@@ -117,3 +117,9 @@ def test_any_payloads_end_in_events_or_one_error_never_an_exception(payloads: li
     assert done == ([events[-1]] if t.finished else [])
     for event in events:
         json.dumps(event)
+
+
+def test_done_marker_before_any_chunk_is_malformed() -> None:
+    t = Translator()
+    assert t.feed([b"[DONE]"]) == []
+    assert t.error is not None and t.error.code == "upstream_malformed" and not t.finished

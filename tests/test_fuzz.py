@@ -10,10 +10,12 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flask_chatstream._errors import StreamAborted
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import AppFactory
-from .streams import check_event_stream, ndjson_events
+from .streams import check_event_stream, events_of, ndjson_events
+from .upstream_bodies import encode_sse, sse_bodies
 
 EXAMPLES = 400
 json_values = st.recursive(
@@ -73,3 +75,28 @@ def test_json_bodies_and_headers(make_app: AppFactory, upstream: StandInServer, 
 @given(data=st.binary(max_size=300), content_type=content_types, accept=accepts)
 def test_raw_bytes(make_app: AppFactory, upstream: StandInServer, data: bytes, content_type: str, accept: str) -> None:
     check(make_app(max_body_bytes=200).test_client(), data, content_type, accept, None)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=sse_bodies(), write_size=st.integers(min_value=7, max_value=400), comments=st.booleans(),
+       fmt=st.sampled_from(["ndjson", "sse", "text"]))
+def test_random_upstream_bodies_split_anywhere(make_app: AppFactory, upstream: StandInServer, payloads: list[bytes],
+                                               write_size: int, comments: bool, fmt: str) -> None:
+    """Whatever the upstream sends, and however its bytes are split: a JSON error status before the
+    first text, or a stream that ends in exactly one way. Never a 500, never an exception."""
+    upstream.script = Script(body=encode_sse(payloads, comments).decode("latin-1"), write_size=write_size)
+    response = make_app().test_client().post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
+    if response.status_code != 200:
+        assert response.status_code in (502, 504), response.status_code
+        assert json.loads(response.get_data())["error"]["code"].startswith("upstream_")
+        return
+    received = b""
+    try:
+        for piece in response.response:
+            received += piece
+    except StreamAborted as aborted:
+        assert fmt == "text" and aborted.code.startswith(("upstream_", "tool_calls"))
+        return
+    if fmt != "text":
+        terminal = check_event_stream(events_of(fmt, received))
+        assert terminal["type"] == "done" or terminal["error"]["code"].startswith("upstream_")

@@ -61,3 +61,44 @@ def test_warm_up_runs_the_sdk_path_in_memory(upstream: StandInServer) -> None:
 
     warm_up()  # no network: an unreachable .invalid host would fail loudly
     assert upstream.stats.requests == 0
+
+
+@pytest.mark.parametrize(("sent", "passed_on"), [
+    ("17", "17"), (" 17 ", "17"), ("0", "0"),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT"),
+    ("soon", None), ("1e3", None), ("-5", None), ("1.5", None), ("", None), ("99999999999", None),
+])
+def test_retry_after_is_passed_on_only_when_valid(make_app: AppFactory, upstream: StandInServer, sent: str,
+                                                  passed_on: str | None) -> None:
+    upstream.script = Script(status=429, retry_after=sent)
+    response = make_app().test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 429 and response.headers.get("Retry-After") == passed_on
+
+
+def test_retries_honour_a_short_retry_after(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(status=429, retry_after="0")
+    response = make_app(max_retries=2).test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 429 and upstream.stats.requests == 3
+
+
+def test_a_retry_after_past_max_retry_wait_goes_straight_to_the_client(make_app: AppFactory,
+                                                                       upstream: StandInServer) -> None:
+    upstream.script = Script(status=429, retry_after="30")
+    response = make_app(max_retries=5, max_retry_wait=5).test_client().post("/api/chat", json={"content": "hi"})
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "30")
+    assert upstream.stats.requests == 1  # the client decides whether to wait 30 s, not the relay
+
+
+def test_backoff_counts_against_max_retry_wait(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(status=503)
+    response = make_app(max_retries=5, max_retry_wait=0).test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 502 and upstream.stats.requests == 1
+
+
+def test_a_custom_clients_retry_count_is_kept(make_app: AppFactory, upstream: StandInServer) -> None:
+    import openai
+
+    upstream.script = Script(status=500)
+    client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=1)
+    response = make_app(client=client).test_client().post("/api/chat", json={"content": "hi"})
+    assert response.status_code == 502 and upstream.stats.requests == 2

@@ -1,0 +1,62 @@
+"""Install what ships the way a user does: a fresh venv with only the ``server`` extra (no test
+tools), then the README's gunicorn line, in a directory that holds the example app but not the
+package source, and one answer streamed through it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import venv
+from pathlib import Path
+
+from .servers import ROOT, free_port, wait_for_port
+from .streams import answer_of, check_event_stream, ndjson_events, post_chat
+
+
+def test_a_clean_server_install_deploys(tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    # A copy of the tree, so the build leaves nothing behind in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts",
+                                                                "*.egg-info", "build", "__pycache__", "dist"))
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "OPENAI_",
+                                                                          "CHATSTREAM_"))}
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"{source}[server]"], env=clean_env,
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                               text=True, env=clean_env).stdout.lower()
+    assert "pytest" not in installed and "hypothesis" not in installed  # only what the extra brings
+
+    app_dir = tmp_path / "app"
+    (app_dir / "examples").mkdir(parents=True)
+    for name in ("example_app.py", "gunicorn.conf.py", "examples/demo_page.html"):
+        shutil.copy(ROOT / name, app_dir / name)
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen([str(env_dir / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "1",
+                                "-b", f"127.0.0.1:{port}", "example_app:app"],
+                               cwd=app_dir, env=clean_env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for_port(port, process, timeout=60)
+        conn, response = post_chat(port, "ndjson", {"content": "deployed?"}, timeout=30)
+        events = ndjson_events(response.read())
+        conn.close()
+        assert check_event_stream(events)["type"] == "done" and "offline demo model" in answer_of(events)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+        log.close()
+    text = (tmp_path / "gunicorn.log").read_text()
+    assert "Booting worker" in text and "Traceback" not in text, text[-3000:]
+    where = subprocess.run([str(python), "-c", "import flask_chatstream; print(flask_chatstream.__file__)"],
+                           capture_output=True, text=True, cwd=app_dir, env=clean_env).stdout
+    assert where.startswith(str(env_dir)), where  # the installed package, not a source tree
