@@ -49,7 +49,7 @@ BEFORE_STREAM = {
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_READ_TIMEOUT": "1"}
+           "CHATSTREAM_READ_TIMEOUT": "2"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
     assert "Traceback" not in gunicorn.log() and API_KEY not in gunicorn.log()
@@ -131,7 +131,7 @@ def test_odd_upstreams_still_give_one_whole_answer(server: Gunicorn, upstream: S
                                                    fault: str) -> None:
     worker = server.worker_pids()[0]
     upstream.script = ODD_BUT_WHOLE[fault]
-    status, body, whole = request(server, fmt)  # read_timeout is 1 s: a wait for the upstream would show
+    status, body, whole = request(server, fmt)  # read_timeout is 2 s: a wait for the upstream would show
     assert (status, whole) == (200, True)
     if fmt == "text":
         assert body.decode() == REPLY

@@ -46,7 +46,8 @@ def test_failure_before_the_first_content_is_a_status(make_app: AppFactory, upst
                                                        fault: str) -> None:
     script, status, code = BEFORE_CONTENT[fault]
     upstream.script = script
-    client = make_app(read_timeout=0.5, max_event_bytes=1024 * 1024).test_client()
+    client = make_app(read_timeout=0.5 if code == "upstream_timeout" else 30,
+                      max_event_bytes=1024 * 1024).test_client()
     response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"})
     assert response.status_code == status, response.data[:200]
     assert response.mimetype == "application/json"

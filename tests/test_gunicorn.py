@@ -33,11 +33,12 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_stream_is_incremental_and_whole(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
-    upstream.script = Script(reply=REPLY, delay=0.15)
+    upstream.script = Script(reply=REPLY, hold_after=3)  # held after three words until released
     conn, response = post_chat(server.port, fmt, {"content": "count"})
     assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
     first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "upstream finished before the first delta"
+    upstream.release()
     body = first + response.read()
     conn.close()
     if fmt == "text":
@@ -73,13 +74,13 @@ def test_truncated_text_has_no_chunked_terminator(server: Gunicorn, upstream: St
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_client_leaving_closes_the_upstream(server: Gunicorn, upstream: StandInServer, fmt: str) -> None:
-    upstream.script = Script(reply=REPLY * 5, delay=0.05)
+    upstream.script = Script(reply=REPLY * 5, hold_after=2)
     conn, response = post_chat(server.port, fmt, {"content": "hi"})
     response.read1(65536)
     assert upstream.stats.open == 1
     conn.sock.close()  # the browser tab goes away
     conn.close()
-    stats = upstream.wait_for(lambda s: s.open == 0, timeout=5)
+    stats = upstream.wait_for(lambda s: s.open == 0)
     assert (stats.cancelled, stats.finished) == (1, 0)
 
 

@@ -31,11 +31,12 @@ def proxy(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_stream_is_incremental_through_nginx(proxy: int, upstream: StandInServer, fmt: str) -> None:
-    upstream.script = Script(reply=REPLY, delay=0.15)
+    upstream.script = Script(reply=REPLY, hold_after=3)  # held after three words until released
     conn, response = post_chat(proxy, fmt)
     assert response.status == 200 and response.getheader("Server", "").startswith("nginx")
     first = read_until(response, b"one")
     assert (upstream.stats.open, upstream.stats.finished) == (1, 0), "nginx held the answer back"
+    upstream.release()
     body = first + response.read()
     conn.close()
     assert b"eight" in body and b"eight" not in first
@@ -55,5 +56,5 @@ def test_client_leaving_through_nginx_closes_the_upstream(proxy: int, upstream: 
     sock = send_chat_raw(proxy, "ndjson")
     upstream.wait_for(lambda s: s.open == 1)
     sock.close()
-    stats = upstream.wait_for(lambda s: s.open == 0, timeout=3)
+    stats = upstream.wait_for(lambda s: s.open == 0)
     assert stats.cancelled == 1

@@ -11,7 +11,7 @@ from .conftest import API_KEY, AppFactory
 
 
 def test_per_client_cap_on_concurrent_streams(make_app: AppFactory, upstream: StandInServer) -> None:
-    upstream.script = Script(reply="a b c d e f", delay=0.2)
+    upstream.script = Script(reply="a b c d e f", hold_after=1)  # open until the test releases them
     client = make_app(max_streams_per_client=2).test_client()
     first = client.post("/api/chat", json={"content": "1"}, buffered=False)
     second = client.post("/api/chat", json={"content": "2"}, buffered=False)
@@ -24,6 +24,7 @@ def test_per_client_cap_on_concurrent_streams(make_app: AppFactory, upstream: St
     first.close()  # a stream that ends frees its place
     fourth = client.post("/api/chat", json={"content": "5"}, buffered=False)
     assert fourth.status_code == 200
+    upstream.release()
     for response in (second, fourth):
         b"".join(response.response)  # streams that finish free theirs too
     assert client.post("/api/chat", json={"content": "6"}).status_code == 200
@@ -43,7 +44,7 @@ def test_cap_by_user_id(upstream: StandInServer) -> None:
     blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_streams_per_client=1,
                                  client_key=lambda: request.headers.get("X-User", "anonymous"))
     app.register_blueprint(blueprint, url_prefix="/api")
-    upstream.script = Script(reply="a b c", delay=0.2)
+    upstream.script = Script(reply="a b c", hold_after=1)
     client = app.test_client()
     alice = client.post("/api/chat", json={"content": "x"}, headers={"X-User": "alice"}, buffered=False)
     assert client.post("/api/chat", json={"content": "x"}, headers={"X-User": "alice"}).status_code == 429

@@ -42,7 +42,7 @@ def test_counts_a_caller_that_leaves_even_during_a_stall(upstream: StandInServer
                                                    stream=True)
     next(iter(stream))
     stream.close()
-    stats = upstream.wait_for(lambda s: s.open == 0, timeout=2)
+    stats = upstream.wait_for(lambda s: s.open == 0)
     assert (stats.cancelled, stats.finished) == (1, 0)
 
 

@@ -75,7 +75,7 @@ def test_stream_over_tls(make_app: AppFactory, tls: StandInServer, ca_file: str,
                          code: str) -> None:
     tls.script = script
     options = {"client": custom_client(tls, ca_file)} if client == "custom" else {"base_url": tls.url}
-    app = make_app(read_timeout=0.5, **options)
+    app = make_app(read_timeout=0.5 if code == "upstream_timeout" else 30, **options)
     response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=False)
     events = events_of("ndjson", b"".join(response.response))
     terminal = check_event_stream(events)

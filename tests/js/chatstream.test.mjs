@@ -23,7 +23,7 @@ async function stats() {
   return (await fetch(`${CONTROL}/_standin/stats`)).json();
 }
 
-async function waitFor(condition, timeout = 5000) {
+async function waitFor(condition, timeout = 30000) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const current = await stats();
@@ -68,12 +68,24 @@ function splitEverywhere(string, size) {
   return pieces;
 }
 
+async function release() {
+  assert.equal((await fetch(`${CONTROL}/_standin/release`, { method: "POST" })).status, 200);
+}
+
 for (const format of ["ndjson", "sse", "text"]) {
-  test(`${format}: deltas in order, then done`, async () => {
-    await script({ reply: REPLY, delay: 0.01 });
-    const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format }));
+  test(`${format}: deltas in order, the first before the upstream is done, then done`, async () => {
+    // The stand-in holds after three words until released: no clock decides what arrives when.
+    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await script({ reply: REPLY, hold_after: 3 });
+    const events = [];
+    for await (const event of streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format })) {
+      events.push(event);
+      if (event.type === "delta" && text(events) === "Grüße aus Köln,") {
+        assert.equal((await stats()).finished, 0);
+        await release();
+      }
+    }
     assert.equal(text(events), REPLY);
-    assert.ok(events.filter((e) => e.type === "delta").length > 5);
     const done = events.at(-1);
     assert.equal(done.type, "done");
     if (format !== "text") {
@@ -153,8 +165,8 @@ test("ndjson and sse: a body that ends before done throws 'truncated'", async ()
 
 for (const format of ["ndjson", "sse", "text"]) {
   test(`${format}: abort stops reading, throws AbortError, and the server closes the upstream`, async () => {
-    await script({ reply: REPLY.repeat(10), delay: 0.05 });
     await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await script({ reply: REPLY.repeat(10), hold_after: 1 }); // held after one word: it cannot finish first
     const controller = new AbortController();
     const seen = [];
     await assert.rejects(

@@ -20,7 +20,7 @@ async function script(settings: object) {
 }
 
 async function waitForStats(condition: (s: Record<string, number>) => boolean) {
-  for (let i = 0; i < 250; i++) {
+  for (let i = 0; i < 1500; i++) {
     const stats = await (await fetch(`${CONTROL}/_standin/stats`)).json();
     if (condition(stats)) return stats;
     await new Promise((r) => setTimeout(r, 20));
@@ -55,22 +55,19 @@ afterEach(() => {
 
 describe("sendMessage", () => {
   it("streams deltas into the conversation cache and resolves with the final message", async () => {
-    await script({ reply: REPLY, delay: 0.05 });
-    const seen: string[] = [];
-    const stop = store.subscribe(() => {
-      const last = conversation(store).messages.at(-1);
-      if (last?.role === "assistant" && last.content !== seen.at(-1)) seen.push(last.content);
-    });
-    const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "count" }));
-    // RTK batches subscriber notifications for cache patches; let the last one land.
-    await new Promise((r) => setTimeout(r, 100));
-    stop();
+    // The stand-in holds after three words until the test releases it: what the store shows while
+    // it is held is what streamed in before the answer was done. No clock involved.
+    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await script({ reply: REPLY, hold_after: 3 });
+    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "count" }));
+    const partial = REPLY.split(" ").slice(0, 3).join(" ");
+    while (conversation(store).messages.at(-1)?.content !== partial) await new Promise((r) => setTimeout(r, 10));
+    expect(conversation(store).messages.at(-1)?.status).toBe("streaming");
+    expect((await (await fetch(`${CONTROL}/_standin/stats`)).json()).finished).toBe(0);
+    await fetch(`${CONTROL}/_standin/release`, { method: "POST" });
+    const result = await request;
 
     expect(result.data).toMatchObject({ role: "assistant", content: REPLY, status: "complete" });
-    // the text grew step by step in the store while the answer streamed
-    expect(seen.length).toBeGreaterThanOrEqual(8);
-    expect(seen.at(-1)).toBe(REPLY);
-    expect(seen[0].length).toBeLessThan(REPLY.length);
     const messages = conversation(store).messages;
     expect(messages.map((m) => [m.role, m.content, m.status])).toEqual([
       ["user", "count", "complete"],
@@ -109,7 +106,8 @@ describe("sendMessage", () => {
   });
 
   it("stops on promise.abort(), marks the message stopped, and the server closes the upstream", async () => {
-    await script({ reply: REPLY.repeat(20), delay: 0.05 });
+    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await script({ reply: REPLY.repeat(20), hold_after: 1 }); // held after one word: it cannot finish first
     const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "hi" }));
     while (!conversation(store).messages.at(-1)?.content) await new Promise((r) => setTimeout(r, 10));
     request.abort();
