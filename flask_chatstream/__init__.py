@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from ._blueprint import create_blueprint
+from ._blueprint import ChatBlueprint, create_blueprint
 from ._upstream import warm_up
 from ._config import ConfigError, Options, Settings
+from ._hooks import ChatRequest, ChatResult, ToolCall
 from ._errors import (
     ChatStreamError,
     MethodNotAllowed,
@@ -28,6 +29,9 @@ from ._errors import (
 )
 
 __all__ = [
+    "ChatBlueprint",
+    "ChatRequest",
+    "ChatResult",
     "ChatStreamError",
     "ConfigError",
     "MethodNotAllowed",
@@ -38,6 +42,7 @@ __all__ = [
     "RequestTooLarge",
     "Settings",
     "TooManyStreams",
+    "ToolCall",
     "UnsupportedMediaType",
     "UpstreamAuthError",
     "UpstreamError",

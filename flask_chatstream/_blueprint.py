@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
@@ -30,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 from ._config import Options, Settings, resolve
 from ._errors import ChatStreamError, MethodNotAllowed, RequestError, RequestTimeout, RequestTooLarge
 from ._policy import StreamLimit
+from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatResult, run_before_upstream
 from ._relay import ClientGone, Relay
 from ._request import check_content_type, choose_format, parse_chat_request
 from ._server import check_server
@@ -66,12 +70,48 @@ def remote_address() -> str:
     return request.remote_addr or "unknown"
 
 
+class ChatBlueprint(Blueprint):
+    """A ``flask.Blueprint`` with the chat view, and decorators for the host app's hooks, in Flask's
+    own idiom (``before_request``, ``after_request``)."""
+
+    def __init__(self, name: str, import_name: str) -> None:
+        super().__init__(name, import_name)
+        self.before_upstream_funcs: list[BeforeUpstream] = []
+        self.after_stream_funcs: list[AfterStream] = []
+
+    def before_upstream(self, f: B) -> B:
+        """Register a function to run before each upstream call, in the request context.
+
+        It gets the validated ``ChatRequest`` and returns a changed one (``dataclasses.replace``), or
+        ``None`` to keep it. ``abort(...)``, a ``ChatStreamError`` or any ``HTTPException`` refuses
+        the request with that status and the JSON error body; nothing is sent upstream. Several run
+        in registration order.
+        """
+        self.before_upstream_funcs.append(f)
+        return f
+
+    def after_stream(self, f: A) -> A:
+        """Register a function to run once for every stream that passed ``before_upstream``.
+
+        It gets the ``ChatResult``, inside an app context, after the client has its last byte, or
+        after the client left, or after the upstream refused. What it raises is logged and changes
+        nothing for the client or for later streams.
+        """
+        self.after_stream_funcs.append(f)
+        return f
+
+
+B = TypeVar("B", bound=BeforeUpstream)
+A = TypeVar("A", bound=AfterStream)
+
+
 @dataclass(frozen=True)
 class _State:
     settings: Settings
     upstream: Upstream
     limit: StreamLimit
     client_key: ClientKey
+    blueprint: ChatBlueprint
 
 
 class _StreamResponse(Response):
@@ -95,7 +135,7 @@ def create_blueprint(
     client: openai.OpenAI | None = None,
     client_key: ClientKey = remote_address,
     **options: Unpack[Options],
-) -> Blueprint:
+) -> ChatBlueprint:
     """Return a blueprint serving ``POST /chat``; register it with a ``url_prefix``.
 
     ``CHATSTREAM_*`` config keys override keyword options, which override
@@ -106,13 +146,13 @@ def create_blueprint(
     """
     if client is not None and ("api_key" in options or "base_url" in options):
         raise TypeError("create_blueprint() takes client= or api_key=/base_url=, not both.")
-    blueprint = Blueprint(name, __name__)
+    blueprint = ChatBlueprint(name, __name__)
 
     def register(state: BlueprintSetupState) -> None:
         settings = resolve(options, state.app.config, os.environ)
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, Upstream(settings, client), StreamLimit(settings.max_streams_per_client), client_key
+            settings, Upstream(settings, client), StreamLimit(settings.max_streams_per_client), client_key, blueprint
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -140,14 +180,12 @@ def _state() -> _State:
 def _chat() -> Response:
     try:
         return _stream()
-    except ChatStreamError as error:
-        log.debug("chat request refused: status=%s code=%s", error.status, error.code)
-        return json_error(error.status, error.code, error.message, error.headers())
-    except HTTPException as error:
-        status = error.code or 500
-        if status == 413:
-            return json_error(413, RequestTooLarge.code, RequestTooLarge.message)
-        return json_error(status, "http_error", error.name)
+    except _Refused as refused:
+        response = _error_response(refused.error)
+        response.call_on_close(refused.then)  # after_stream, once the error is out
+        return response
+    except (ChatStreamError, HTTPException) as error:
+        return _error_response(error)
     except ClientGone:
         return json_error(499, "client_left", "The client closed the connection.")
     except Exception as error:
@@ -155,6 +193,27 @@ def _chat() -> Response:
         got_request_exception.send(current_app._get_current_object(), exception=error)  # type: ignore[attr-defined]
         log.exception("unexpected error in the chat view")
         return json_error(500, "internal_error", ChatStreamError.message)
+
+
+def _error_response(error: ChatStreamError | HTTPException) -> Response:
+    if isinstance(error, ChatStreamError):
+        log.debug("chat request refused: status=%s code=%s", error.status, error.code)
+        return json_error(error.status, error.code, error.message, error.headers())
+    status = error.code or 500
+    if status == 413:
+        return json_error(413, RequestTooLarge.code, RequestTooLarge.message)
+    # abort(403, "...") from a hook: the status, a code from its name, and the description given
+    code = (error.name or "http_error").lower().replace(" ", "_").replace("'", "")
+    headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after", "www-authenticate")}
+    return json_error(status, code, error.description or error.name, headers)
+
+
+class _Refused(Exception):
+    """The upstream refused (or failed) before the first byte, after ``before_upstream`` passed."""
+
+    def __init__(self, error: ChatStreamError, then: Callable[[], None]) -> None:
+        self.error = error
+        self.then = then
 
 
 def _stream() -> Response:
@@ -171,13 +230,34 @@ def _stream() -> Response:
     chat = parse_chat_request(_read_body(settings, client), settings)
     release = state.limit.acquire(state.client_key())
     try:
-        stream = state.upstream.open(chat)
+        chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
     except BaseException:
         release()
         raise
-    relay = Relay(stream, fmt, settings, client=client, on_close=release)
+    # From here on after_stream runs once, whatever happens.
+    stream_id = uuid.uuid4().hex
+    after = AfterStreamHooks(current_app._get_current_object(), state.blueprint.after_stream_funcs)  # type: ignore[attr-defined]
+    started, started_at = time.monotonic(), datetime.now(timezone.utc)
+    try:
+        stream = state.upstream.open(chat)
+    except ChatStreamError as error:
+        release()
+        result = ChatResult(id=stream_id, request=chat, outcome="error", error=error, started_at=started_at,
+                            duration=time.monotonic() - started)
+        raise _Refused(error, lambda: after(result)) from None
+    except BaseException:
+        release()
+        raise
+    relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, on_close=release,
+                  on_end=after)
+    try:
+        relay.prime(settings.first_event_wait)
+    except ChatStreamError as error:
+        raise _Refused(error, relay.close) from None
+    except BaseException:
+        relay.close()
+        raise
     request.environ[RELAY_KEY] = relay  # released at teardown if the server never gets it
-    relay.prime(settings.first_event_wait)
     # direct_passthrough hands the relay straight to the server: no Werkzeug
     # wrapper runs per chunk.
     return _StreamResponse(relay, content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)

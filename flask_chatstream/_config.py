@@ -44,6 +44,9 @@ class Options(TypedDict, total=False):
     first_event_wait: float
     max_event_bytes: int
     max_retry_wait: float
+    on_client_leave: str
+    max_finishing_streams: int
+    allow_image_urls: bool
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,13 @@ class Settings:
     """Largest single upstream SSE event; a larger one ends the stream as ``upstream_malformed``."""
     max_retry_wait: float = 5.0
     """Most seconds spent waiting between retries of one request; past it the error goes to the client."""
+    on_client_leave: str = "stop"
+    """``"stop"``: stop the upstream when the client leaves. ``"finish"``: read the answer to its end,
+    unseen, so ``after_stream`` gets all of it (a user who reloads finds it in their history)."""
+    max_finishing_streams: int = 100
+    """With ``"finish"``: how many streams one worker reads on for clients that left; beyond it, stop."""
+    allow_image_urls: bool = False
+    """Let clients send images as remote (https:) URLs, which the provider fetches; else data: URLs only."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -154,6 +164,12 @@ def _max_tokens_param(value: Any) -> str:
     return str(value)
 
 
+def _on_client_leave(value: Any) -> str:
+    if value not in ("stop", "finish"):
+        raise ValueError("'stop' or 'finish'")
+    return str(value)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "api_key": _text,
     "base_url": _optional_text,
@@ -177,6 +193,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "first_event_wait": _seconds_or_zero,
     "max_event_bytes": _positive_int,
     "max_retry_wait": _seconds_or_zero,
+    "on_client_leave": _on_client_leave,
+    "max_finishing_streams": _count_or_zero,
+    "allow_image_urls": _flag,
 }
 _SECRETS = frozenset({"api_key"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}

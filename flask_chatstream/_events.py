@@ -53,7 +53,8 @@ class Translator:
     when it was asked for, the usage chunk have both arrived: nothing the client needs comes after.
     """
 
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker")
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker",
+                 "_text", "_refusal", "_calls")
 
     def __init__(self, *, expect_usage: bool = False) -> None:
         self.id: str | None = None
@@ -66,6 +67,9 @@ class Translator:
         self.expect_usage = expect_usage
         self.marker = False
         """Did the stream end with the ``[DONE]`` marker itself?"""
+        self._text: list[str] = []
+        self._refusal: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, payloads: list[bytes]) -> list[Event]:
         events: list[Event] = []
@@ -134,12 +138,14 @@ class Translator:
                 if not isinstance(refusal, str):
                     raise _Malformed()
                 self._flush(text, events)
+                self._refusal.append(refusal)
                 events.append({"type": "refusal", "content": refusal})
             tool_calls = delta.get("tool_calls")
             if tool_calls:
                 if not isinstance(tool_calls, list):
                     raise _Malformed()
                 self._flush(text, events)
+                self._assemble(tool_calls)
                 events.append({"type": "tool_calls", "tool_calls": tool_calls})
         finish_reason = choice.get("finish_reason")
         if finish_reason:
@@ -161,11 +167,44 @@ class Translator:
         self.finished = True
         return {"type": "done", "finish_reason": self.finish_reason, "usage": client_usage(self.usage)}
 
-    @staticmethod
-    def _flush(text: list[str], events: list[Event]) -> None:
+    def _flush(self, text: list[str], events: list[Event]) -> None:
         if text:
-            events.append({"type": "delta", "content": text[0] if len(text) == 1 else "".join(text)})
+            content = text[0] if len(text) == 1 else "".join(text)
+            self._text.append(content)
+            events.append({"type": "delta", "content": content})
             text.clear()
+
+    def _assemble(self, deltas: list[Any]) -> None:
+        """Tool calls stream in fragments, keyed by index: the id and name once, the arguments in pieces."""
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                raise _Malformed()
+            index = delta.get("index", 0)
+            call = self._calls.setdefault(index if isinstance(index, int) else 0,
+                                          {"id": "", "name": "", "arguments": []})
+            function = delta.get("function") or {}
+            if not isinstance(function, dict):
+                raise _Malformed()
+            if isinstance(delta.get("id"), str):
+                call["id"] = delta["id"]
+            if isinstance(function.get("name"), str):
+                call["name"] += function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["arguments"].append(function["arguments"])
+
+    @property
+    def text(self) -> str:
+        """The answer's text so far, as relayed."""
+        return "".join(self._text)
+
+    @property
+    def refusal(self) -> str | None:
+        return "".join(self._refusal) if self._refusal else None
+
+    def tool_calls(self) -> list[tuple[str, str, str]]:
+        """The tool calls so far, assembled: (id, name, arguments), in index order."""
+        return [(call["id"], call["name"], "".join(call["arguments"]))
+                for _, call in sorted(self._calls.items())]
 
 
 def client_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:

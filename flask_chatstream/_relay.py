@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 from ._config import Settings
@@ -31,6 +32,7 @@ from ._errors import ChatStreamError, StreamAborted, UpstreamMalformed, Upstream
 from ._events import Event, Translator, error_event
 from ._formats import TEXT, Format
 from ._gevent import poll_now
+from ._hooks import ChatRequest, ChatResult, ToolCall
 from ._sse import SSEParser
 from ._transport import shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
@@ -43,6 +45,10 @@ HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
 """Linux's "the peer shut its write side": a client that left, or one that only stopped sending."""
 
 GONE = ("client_left", "client_stalled")
+
+_finishing = 0
+"""Streams of this process reading on after their client left (``on_client_leave="finish"``)."""
+_finishing_lock = threading.Lock()
 FINISH_WAIT = 0.5
 """After a complete answer, how long ``close`` waits for the end of the upstream body to reuse the connection."""
 
@@ -61,11 +67,22 @@ class Relay:
         settings: Settings,
         *,
         client: socket.socket | None = None,
+        chat: ChatRequest | None = None,
+        stream_id: str = "",
         on_close: Callable[[], None] | None = None,
+        on_end: Callable[[ChatResult], None] | None = None,
     ) -> None:
         self.stream = stream
         self.fmt = fmt
         self.on_close = on_close
+        """Called once when the relay lets go of the stream: gives back the client's stream slot."""
+        self.on_end = on_end
+        """Called once with the ``ChatResult`` after the client has its last byte (``after_stream``)."""
+        self.chat = chat
+        self.id = stream_id
+        self.started_at = datetime.now(timezone.utc)
+        self._finish_after_leave = settings.on_client_leave == "finish"
+        self._max_finishing = settings.max_finishing_streams
         self.write: Callable[[bytes], object] | None = None
         """The server's WSGI write(), set by the response when the server starts it."""
         self.client_fd: int | None = None
@@ -95,6 +112,10 @@ class Relay:
         self._pending = b""
         self._wrote = False
         self._reusable = False
+        self._delivered = False
+        self._left = False
+        self.finishing = False
+        self.ended = 0.0
         self._writing = threading.Lock()
         self._state = threading.Lock()
         self._parser = SSEParser(settings.max_event_bytes)
@@ -111,8 +132,9 @@ class Relay:
     def prime(self, wait: float) -> None:
         """Read ahead until the answer's first visible event, its end, or ``wait`` seconds.
 
-        Raises the ``ChatStreamError`` that ended the stream before anything visible (the relay is
-        closed then), or ``ClientGone``.
+        Raises the ``ChatStreamError`` that ended the stream before anything visible, or
+        ``ClientGone``; the relay has let go of the stream then, and ``close`` (once the error
+        response is out) hands its result to ``on_end``.
         """
         deadline = time.monotonic() + wait
         pieces = []
@@ -126,10 +148,10 @@ class Relay:
             pieces.append(piece)
         self._pending = b"".join(pieces)
         if self.stop_reason in GONE:
-            self.close()
+            self._finish()
             raise ClientGone()
         if self.error is not None and not self.visible:
-            self.close()
+            self._finish()
             raise self.error
 
     # -- the body --------------------------------------------------------------------------------
@@ -158,9 +180,14 @@ class Relay:
                 raise StreamAborted(self.stop_reason)
             if self.error is not None:
                 if not self.fmt.in_band_errors:
+                    self._delivered = True  # the cut is how text says it
                     raise StreamAborted(self.error)
                 with self._writing:
                     yield self.fmt.encode([error_event(self.error)])
+            self._delivered = True
+        except GeneratorExit:
+            self._left = True  # the server closed the body early: a write to the client failed
+            raise
         finally:
             self._finish()
 
@@ -222,29 +249,100 @@ class Relay:
 
         After a complete answer the client already has its last byte, so this is where the rest of
         the upstream body (``[DONE]`` and the chunked terminator, nothing more) is read, to keep
-        the connection for the next request."""
+        the connection for the next request, and then where ``on_end`` gets the result."""
         if inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED:
             self._finish()  # never started, so its finally will not run
         self._body.close()
+        if self.finishing:
+            return  # the finisher reads the rest, then ends
         if self._reusable:
             self._reusable = False
             self.stream.finish(0 if self._translator.marker else len(b"data: [DONE]\n\n"), FINISH_WAIT)
+        self._end()
 
     def _finish(self) -> None:
+        """Let go of the stream: the slot, the watchdog, the upstream. Once."""
         with self._writing, self._state:
-            if not self.active:
+            if not self.active or self.finishing:
                 return
-            self.active = False
-        WATCHDOG.forget(self)
-        if self._reader.pending:
-            self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
-        if self._translator.finished and self.stop_reason is None and not self._reader.pending:
-            self._reusable = True  # close() finishes the upstream body
-        else:
-            self.stream.close()
+            if self._should_finish_reading():
+                self.finishing = True
+                self.client_fd = None  # nothing more to watch, or write, on the client's side
+                self.write = None
+            else:
+                self.active = False
         if self.on_close is not None:
             self.on_close()
+        if self.finishing:
+            threading.Thread(target=self._finish_reading, name="chatstream-finish", daemon=True).start()
+            return
+        self._release()
+
+    def _should_finish_reading(self) -> bool:
+        """``on_client_leave="finish"``: the client left an answer that was going well, and there is room."""
+        global _finishing
+        if not self._finish_after_leave or self._translator.finished or self.error is not None:
+            return False
+        if not (self.stop_reason in GONE or self._left):
+            return False
+        with _finishing_lock:
+            if _finishing >= self._max_finishing:
+                log.info("stream id=%s: %d streams are already finishing for clients that left; stopping this one",
+                         self._translator.id, _finishing)
+                return False
+            _finishing += 1
+        return True
+
+    def _finish_reading(self) -> None:
+        """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
+        global _finishing
+        try:
+            while not (self._translator.finished or self.error is not None):
+                self._advance()
+        finally:
+            with _finishing_lock:
+                _finishing -= 1
+            with self._state:
+                self.active = False
+            self._release()
+            if self._translator.finished:
+                self.stream.finish(0 if self._translator.marker else len(b"data: [DONE]\n\n"), FINISH_WAIT)
+            self._end()
+
+    def _release(self) -> None:
+        WATCHDOG.forget(self)
+        self.ended = time.monotonic()
+        if self._reader.pending:
+            self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
+        if self._translator.finished and not self.finishing and self.stop_reason is None \
+                and not self._reader.pending:
+            self._reusable = True  # close() finishes the upstream body
+        elif not (self.finishing and self._translator.finished):
+            self.stream.close()
         self._log()
+
+    def _end(self) -> None:
+        """Hand the result to ``on_end``, once."""
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end(self.result())
+
+    def result(self) -> ChatResult:
+        translator = self._translator
+        if translator.finished:
+            outcome = "done"
+        elif self.error is not None:
+            outcome = "error"
+        else:
+            outcome = "client_stalled" if self.stop_reason == "client_stalled" else "client_left"
+        calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls())
+        return ChatResult(
+            id=self.id, request=self.chat or ChatRequest(messages=[], model="", max_tokens=0), outcome=outcome,
+            text=translator.text, refusal=translator.refusal, tool_calls=calls,
+            finish_reason=translator.finish_reason, usage=translator.usage, error=self.error,
+            delivered=self._delivered, started_at=self.started_at,
+            duration=(self.ended or time.monotonic()) - self.started, completion_id=translator.id,
+        )
 
     def _log(self) -> None:
         translator = self._translator
@@ -254,6 +352,8 @@ class Relay:
             outcome = self.error.code
         else:
             outcome = self.stop_reason if self.stop_reason in GONE else "client_left"
+        if self.finishing:
+            outcome += "_after_client_left"
         usage = translator.usage or {}
         log.info(
             "stream id=%s outcome=%s format=%s chunks=%d duration_ms=%d finish_reason=%s "
@@ -267,7 +367,15 @@ class Relay:
     def tick(self, now: float, client_events: int) -> None:
         """Called on every watchdog tick with the client socket's poll events."""
         previous, self._last_tick = self._last_tick, now
-        if not self.active or self.stop_reason is not None:
+        if not self.active:
+            return
+        if self.finishing:  # nobody to watch on the client's side; the read timeout still holds
+            if now - self.last_event > self._read_timeout:
+                with self._state:
+                    if self.active:
+                        self.stream.stop("timeout")
+            return
+        if self.stop_reason is not None:
             return
         if self.sending_since is not None and now - self.sending_since > self._send_timeout:
             self._stop("client_stalled")
@@ -303,9 +411,12 @@ class Relay:
             if not self.active or self.stop_reason is not None:
                 return
             self.stop_reason = reason
-            self.stream.stop(reason)
             if reason == "client_stalled" and self._client is not None:
                 shutdown(self._client)  # unblocks the server's write, which then closes the body
+            if reason in GONE and self._finish_after_leave:
+                self._reader.interrupt()  # a prime waiting on a silent upstream ends; the read goes on
+                return  # the relay ends at its next read, and the rest of the answer is read for after_stream
+            self.stream.stop(reason)
 
     def _ping(self, now: float) -> bool:
         if not self._writing.acquire(blocking=False):

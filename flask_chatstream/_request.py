@@ -7,7 +7,7 @@ commonly send extras (a message ``id``, ``stream: true``) that do no harm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
 from typing import Any
 
 import orjson
@@ -16,16 +16,7 @@ from werkzeug.datastructures import MIMEAccept
 from ._config import Settings
 from ._errors import NotAcceptable, RequestError, UnsupportedMediaType
 from ._formats import FORMATS, MIMETYPES, Format
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """Plain data handed to the upstream; nothing here refers to the Flask request."""
-
-    messages: list[dict[str, str]]
-    model: str
-    max_tokens: int
-    temperature: float | None = None
+from ._hooks import ChatRequest
 
 
 def choose_format(query_format: str | None, accept: MIMEAccept) -> Format:
@@ -76,10 +67,11 @@ def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
         model=_model(data.get("model"), settings),
         max_tokens=_max_tokens(data.get("max_tokens"), settings),
         temperature=_temperature(data.get("temperature")),
+        body=data,
     )
 
 
-def _messages(value: Any, settings: Settings) -> list[dict[str, str]]:
+def _messages(value: Any, settings: Settings) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise RequestError('"messages" must be a list of messages.')
     if not value:
@@ -91,7 +83,7 @@ def _messages(value: Any, settings: Settings) -> list[dict[str, str]]:
     return [_message(item, index, settings) for index, item in enumerate(value)]
 
 
-def _message(item: Any, index: int, settings: Settings) -> dict[str, str]:
+def _message(item: Any, index: int, settings: Settings) -> dict[str, Any]:
     where = f"messages[{index}]"
     if not isinstance(item, dict):
         raise RequestError(f'{where} must be an object with "role" and "content".')
@@ -101,16 +93,77 @@ def _message(item: Any, index: int, settings: Settings) -> dict[str, str]:
         if role == "system":
             raise RequestError(f"{where}: the system role is not allowed here.", code="role_not_allowed")
         raise RequestError(f'{where}.role must be one of: {", ".join(allowed)}.', code="invalid_role")
+    if isinstance(content, list):
+        parts, text = _parts(content, where, images=role == "user", settings=settings)
+        if role == "user" and not text.strip() and not any(part["type"] == "image_url" for part in parts):
+            raise RequestError(f"{where}.content must not be empty.", code="empty_content")
+        return {"role": str(role), "content": parts}
     if not isinstance(content, str):
-        raise RequestError(f"{where}.content must be a string.")
+        raise RequestError(f"{where}.content must be a string or a list of content parts.")
     if role == "user" and not content.strip():
         raise RequestError(f"{where}.content must not be empty.", code="empty_content")
-    if len(content) > settings.max_content_chars:
+    _check_length(content, where, settings)
+    return {"role": str(role), "content": content}
+
+
+MAX_PARTS = 64
+_IMAGE_DATA_URL = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
+
+
+def _parts(content: list[Any], where: str, *, images: bool, settings: Settings) -> tuple[list[dict[str, Any]], str]:
+    """OpenAI content parts: text, and for user messages images (``data:`` URLs; remote ones only
+    with ``allow_image_urls``). Returns the parts as they will be sent, and their text."""
+    if not content or len(content) > MAX_PARTS:
+        raise RequestError(f"{where}.content must hold 1 to {MAX_PARTS} parts.")
+    parts: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for number, part in enumerate(content):
+        here = f"{where}.content[{number}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"{here}.text must be a string.")
+            texts.append(text)
+            parts.append({"type": "text", "text": text})
+        elif kind == "image_url" and images:
+            parts.append({"type": "image_url", "image_url": _image(part.get("image_url"), here, settings)})
+        else:
+            kinds = "text or image_url" if images else "text"
+            raise RequestError(f"{here}.type must be {kinds}.", code="invalid_content_part")
+    text = "".join(texts)
+    _check_length(text, where, settings)
+    return parts, text
+
+
+def _image(value: Any, where: str, settings: Settings) -> dict[str, str]:
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise RequestError(f'{where}.image_url must be an object with a "url".', code="invalid_content_part")
+    url: str = value["url"]
+    if url.startswith("data:"):
+        if not _IMAGE_DATA_URL.fullmatch(url):
+            raise RequestError(f"{where}: an image data URL must be base64 PNG, JPEG, GIF or WebP.",
+                               code="invalid_image")
+    elif url.startswith(("https://", "http://")):
+        if not settings.allow_image_urls:
+            raise RequestError(f"{where}: images must be sent inline as data: URLs here.", code="image_url_not_allowed")
+    else:
+        raise RequestError(f"{where}: an image URL must be a data: or https: URL.", code="invalid_image")
+    image = {"url": url}
+    detail = value.get("detail")
+    if detail is not None:
+        if detail not in ("auto", "low", "high"):
+            raise RequestError(f'{where}.image_url.detail must be "auto", "low" or "high".')
+        image["detail"] = detail
+    return image
+
+
+def _check_length(text: str, where: str, settings: Settings) -> None:
+    if len(text) > settings.max_content_chars:
         raise RequestError(
             f"{where}.content is longer than {settings.max_content_chars} characters.",
             code="content_too_long",
         )
-    return {"role": str(role), "content": content}
 
 
 def _model(value: Any, settings: Settings) -> str:

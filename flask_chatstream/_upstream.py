@@ -32,7 +32,7 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ._request import ChatRequest
+from ._hooks import ChatRequest
 
 log = logging.getLogger("flask_chatstream")
 
@@ -88,11 +88,12 @@ class Upstream:
         # The body goes in extra_body, which the SDK lays over the request as it is: our messages are
         # already validated plain data, and the SDK's recursive transform of typed params would only
         # walk them again. The typed arguments stay minimal.
-        body: dict[str, Any] = {"messages": request.messages, settings.max_tokens_param: request.max_tokens}
+        body: dict[str, Any] = {**request.params, "messages": request.messages,
+                                settings.max_tokens_param: request.max_tokens}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if settings.include_usage:
-            body["stream_options"] = {"include_usage": True}
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
         waited = 0.0
         attempt = 0
         while True:

@@ -57,6 +57,12 @@ class Gunicorn:
         )
         try:
             wait_for_port(self.port, self.process)
+            # The master listens before it forks: wait for the workers too.
+            deadline = time.monotonic() + 60
+            while len(self.worker_pids()) < (workers or 1):
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"gunicorn has no worker: {self.log()[-2000:]}")
+                time.sleep(0.05)
         except BaseException:
             self.stop()
             raise

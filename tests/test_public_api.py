@@ -6,8 +6,8 @@ from flask_chatstream import ChatStreamError, RequestError, UpstreamError
 
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
-        "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
+        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "ToolCall", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
         "UpstreamUnavailable", "create_blueprint", "warm_up",
     ]

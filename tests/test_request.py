@@ -143,3 +143,51 @@ def test_system_role_when_allowed(make_app: AppFactory, upstream: StandInServer)
     body = {"messages": [{"role": "system", "content": "Client's own."}, {"role": "user", "content": "hi"}]}
     assert client.post("/api/chat", json=body).status_code == 200
     assert [m["content"] for m in upstream.stats.bodies[-1]["messages"]] == ["Configured first.", "Client's own.", "hi"]
+
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_content_parts_with_an_inline_image_reach_the_model(client: FlaskClient, upstream: StandInServer) -> None:
+    parts = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}, "extra": "dropped"}]
+    body = {"messages": [{"role": "user", "content": parts},
+                         {"role": "assistant", "content": [{"type": "text", "text": "A dot."}]},
+                         {"role": "user", "content": "Sure?"}]}
+    assert client.post("/api/chat", json=body).status_code == 200
+    sent = upstream.stats.bodies[-1]["messages"]
+    assert sent[0]["content"] == [{"type": "text", "text": "What is this?"},
+                                  {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}}]
+    assert sent[1]["content"] == [{"type": "text", "text": "A dot."}]
+
+
+@pytest.mark.parametrize(("content", "code"), [
+    ([], "invalid_request"),
+    ([{"type": "audio", "input_audio": {}}], "invalid_content_part"),
+    (["just a string"], "invalid_content_part"),
+    ([{"type": "text", "text": 5}], "invalid_request"),
+    ([{"type": "text", "text": "  "}], "empty_content"),
+    ([{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}], "image_url_not_allowed"),
+    ([{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}], "invalid_image"),
+    ([{"type": "image_url", "image_url": {"url": "data:text/html;base64,PGgxPg=="}}], "invalid_image"),
+    ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}], "invalid_image"),
+    ([{"type": "image_url", "image_url": {"url": PNG, "detail": "max"}}], "invalid_request"),
+    ([{"type": "image_url", "image_url": PNG}], "invalid_content_part"),
+    ([{"type": "text", "text": "x" * 20}, {"type": "text", "text": "y" * 20}], "content_too_long"),
+    ([{"type": "text", "text": "hi"}] * 65, "invalid_request"),
+])
+def test_bad_content_parts_are_400(make_app: AppFactory, upstream: StandInServer, content: Any, code: str) -> None:
+    client = make_app(max_content_chars=30).test_client()
+    response = client.post("/api/chat", json={"messages": [{"role": "user", "content": content}]})
+    assert error_of(response, 400)["code"] == code
+    assert upstream.stats.requests == 0
+
+
+def test_images_only_in_user_messages_and_remote_ones_only_when_allowed(make_app: AppFactory,
+                                                                       upstream: StandInServer) -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    assistant = {"messages": [{"role": "assistant", "content": [image]}, {"role": "user", "content": "hi"}]}
+    client = make_app(allow_image_urls=True).test_client()
+    assert error_of(client.post("/api/chat", json=assistant), 400)["code"] == "invalid_content_part"
+    assert client.post("/api/chat", json={"messages": [{"role": "user", "content": [image]}]}).status_code == 200
+    assert upstream.stats.bodies[-1]["messages"][0]["content"] == [image]

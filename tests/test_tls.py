@@ -18,7 +18,7 @@ import trustme
 
 from flask_chatstream._config import Settings
 from flask_chatstream._upstream import Stopped, Upstream, UpstreamStream
-from flask_chatstream._request import ChatRequest
+from flask_chatstream._hooks import ChatRequest
 from flask_chatstream._transport import shutdown
 from flask_chatstream.testing import Script, StandInServer
 

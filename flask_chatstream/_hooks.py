@@ -1,0 +1,132 @@
+"""The host app's hands on a stream: what it gets before the upstream call and after the last byte.
+
+``before_upstream`` hooks get the validated ``ChatRequest`` inside the request context, and may
+return a changed one (``dataclasses.replace``), return ``None`` to keep it, or refuse with
+``abort(...)``, a ``ChatStreamError`` or any ``HTTPException``. ``after_stream`` hooks get the
+``ChatResult`` exactly once for every request that passed the ``before_upstream`` hooks, inside an app
+context, after the client has its last byte. A hook that raises there is logged with its traceback
+and changes nothing for the client or for later streams.
+
+Hooks get plain data, never the relay's insides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ._errors import ChatStreamError
+
+log = logging.getLogger("flask_chatstream")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What goes to the model. Plain data: nothing here refers to the Flask request.
+
+    ``messages`` are the messages as they will be sent, the configured system prompt included.
+    What the browser sent has been validated strictly; what the app adds in ``before_upstream``
+    is trusted.
+    """
+
+    messages: list[dict[str, Any]]
+    model: str
+    max_tokens: int
+    temperature: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    """More fields for the upstream's body (``tools``, ``response_format``, ``user``, ``metadata``,
+    ``reasoning_effort``, ...). Only the app sets these, never the browser."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """The app's own, to carry from ``before_upstream`` to ``after_stream`` (a user id, a conversation)."""
+    body: Mapping[str, Any] = field(default_factory=dict)
+    """The client's JSON body as it came, for the app's own fields (``conversation_id``, say).
+    Validate what you take from it: only the fields above have been."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call of the answer, assembled from its streamed fragments."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them: a JSON text, not yet parsed or checked."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """How one stream ended, for ``after_stream``.
+
+    ``outcome`` is ``"done"`` (the answer is complete), ``"error"`` (``error`` says why: the upstream
+    refused, broke off or sent something unreadable), ``"client_left"`` or ``"client_stalled"`` (the
+    stream was stopped because the client went away or stopped reading). With
+    ``on_client_leave="finish"`` an answer whose client left can still end ``"done"``;
+    ``delivered`` then says the client did not receive its end.
+    """
+
+    id: str
+    request: ChatRequest
+    outcome: str
+    text: str = ""
+    refusal: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    """The upstream's whole usage object (clients get the token counts only)."""
+    error: ChatStreamError | None = None
+    delivered: bool = False
+    """Did the client receive the end of the stream: its terminal event, or all of the text?"""
+    started_at: datetime | None = None
+    duration: float = 0.0
+    """Seconds from the start of the request to the end of the stream."""
+    completion_id: str | None = None
+    """The upstream's own id for the completion (``chatcmpl-...``)."""
+
+
+BeforeUpstream = Callable[[ChatRequest], "ChatRequest | None"]
+AfterStream = Callable[[ChatResult], None]
+
+
+def run_before_upstream(hooks: Sequence[BeforeUpstream], chat: ChatRequest) -> ChatRequest:
+    """Run the hooks in registration order, each on what the one before returned."""
+    for hook in hooks:
+        changed = hook(chat)
+        if changed is not None:
+            if not isinstance(changed, ChatRequest):
+                raise TypeError(
+                    f"before_upstream hook {getattr(hook, '__name__', hook)!r} returned {type(changed).__name__}; "
+                    "return a ChatRequest (dataclasses.replace(chat, ...)) or None to keep it."
+                )
+            chat = changed
+    return chat
+
+
+class AfterStreamHooks:
+    """Runs the ``after_stream`` hooks for one stream, once, in an app context of ``app``."""
+
+    __slots__ = ("_app", "_hooks", "_ran")
+
+    def __init__(self, app: Flask, hooks: Sequence[AfterStream]) -> None:
+        self._app = app
+        self._hooks = hooks
+        self._ran = False
+
+    def __call__(self, result: ChatResult) -> None:
+        if self._ran:
+            return
+        self._ran = True
+        if not self._hooks:
+            return
+        with self._app.app_context():
+            for hook in self._hooks:
+                try:
+                    hook(result)
+                except Exception:
+                    log.exception("after_stream hook %s failed for stream %s",
+                                  getattr(hook, "__name__", hook), result.id)
