@@ -19,7 +19,7 @@ help:
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,test,bench]'
+	$(PY) -m pip install -q -e '.[server,test,bench,example]'
 	touch $@
 
 install: $(STAMP)

@@ -1,4 +1,4 @@
-"""The example app: flask_chatstream at /api and a page at / that streams answers.
+"""The example app: flask_chatstream at /api, saved conversations, and a page at / that streams answers.
 
     gunicorn -c gunicorn.conf.py example_app:app     # production-style, gevent workers
     python example_app.py                            # Flask's dev server
@@ -7,33 +7,156 @@ With OPENAI_API_KEY set it talks to OpenAI (or to OPENAI_BASE_URL). Without
 one it runs the offline demo: the stand-in model from flask_chatstream.testing,
 on 127.0.0.1 inside this process, reached through the same openai client and
 relay as the real thing.
+
+Conversations live in a database through SQLAlchemy: a SQLite file under
+``instance/`` by default, any SQLAlchemy URL with CHAT_DATABASE_URL. The
+browser sends only its new message and a conversation id; ``before_upstream``
+puts the saved history in front of it and saves the question with a placeholder
+for its answer, and ``after_stream`` saves the answer, even one whose reader
+left (``on_client_leave="finish"``: a closed tab still gets its answer saved,
+while Stop, which tells the server, stops it).
+
+    GET    /api/conversations          newest first: id, title, updated_at
+    GET    /api/conversations/<id>     its messages
+    DELETE /api/conversations/<id>
+    POST   /api/chat                   {"conversation_id": "...", "content": "..."}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, send_from_directory
+from flask import Flask, Response, abort, jsonify, send_from_directory
+from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from flask_chatstream import create_blueprint
+from flask_chatstream import ChatRequest, ChatResult, create_blueprint
 
 EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
 REACT_BUILD = EXAMPLES / "react-rtk-query" / "dist"
 DEMO_MODEL = "offline-demo"
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 log = logging.getLogger("example_app")
+
+
+# ---- the database ------------------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    messages: Mapped[list[Message]] = relationship(order_by="Message.id", cascade="all, delete-orphan")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="complete")
+    """complete; streaming (its answer is on its way); stopped (its reader stopped it); or error"""
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return {"id": m.id, "role": m.role, "content": m.content, "status": m.status}
+
+
+class Store:
+    """Conversations and their messages, in one SQLAlchemy database."""
+
+    def __init__(self, url: str) -> None:
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            options["connect_args"] = {"check_same_thread": False}
+            path = url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url, **options)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def history(self, conversation_id: str) -> list[dict[str, str]]:
+        """The conversation as the model should see it: what was asked, and what was answered (a
+        stopped answer as far as it got; failed and unfinished ones not at all)."""
+        with self.session() as session:
+            rows = session.scalars(select(Message).where(Message.conversation_id == conversation_id)
+                                   .order_by(Message.id)).all()
+        return [{"role": m.role, "content": m.content} for m in rows
+                if m.content and (m.role == "user" or m.status in ("complete", "stopped"))]
+
+    def start(self, conversation_id: str, question: str) -> int:
+        """Save the question and a placeholder for its answer (status "streaming"); return the
+        placeholder's id. A reader who reloads meanwhile sees the answer is on its way."""
+        with self.session.begin() as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                conversation = Conversation(id=conversation_id, title=" ".join(question.split())[:80])
+                session.add(conversation)
+            conversation.updated_at = _now()
+            answer = Message(role="assistant", content="", status="streaming")
+            conversation.messages += [Message(role="user", content=question), answer]
+        return answer.id
+
+    def finish(self, message_id: int, text: str, status: str) -> None:
+        with self.session.begin() as session:
+            answer = session.get(Message, message_id)
+            if answer is not None:
+                answer.content, answer.status = text, status
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.session() as session:
+            rows = session.execute(
+                select(Conversation, func.count(Message.id)).outerjoin(Message)
+                .group_by(Conversation.id).order_by(Conversation.updated_at.desc())).all()
+        return [{"id": c.id, "title": c.title, "updated_at": c.updated_at.isoformat(), "messages": n}
+                for c, n in rows]
+
+    def get(self, conversation_id: str) -> dict[str, Any] | None:
+        with self.session() as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                return None
+            return {"id": conversation.id, "title": conversation.title,
+                    "messages": [_message(m) for m in conversation.messages]}
+
+    def delete(self, conversation_id: str) -> bool:
+        with self.session.begin() as session:
+            session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+            return bool(session.execute(delete(Conversation).where(Conversation.id == conversation_id)).rowcount)
+
+
+# ---- the app -------------------------------------------------------------------------------------
 
 
 def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
     """A deterministic answer that shows the stream working end to end."""
     asked = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     asked = " ".join(asked.split())[:200]
+    earlier = sum(1 for m in messages if m.get("role") == "user") - 1
+    memory = f" (I can see {earlier} earlier question{'s' if earlier != 1 else ''} in this conversation.)" \
+        if earlier > 0 else ""
     return (
-        f"You asked: \u201c{asked}\u201d. This is the offline demo model, so the answer is canned, "
+        f"You asked: \u201c{asked}\u201d.{memory} This is the offline demo model, so the answer is canned, "
         "but the path is real: the openai client posted your prompt to a local OpenAI-compatible "
         "server, flask_chatstream relayed each chunk as it arrived, and your browser is reading "
         "the response body with fetch and a stream reader. Set OPENAI_API_KEY and restart to get "
@@ -55,7 +178,52 @@ def create_app() -> Flask:
         upstream = StandInServer(Script(reply=demo_reply, first_delay=0.3, delay=0.04)).start()
         options = {"api_key": "offline-demo", "base_url": upstream.url, "model": DEMO_MODEL}
         log.warning("DEMO MODE: no OPENAI_API_KEY, answers come from the offline demo model at %s", upstream.url)
-    app.register_blueprint(create_blueprint(**options), url_prefix="/api")
+
+    store = Store(os.environ.get("CHAT_DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'chat.db'}")
+    app.extensions["example_store"] = store
+    chat = create_blueprint(on_client_leave="finish", **options)
+
+    @chat.before_upstream
+    def load_history(chat_request: ChatRequest) -> ChatRequest | None:
+        """The browser sends only its new message; the conversation's history comes from the database."""
+        conversation_id = chat_request.body.get("conversation_id")
+        if conversation_id is None:
+            return None  # a one-off question: nothing to load, nothing to save
+        if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
+            abort(400, "conversation_id must be 1 to 64 letters, digits, '-' or '_'.")
+        *before, question = chat_request.messages
+        if question["role"] != "user" or not isinstance(question["content"], str):
+            abort(400, "With a conversation_id, send one new user message as text.")
+        system = [m for m in before if m["role"] == "system"]
+        history = store.history(conversation_id)
+        chat_request.context["answer_id"] = store.start(conversation_id, question["content"])
+        return dataclasses.replace(chat_request, messages=[*system, *history, question])
+
+    @chat.after_stream
+    def save_answer(result: ChatResult) -> None:
+        answer_id = result.request.context.get("answer_id")
+        if answer_id is not None:
+            status = {"done": "complete", "error": "error"}.get(result.outcome, "stopped")
+            store.finish(answer_id, result.text, status)
+
+    app.register_blueprint(chat, url_prefix="/api")
+
+    @app.get("/api/conversations")
+    def list_conversations() -> Response:
+        return jsonify(store.list())
+
+    @app.get("/api/conversations/<conversation_id>")
+    def get_conversation(conversation_id: str) -> Response | tuple[Response, int]:
+        conversation = store.get(conversation_id)
+        if conversation is None:
+            return _not_found()
+        return jsonify(conversation)
+
+    @app.delete("/api/conversations/<conversation_id>")
+    def delete_conversation(conversation_id: str) -> Response | tuple[Response, int]:
+        if not store.delete(conversation_id):
+            return _not_found()
+        return Response(status=204)
 
     page = PAGE.read_text(encoding="utf-8").replace(
         "<!--BANNER-->",
@@ -79,6 +247,10 @@ def create_app() -> Flask:
         return send_from_directory(REACT_BUILD, name)
 
     return app
+
+
+def _not_found() -> tuple[Response, int]:
+    return jsonify(error={"code": "conversation_not_found", "message": "There is no such conversation."}), 404
 
 
 app = create_app()

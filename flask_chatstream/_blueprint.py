@@ -37,6 +37,7 @@ from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatResult, r
 from ._relay import ClientGone, Relay
 from ._request import check_content_type, choose_format, parse_chat_request
 from ._server import check_server
+from ._store import STREAMS
 from ._upstream import Upstream
 from ._watchdog import WATCHDOG, Deadline
 
@@ -156,11 +157,12 @@ def create_blueprint(
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
-        endpoint = f"{key}.chat"
-        for rule in state.app.url_map.iter_rules(endpoint):
-            rule.methods = None
+        for endpoint in (f"{key}.chat", f"{key}.stop"):
+            for rule in state.app.url_map.iter_rules(endpoint):
+                rule.methods = None
 
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["POST", "OPTIONS"], provide_automatic_options=False)
+    blueprint.add_url_rule("/chat/<stream_id>/stop", "stop", _stop, methods=["POST"])
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
     blueprint.record(register)  # after the rules, which it adjusts
     blueprint.teardown_request(_release_unsent)
@@ -228,7 +230,8 @@ def _stream() -> Response:
     client = _client_socket()
     check_server(request.environ, client)
     chat = parse_chat_request(_read_body(settings, client), settings)
-    release = state.limit.acquire(state.client_key())
+    owner = state.client_key()
+    release = state.limit.acquire(owner)
     try:
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
     except BaseException:
@@ -248,8 +251,8 @@ def _stream() -> Response:
     except BaseException:
         release()
         raise
-    relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, on_close=release,
-                  on_end=after)
+    relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
+                  on_close=release, on_end=after)
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:
@@ -260,7 +263,17 @@ def _stream() -> Response:
     request.environ[RELAY_KEY] = relay  # released at teardown if the server never gets it
     # direct_passthrough hands the relay straight to the server: no Werkzeug
     # wrapper runs per chunk.
-    return _StreamResponse(relay, content_type=fmt.mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+    return _StreamResponse(relay, content_type=fmt.mimetype, headers={**STREAM_HEADERS, "X-Chat-Stream-Id": stream_id},
+                           direct_passthrough=True)
+
+
+def _stop(stream_id: str) -> Response:
+    """``POST <prefix>/chat/<stream_id>/stop``: the client that started a stream stops it."""
+    if request.method != "POST":
+        return _error_response(MethodNotAllowed("Use POST to stop a stream.", allow="POST"))
+    if not STREAMS.stop(stream_id, _state().client_key()):
+        return json_error(404, "stream_not_found", "There is no such stream open here.")
+    return Response(status=204)
 
 
 def _release_unsent(_exc: BaseException | None) -> None:

@@ -2,7 +2,7 @@
 
 Events are plain dicts, ready for the encoders:
 
-    {"type": "start", "id": ..., "model": ...}
+    {"type": "start", "id": ..., "model": ..., "stream_id": ...}
     {"type": "delta", "content": "..."}
     {"type": "refusal", "content": "..."}
     {"type": "tool_calls", "tool_calls": [...]}        # the upstream's deltas, as sent
@@ -53,10 +53,11 @@ class Translator:
     when it was asked for, the usage chunk have both arrived: nothing the client needs comes after.
     """
 
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker",
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker", "stream_id",
                  "_text", "_refusal", "_calls")
 
-    def __init__(self, *, expect_usage: bool = False) -> None:
+    def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None) -> None:
+        self.stream_id = stream_id
         self.id: str | None = None
         self.started = False
         self.finished = False
@@ -107,7 +108,10 @@ class Translator:
             self.started = True
             chunk_id, model = chunk.get("id"), chunk.get("model")
             self.id = chunk_id if isinstance(chunk_id, str) else None
-            events.append({"type": "start", "id": self.id, "model": model if isinstance(model, str) else None})
+            start = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
+            if self.stream_id is not None:
+                start["stream_id"] = self.stream_id
+            events.append(start)
         choices = chunk.get("choices")
         if choices:
             if not isinstance(choices, list):

@@ -36,6 +36,7 @@ from ._hooks import ChatRequest, ChatResult, ToolCall
 from ._sse import SSEParser
 from ._transport import shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
+from ._store import STREAMS
 from ._watchdog import WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
@@ -44,7 +45,8 @@ HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
 """Linux's "the peer shut its write side": a client that left, or one that only stopped sending."""
 
-GONE = ("client_left", "client_stalled")
+GONE = ("client_left", "client_stalled", "stopped")
+"""Stop reasons after which nothing more is written to the client."""
 
 _finishing = 0
 """Streams of this process reading on after their client left (``on_client_leave="finish"``)."""
@@ -69,6 +71,7 @@ class Relay:
         client: socket.socket | None = None,
         chat: ChatRequest | None = None,
         stream_id: str = "",
+        owner: str = "",
         on_close: Callable[[], None] | None = None,
         on_end: Callable[[ChatResult], None] | None = None,
     ) -> None:
@@ -119,10 +122,12 @@ class Relay:
         self._writing = threading.Lock()
         self._state = threading.Lock()
         self._parser = SSEParser(settings.max_event_bytes)
-        self._translator = Translator(expect_usage=settings.include_usage)
+        self._translator = Translator(expect_usage=settings.include_usage, stream_id=stream_id or None)
         self._reader = _Reader(iter(stream))
         self._body = self._run()
         WATCHDOG.watch(self)
+        if stream_id:
+            STREAMS.add(stream_id, self, owner)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
@@ -283,6 +288,8 @@ class Relay:
         global _finishing
         if not self._finish_after_leave or self._translator.finished or self.error is not None:
             return False
+        if self.stop_reason == "stopped":
+            return False
         if not (self.stop_reason in GONE or self._left):
             return False
         with _finishing_lock:
@@ -297,7 +304,7 @@ class Relay:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
         global _finishing
         try:
-            while not (self._translator.finished or self.error is not None):
+            while not (self._translator.finished or self.error is not None or self.stop_reason == "stopped"):
                 self._advance()
         finally:
             with _finishing_lock:
@@ -311,6 +318,8 @@ class Relay:
 
     def _release(self) -> None:
         WATCHDOG.forget(self)
+        if self.id:
+            STREAMS.discard(self.id)
         self.ended = time.monotonic()
         if self._reader.pending:
             self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
@@ -333,8 +342,10 @@ class Relay:
             outcome = "done"
         elif self.error is not None:
             outcome = "error"
+        elif self.stop_reason in ("client_stalled", "stopped"):
+            outcome = self.stop_reason
         else:
-            outcome = "client_stalled" if self.stop_reason == "client_stalled" else "client_left"
+            outcome = "client_left"
         calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls())
         return ChatResult(
             id=self.id, request=self.chat or ChatRequest(messages=[], model="", max_tokens=0), outcome=outcome,
@@ -405,6 +416,16 @@ class Relay:
             # text/plain, silent since the client shut its side: nothing harmless to write, so it
             # counts as gone, and the answer is cut, never ended as if complete.
             self._stop("client_left")
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop the stream on the client's word (``POST .../stop``), whatever ``on_client_leave`` says:
+        generation ends, and so does the response, cut as when a client leaves."""
+        with self._state:
+            if not self.active or self.stop_reason == reason:
+                return
+            self.stop_reason = reason
+            self._reader.interrupt()
+            self.stream.stop(reason)
 
     def _stop(self, reason: str) -> None:
         with self._state:

@@ -238,7 +238,7 @@ class UpstreamStream:
 
     def stop(self, reason: str) -> None:
         """Stop the stream from another greenlet or thread; its reader ends with ``Stopped``."""
-        if self.stopped is not None:
+        if self.stopped is not None and reason != "stopped":
             return
         self.stopped = reason
         if self._socket is not None:

@@ -48,6 +48,13 @@ class Gunicorn:
         self._log = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATSTREAM_"))}
         full_env.setdefault("GRACEFUL_TIMEOUT", "3")
+        # The example app keeps conversations in a database: a fresh SQLite file for each server.
+        database = self.log_path.with_suffix(".db")
+        database.unlink(missing_ok=True)
+        full_env.setdefault("CHAT_DATABASE_URL", f"sqlite:///{database}")
+        # The example app finishes answers for readers who left; tests of the relay itself want the
+        # library's default (deployment settings win over the code's, so this is how to say it).
+        full_env.setdefault("CHATSTREAM_ON_CLIENT_LEAVE", "stop")
         full_env.update(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
@@ -70,6 +77,15 @@ class Gunicorn:
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()]
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The log once ``text`` is in it: a line is written when its stream has ended, a moment after
+        the client or the upstream could see it end."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            assert time.monotonic() < deadline, f"{text!r} not in the log: {log[-2000:]}"
+            time.sleep(0.02)
+        return log
 
     def log(self) -> str:
         if not self._log.closed:

@@ -40,7 +40,8 @@ WATCH_GROWTH = """(selector) => {
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
 
@@ -170,5 +171,38 @@ def test_react_shows_errors(react_page: Page, upstream: StandInServer) -> None:
     expect(assistant.locator(".content")).to_have_text("word1 word2 word3")
     react_page.fill("#prompt", "")
     react_page.click("#send")
-    # the earlier prompt goes along as history, so the empty one is the second message
-    expect(react_page.locator("#error")).to_have_text("messages[1].content must not be empty.")
+    # only the new message goes up (the server keeps the history), and it is empty
+    expect(react_page.locator("#error")).to_have_text("messages[0].content must not be empty.")
+
+
+# ---- saved conversations, reopened -------------------------------------------------------------------
+
+
+def test_demo_page_reopens_a_saved_conversation(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="kept for later")
+    page.goto(server.url + "/")
+    page.fill("#prompt", "Remember this")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("Done (stop).")
+    page.click("#new")
+    expect(page.locator("#messages li")).to_have_count(0)
+    page.goto(server.url + "/")  # a reload: nothing left in the page
+    page.locator("#conversations button", has_text="Remember this").first.click()
+    expect(page.locator("#messages li.user")).to_have_text(["Remember this"])
+    expect(page.locator("#messages li.assistant")).to_have_text(["kept for later"])
+    upstream.script = Script(reply=lambda messages: f"{len(messages)} messages went up")
+    page.fill("#prompt", "And now?")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("Done (stop).")
+    expect(page.locator("#messages li.assistant").last).to_have_text("3 messages went up")  # with its history
+
+
+def test_react_reopens_a_saved_conversation(react_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="kept for later")
+    react_page.fill("#prompt", "Remember this in React")
+    react_page.click("#send")
+    expect(react_page.locator(".message.assistant")).to_have_attribute("data-status", "complete")
+    react_page.reload()  # nothing in memory: the list and the conversation come from the server
+    react_page.locator("#conversations button", has_text="Remember this in React").first.click()
+    expect(react_page.locator(".message.user .content")).to_have_text(["Remember this in React"])
+    expect(react_page.locator(".message.assistant .content")).to_have_text(["kept for later"])

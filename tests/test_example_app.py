@@ -5,6 +5,9 @@ from __future__ import annotations
 import http.client
 import importlib
 import json
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,14 @@ from flask_chatstream.testing import Script, StandInServer
 from .conftest import API_KEY
 from .servers import Gunicorn
 from .streams import answer_of, check_event_stream, ndjson_events
+
+
+@pytest.fixture(autouse=True)
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SQLite file of the test's own: the example app keeps its conversations there."""
+    path = tmp_path / "chat.db"
+    monkeypatch.setenv("CHAT_DATABASE_URL", f"sqlite:///{path}")
+    return path
 
 
 def load_example(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[no-untyped-def]
@@ -65,3 +76,94 @@ def test_quick_start_under_gunicorn_runs_the_demo() -> None:
         assert b"export async function* streamChat" in script.read()
         conn.close()
         assert "DEMO MODE" in server.log()
+
+
+def ask(client: Any, conversation_id: str, content: str, **options: Any) -> list[dict[str, Any]]:
+    response = client.post("/api/chat?format=ndjson", json={"conversation_id": conversation_id, "content": content},
+                           buffered=True, **options)
+    assert response.status_code == 200, response.data
+    return ndjson_events(response.data)
+
+
+def test_conversations_are_saved_and_sent_back_as_history(monkeypatch: pytest.MonkeyPatch, database: Path,
+                                                          upstream: StandInServer) -> None:
+    upstream.script = Script(reply=lambda messages: f"answer {len(messages)}")
+    client = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url).test_client()
+    assert answer_of(ask(client, "conv-1", "first question")) == "answer 1"
+    assert answer_of(ask(client, "conv-1", "second question")) == "answer 3"  # the history went along
+    assert upstream.stats.bodies[-1]["messages"] == [
+        {"role": "user", "content": "first question"}, {"role": "assistant", "content": "answer 1"},
+        {"role": "user", "content": "second question"}]
+    conversation = client.get("/api/conversations/conv-1").get_json()
+    assert [(m["role"], m["content"], m["status"]) for m in conversation["messages"]] == [
+        ("user", "first question", "complete"), ("assistant", "answer 1", "complete"),
+        ("user", "second question", "complete"), ("assistant", "answer 3", "complete")]
+    assert conversation["title"] == "first question"
+    assert [(c["id"], c["messages"]) for c in client.get("/api/conversations").get_json()] == [("conv-1", 4)]
+    # It is a real database: the rows are in the SQLite file.
+    with sqlite3.connect(database) as db:
+        assert db.execute("select count(*) from messages").fetchone() == (4,)
+    assert client.delete("/api/conversations/conv-1").status_code == 204
+    missing = client.get("/api/conversations/conv-1")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "conversation_not_found"
+    assert client.delete("/api/conversations/conv-1").status_code == 404
+
+
+def test_a_bad_conversation_id_is_a_json_400(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer) -> None:
+    client = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url).test_client()
+    response = client.post("/api/chat", json={"conversation_id": "../etc", "content": "hi"})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_request"
+    assert upstream.stats.requests == 0
+
+
+def test_an_answer_in_progress_shows_and_a_closed_tab_still_gets_it_saved(monkeypatch: pytest.MonkeyPatch,
+                                                                          upstream: StandInServer) -> None:
+    upstream.script = Script(reply="saved even so", hold_after=1)
+    app = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url,
+                       CHATSTREAM_FIRST_EVENT_WAIT="0.1")
+    client = app.test_client()
+    response = client.post("/api/chat?format=ndjson", json={"conversation_id": "c2", "content": "q"}, buffered=False)
+    next(iter(response.response))
+    during = client.get("/api/conversations/c2").get_json()["messages"]
+    assert [(m["role"], m["status"]) for m in during] == [("user", "complete"), ("assistant", "streaming")]
+    response.close()  # the tab is closed
+    upstream.release()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.finished, stats.cancelled) == (1, 0)
+    saved = wait_for_answer(client, "c2")
+    assert (saved["content"], saved["status"]) == ("saved even so", "complete")
+
+
+def test_stop_stops_the_model_and_keeps_what_came(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="a b c d e f", hold_after=2)
+    app = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url,
+                       CHATSTREAM_FIRST_EVENT_WAIT="0.1")
+    client = app.test_client()
+    response = client.post("/api/chat?format=ndjson", json={"conversation_id": "c3", "content": "q"}, buffered=False)
+    stream_id = response.headers["X-Chat-Stream-Id"]
+    pieces = iter(response.response)
+    received = next(pieces)
+    assert json.loads(received.split(b"\n")[0])["stream_id"] == stream_id
+    while b' b"' not in received:  # both words are in (in one delta or two); the upstream holds at its gate
+        received += next(pieces)
+    assert client.post(f"/api/chat/{stream_id}/stop", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 404
+    assert client.post(f"/api/chat/{stream_id}/stop").status_code == 204  # what chatstream.js does on abort
+    response.close()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.finished, stats.cancelled) == (0, 1)
+    saved = wait_for_answer(client, "c3")
+    assert (saved["content"], saved["status"]) == ("a b", "stopped")
+    assert client.post(f"/api/chat/{stream_id}/stop").status_code == 404  # gone now
+
+
+def wait_for_answer(client: Any, conversation_id: str) -> dict[str, Any]:
+    """The last message once it is no longer streaming (after_stream saves it once the stream ends)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        last: dict[str, Any] = client.get(f"/api/conversations/{conversation_id}").get_json()["messages"][-1]
+        if last["status"] != "streaming":
+            return last
+        assert time.monotonic() < deadline, last
+        time.sleep(0.02)

@@ -48,7 +48,7 @@ server {{
             conn.close()
             assert answer_of(events) == REPLY and check_event_stream(events)["type"] == "done"
             upstream.wait_for(lambda s: s.open == 0)
-            log = server.log()
+            log = server.wait_for_log("outcome=client_left")
     assert "Traceback" not in log
     assert "outcome=client_left" in log and "outcome=done" in log
     # Both went over one HTTP/2 connection from the worker to nginx.

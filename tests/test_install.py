@@ -1,6 +1,6 @@
 """Install what ships the way a user does: a fresh venv with only the ``server`` extra (no test
-tools), then the README's gunicorn line, in a directory that holds the example app but not the
-package source, and one answer streamed through it."""
+tools), then the README's gunicorn line on the README's own app, in a directory that holds that app
+and gunicorn.conf.py but not the package source, and one answer streamed through it."""
 
 from __future__ import annotations
 
@@ -10,17 +10,31 @@ import subprocess
 import venv
 from pathlib import Path
 
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY
 from .servers import ROOT, free_port, wait_for_port
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat
 
 
-def test_a_clean_server_install_deploys(tmp_path: Path) -> None:
+README_APP = """
+from flask import Flask
+from flask_chatstream import create_blueprint
+
+app = Flask(__name__)
+app.config["CHATSTREAM_SYSTEM_PROMPT"] = "You are a helpful assistant."
+# Reads OPENAI_API_KEY (and OPENAI_BASE_URL, for Ollama, vLLM, LM Studio...) from the environment.
+app.register_blueprint(create_blueprint(model="gpt-4o-mini"), url_prefix="/api")
+"""
+
+
+def test_a_clean_server_install_deploys(tmp_path: Path, upstream: StandInServer) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     # A copy of the tree, so the build leaves nothing behind in the checkout.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts",
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts", "instance",
                                                                 "*.egg-info", "build", "__pycache__", "dist"))
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "OPENAI_",
                                                                           "CHATSTREAM_"))}
@@ -32,21 +46,23 @@ def test_a_clean_server_install_deploys(tmp_path: Path) -> None:
     assert "pytest" not in installed and "hypothesis" not in installed  # only what the extra brings
 
     app_dir = tmp_path / "app"
-    (app_dir / "examples").mkdir(parents=True)
-    for name in ("example_app.py", "gunicorn.conf.py", "examples/demo_page.html"):
-        shutil.copy(ROOT / name, app_dir / name)
+    app_dir.mkdir()
+    shutil.copy(ROOT / "gunicorn.conf.py", app_dir / "gunicorn.conf.py")
+    (app_dir / "app.py").write_text(README_APP)
+    assert README_APP.strip().splitlines()[-1] in (ROOT / "README.md").read_text()  # the README's own
+    upstream.script = Script(reply="deployed and streaming")
     port = free_port()
     log = (tmp_path / "gunicorn.log").open("wb")
     process = subprocess.Popen([str(env_dir / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "1",
-                                "-b", f"127.0.0.1:{port}", "example_app:app"],
-                               cwd=app_dir, env=clean_env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                                "-b", f"127.0.0.1:{port}", "app:app"],
+                               cwd=app_dir, env={**clean_env, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, process, timeout=60)
         conn, response = post_chat(port, "ndjson", {"content": "deployed?"}, timeout=30)
         events = ndjson_events(response.read())
         conn.close()
-        assert check_event_stream(events)["type"] == "done" and "offline demo model" in answer_of(events)
+        assert check_event_stream(events)["type"] == "done" and answer_of(events) == "deployed and streaming"
     finally:
         process.terminate()
         try:

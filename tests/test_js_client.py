@@ -14,7 +14,8 @@ from .servers import ROOT, Gunicorn, run_node_tests
 def test_chatstream_js(_standin: StandInServer) -> None:
     node = shutil.which("node")
     assert node, "node is required: install Node.js 20 or newer"
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
     with Gunicorn(env=env) as server:
         output = run_node_tests([node, "--test", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,
                                 standin_url=_standin.url)

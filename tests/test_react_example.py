@@ -14,7 +14,8 @@ EXAMPLE = ROOT / "examples" / "react-rtk-query"
 
 def test_send_message_mutation(_standin: StandInServer) -> None:
     assert (EXAMPLE / "node_modules").is_dir(), "run `npm ci` in examples/react-rtk-query (make test does)"
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
     with Gunicorn(env=env) as server:
         output = run_node_tests(["npx", "vitest", "run", "--reporter=verbose"], cwd=EXAMPLE, server=server,
                                 standin_url=_standin.url)

@@ -10,7 +10,7 @@ export interface Usage {
 }
 
 export type ChatEvent =
-  | { type: "start"; id: string | null; model: string | null }
+  | { type: "start"; id: string | null; model: string | null; stream_id?: string }
   | { type: "delta"; content: string }
   | { type: "refusal"; content: string }
   | { type: "tool_calls"; tool_calls: unknown[] }
@@ -28,7 +28,8 @@ export type ChatBody =
 export interface StreamOptions {
   /** Wire format to ask for. Default "ndjson". */
   format?: Format;
-  /** Aborting it stops reading, closes the connection and throws an AbortError. */
+  /** Aborting it stops reading, asks the server to stop the model (POST <url>/<stream id>/stop),
+   * closes the connection and throws an AbortError. */
   signal?: AbortSignal;
   /** Extra request headers, e.g. Authorization. */
   headers?: Record<string, string>;

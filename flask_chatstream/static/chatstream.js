@@ -27,7 +27,11 @@ export class ChatStreamError extends Error {
   }
 }
 
-/** POST `body` as JSON to `url` and iterate over the answer's events. */
+/** POST `body` as JSON to `url` and iterate over the answer's events.
+ *
+ * Aborting `signal` stops reading, and tells the server to stop the model
+ * (POST <url>/<stream id>/stop): a server that reads on for clients that left
+ * (on_client_leave="finish") then knows this one was stopped on purpose. */
 export async function* streamChat(url, body, options = {}) {
   const { format = "ndjson", signal, headers = {}, fetch: fetchImpl = globalThis.fetch } = options;
   const accept = MEDIA_TYPES[format];
@@ -38,8 +42,19 @@ export async function* streamChat(url, body, options = {}) {
     body: JSON.stringify(body),
     signal,
   });
+  const streamId = response.headers.get("X-Chat-Stream-Id");
+  const stop = () => {
+    const path = url.split("?")[0].replace(/\/$/, "");
+    fetchImpl(`${path}/${encodeURIComponent(streamId)}/stop`, { method: "POST", headers, keepalive: true })
+      .catch(() => {}); // best effort: the closed connection stops it too, unless the server finishes answers
+  };
+  if (streamId && signal) signal.addEventListener("abort", stop, { once: true });
   const read = { text: readText, ndjson: readNDJSON, sse: readSSE }[format];
-  yield* read(response, { signal });
+  try {
+    yield* read(response, { signal });
+  } finally {
+    signal?.removeEventListener("abort", stop);
+  }
 }
 
 /** Throw a ChatStreamError for a non-2xx response, using the JSON error body when there is one. */

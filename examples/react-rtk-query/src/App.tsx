@@ -1,25 +1,51 @@
 import { useRef, useState, type FormEvent } from "react";
-import { errorMessage, useGetConversationQuery, useSendMessageMutation } from "./chatApi";
-
-const CONVERSATION = "main";
+import {
+  errorMessage,
+  newConversationId,
+  useGetConversationQuery,
+  useListConversationsQuery,
+  useSendMessageMutation,
+} from "./chatApi";
 
 export function App() {
-  const { data } = useGetConversationQuery(CONVERSATION);
-  const [sendMessage, { isLoading, error }] = useSendMessageMutation();
+  const [current, setCurrent] = useState(newConversationId);
+  const { data: conversations } = useListConversationsQuery();
+  const { data } = useGetConversationQuery(current);
+  const [sendMessage, { isLoading, error, reset }] = useSendMessageMutation();
   const [prompt, setPrompt] = useState("Explain streaming in one paragraph.");
   const running = useRef<{ abort(): void } | null>(null);
 
   async function onSubmit(event: FormEvent) {
     event.preventDefault();
-    const request = sendMessage({ conversationId: CONVERSATION, content: prompt });
+    const request = sendMessage({ conversationId: current, content: prompt });
     running.current = request;
     await request; // resolves with {data} or {error}; never throws
     running.current = null;
   }
 
+  function open(id: string) {
+    reset();
+    setCurrent(id);
+  }
+
   return (
     <main>
       <h1>React + RTK Query</h1>
+      <nav aria-label="Conversations">
+        <button id="new" type="button" disabled={isLoading} onClick={() => open(newConversationId())}>
+          New chat
+        </button>
+        <ul id="conversations">
+          {conversations?.map((c) => (
+            <li key={c.id}>
+              <button type="button" data-id={c.id} aria-current={c.id === current} disabled={isLoading}
+                onClick={() => open(c.id)}>
+                {c.title || "(untitled)"}
+              </button>
+            </li>
+          ))}
+        </ul>
+      </nav>
       <ol id="messages">
         {data?.messages.map((m) => (
           <li key={m.id} className={`message ${m.role}`} data-status={m.status}>

@@ -1,7 +1,8 @@
-// The sendMessage mutation against the real app (CHATSTREAM_SERVER) and stand-in model
-// (STANDIN_CONTROL), started by tests/test_react_example.py. No fetch or stream is mocked.
+// The API against the real app (CHATSTREAM_SERVER, with its database) and stand-in model
+// (STANDIN_CONTROL), started by tests/test_react_example.py. No fetch or stream is mocked, and no
+// clock decides anything: the stand-in holds answers at a gate until a test releases them.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { chatApi, errorMessage, setChatUrl, type Conversation } from "./chatApi";
+import { chatApi, errorMessage, newConversationId, setApiBase, type Conversation } from "./chatApi";
 import { makeStore, type AppStore } from "./store";
 
 declare const process: { env: Record<string, string | undefined> };
@@ -9,39 +10,53 @@ const SERVER = process.env.CHATSTREAM_SERVER!;
 const CONTROL = process.env.STANDIN_CONTROL!;
 const REPLY = "one two three four five six seven eight";
 
-async function script(settings: object) {
-  await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
-  const response = await fetch(`${CONTROL}/_standin/script`, {
-    method: "PUT",
+async function control(path: string, settings?: object) {
+  const response = await fetch(`${CONTROL}/_standin/${path}`, {
+    method: settings ? "PUT" : "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(settings),
+    body: settings ? JSON.stringify(settings) : undefined,
   });
   expect(response.status).toBe(200);
 }
 
-async function waitForStats(condition: (s: Record<string, number>) => boolean) {
-  for (let i = 0; i < 1500; i++) {
-    const stats = await (await fetch(`${CONTROL}/_standin/stats`)).json();
-    if (condition(stats)) return stats;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error("stand-in condition not met");
+async function script(settings: object) {
+  await control("reset");
+  await control("script", settings);
 }
 
-function conversation(store: AppStore): Conversation {
-  return chatApi.endpoints.getConversation.select("c1")(store.getState()).data!;
+async function stats(): Promise<Record<string, number>> {
+  return (await fetch(`${CONTROL}/_standin/stats`)).json();
+}
+
+async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean): Promise<T> {
+  for (let i = 0; i < 1500; i++) {
+    const value = await get();
+    if (ok(value)) return value;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("condition not met");
 }
 
 let store: AppStore;
+let id: string;
 let unsubscribe: () => void;
 let consoleErrors: unknown[][];
 
-beforeEach(async () => {
-  setChatUrl(`${SERVER}/api/chat`);
-  store = makeStore();
-  const subscription = store.dispatch(chatApi.endpoints.getConversation.initiate("c1"));
-  unsubscribe = subscription.unsubscribe;
+function conversation(): Conversation {
+  return chatApi.endpoints.getConversation.select(id)(store.getState()).data!;
+}
+
+async function subscribe(to: AppStore, conversationId: string) {
+  const subscription = to.dispatch(chatApi.endpoints.getConversation.initiate(conversationId));
   await subscription;
+  return subscription.unsubscribe;
+}
+
+beforeEach(async () => {
+  setApiBase(`${SERVER}/api`);
+  store = makeStore();
+  id = newConversationId();
+  unsubscribe = await subscribe(store, id);
   consoleErrors = [];
   vi.spyOn(console, "error").mockImplementation((...args) => void consoleErrors.push(args));
 });
@@ -53,23 +68,27 @@ afterEach(() => {
   expect(consoleErrors).toEqual([]);
 });
 
+describe("getConversation", () => {
+  it("loads a new conversation as empty, from the server", () => {
+    expect(conversation()).toEqual({ id, messages: [] });
+  });
+});
+
 describe("sendMessage", () => {
-  it("streams deltas into the conversation cache and resolves with the final message", async () => {
-    // The stand-in holds after three words until the test releases it: what the store shows while
-    // it is held is what streamed in before the answer was done. No clock involved.
-    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+  it("streams deltas into the conversation cache, then the cache holds what the server saved", async () => {
     await script({ reply: REPLY, hold_after: 3 });
-    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "count" }));
+    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "count" }));
     const partial = REPLY.split(" ").slice(0, 3).join(" ");
-    while (conversation(store).messages.at(-1)?.content !== partial) await new Promise((r) => setTimeout(r, 10));
-    expect(conversation(store).messages.at(-1)?.status).toBe("streaming");
-    expect((await (await fetch(`${CONTROL}/_standin/stats`)).json()).finished).toBe(0);
-    await fetch(`${CONTROL}/_standin/release`, { method: "POST" });
+    await until(() => conversation().messages.at(-1)?.content, (c) => c === partial);
+    expect(conversation().messages.at(-1)?.status).toBe("streaming");
+    expect((await stats()).finished).toBe(0); // what the store shows came before the upstream was done
+    await control("release");
     const result = await request;
 
     expect(result.data).toMatchObject({ role: "assistant", content: REPLY, status: "complete" });
-    const messages = conversation(store).messages;
-    expect(messages.map((m) => [m.role, m.content, m.status])).toEqual([
+    // invalidated: refetched from the server, whose messages carry the database's ids
+    const saved = await until(conversation, (c) => typeof c.messages.at(-1)?.id === "number");
+    expect(saved.messages.map((m) => [m.role, m.content, m.status])).toEqual([
       ["user", "count", "complete"],
       ["assistant", REPLY, "complete"],
     ]);
@@ -77,11 +96,11 @@ describe("sendMessage", () => {
     expect(JSON.parse(JSON.stringify(state))).toEqual(state);
   });
 
-  it("sends the earlier conversation as history", async () => {
+  it("sends only the new message; the server adds the history", async () => {
     await script({ reply: "first answer" });
-    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "first" }));
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "first" }));
     await script({ reply: "second answer" });
-    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "second" }));
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "second" }));
     const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
     expect(body.messages).toEqual([
       { role: "user", content: "first" },
@@ -92,36 +111,55 @@ describe("sendMessage", () => {
 
   it("returns {error} with the server's status and code for a refused request", async () => {
     await script({ reply: REPLY });
-    const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "   " }));
+    const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "   " }));
     expect(result.error).toEqual({ status: 400, code: "empty_content", message: "messages[0].content must not be empty." });
     expect(errorMessage(result.error)).toBe("messages[0].content must not be empty.");
-    expect(conversation(store).messages.at(-1)).toMatchObject({ status: "error", content: "" });
   });
 
-  it("returns {error} when the stream ends in an error event, keeping the partial text", async () => {
+  it("returns {error} when the stream ends in an error event; the partial answer is saved as such", async () => {
     await script({ reply: REPLY, error_after: 3 });
-    const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "hi" }));
+    const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "hi" }));
     expect(result.error).toMatchObject({ status: "STREAM_ERROR", code: "upstream_error" });
-    expect(conversation(store).messages.at(-1)).toMatchObject({ status: "error", content: "one two three" });
+    const saved = await until(conversation, (c) => typeof c.messages.at(-1)?.id === "number");
+    expect(saved.messages.at(-1)).toMatchObject({ status: "error", content: "one two three" });
   });
 
-  it("stops on promise.abort(), marks the message stopped, and the server closes the upstream", async () => {
-    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+  it("stops on promise.abort(): the server stops the model and saves the message as stopped", async () => {
     await script({ reply: REPLY.repeat(20), hold_after: 1 }); // held after one word: it cannot finish first
-    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: "c1", content: "hi" }));
-    while (!conversation(store).messages.at(-1)?.content) await new Promise((r) => setTimeout(r, 10));
+    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "hi" }));
+    await until(() => conversation().messages.at(-1)?.content, (c) => !!c);
     request.abort();
     const result = await request;
     // RTK settles an aborted mutation at once with its own AbortError...
     expect(result.error).toMatchObject({ name: "AbortError" });
     expect(errorMessage(result.error)).toBe("");
-    // ...while queryFn's reader throws AbortError too and marks the message stopped.
-    while (conversation(store).messages.at(-1)!.status === "streaming") await new Promise((r) => setTimeout(r, 10));
-    const last = conversation(store).messages.at(-1)!;
-    expect(last.status).toBe("stopped");
-    expect(last.content.length).toBeLessThan(REPLY.repeat(20).length);
-    const stats = await waitForStats((s) => s.open === 0);
-    expect(stats.cancelled).toBe(1);
-    expect(stats.finished).toBe(0);
+    // ...chatstream.js tells the server to stop (the example app would otherwise finish the answer
+    // for a reader who left), and the stopped answer is what gets saved.
+    const after = await until(stats, (s) => s.open === 0);
+    expect([after.cancelled, after.finished]).toEqual([1, 0]);
+    expect(conversation().messages.at(-1)).toMatchObject({ status: "stopped", content: "one" });
+    // (an aborted mutation invalidates nothing: ask the server itself what it saved)
+    const saved = await until(
+      async (): Promise<Conversation> => (await fetch(`${SERVER}/api/conversations/${id}`)).json(),
+      (c) => c.messages.at(-1)?.status !== "streaming",
+    );
+    expect(saved.messages.at(-1)).toMatchObject({ role: "assistant", status: "stopped", content: "one" });
+  });
+});
+
+describe("a saved conversation", () => {
+  it("reopens in a fresh store, and is listed", async () => {
+    await script({ reply: "remembered" });
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "remember me" }));
+    const other = makeStore(); // a reload: nothing in memory
+    const stop = await subscribe(other, id);
+    const reopened = chatApi.endpoints.getConversation.select(id)(other.getState()).data!;
+    expect(reopened.messages.map((m) => [m.role, m.content])).toEqual([
+      ["user", "remember me"],
+      ["assistant", "remembered"],
+    ]);
+    stop();
+    const list = await other.dispatch(chatApi.endpoints.listConversations.initiate());
+    expect(list.data?.find((c) => c.id === id)).toMatchObject({ title: "remember me", messages: 2 });
   });
 });

@@ -1,0 +1,43 @@
+"""The streams this process holds, by id: so that a stop asked for on another request finds its stream.
+
+``POST <prefix>/chat/<stream_id>/stop`` comes in on a connection of its own, while the stream's
+relay lives in the request that started it. This registry joins the two, within one worker process;
+a stop that lands on another worker finds nothing here (404), and its stream goes on as if its
+client had left.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+
+class Stoppable(Protocol):
+    def stop(self, reason: str) -> None:
+        """Stop the stream from another request."""
+
+
+class LocalStreams:
+    def __init__(self) -> None:
+        self._streams: dict[str, tuple[Stoppable, str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stream_id: str, stream: Stoppable, owner: str) -> None:
+        with self._lock:
+            self._streams[stream_id] = (stream, owner)
+
+    def discard(self, stream_id: str) -> None:
+        with self._lock:
+            self._streams.pop(stream_id, None)
+
+    def stop(self, stream_id: str, owner: str) -> bool:
+        """Stop the stream if it is here and ``owner`` (the client key) started it."""
+        with self._lock:
+            entry = self._streams.get(stream_id)
+        if entry is None or entry[1] != owner:
+            return False
+        entry[0].stop("stopped")
+        return True
+
+
+STREAMS = LocalStreams()
