@@ -25,19 +25,20 @@ while Stop, which tells the server, stops it).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask, Response, abort, jsonify, send_from_directory
 from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from flask_chatstream import ChatRequest, ChatResult, create_blueprint
+from flask_chatstream import ChatRequest, ChatResult, create_blueprint, parsed_arguments
 
 EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
@@ -75,10 +76,15 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="complete")
     """complete; streaming (its answer is on its way); stopped (its reader stopped it); or error"""
+    tools: Mapped[str | None] = mapped_column(Text, default=None)
+    """The tools the server ran for this answer, as JSON: [{id, name, arguments, output | error}]."""
 
 
 def _message(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "role": m.role, "content": m.content, "status": m.status}
+    message: dict[str, Any] = {"id": m.id, "role": m.role, "content": m.content, "status": m.status}
+    if m.tools:
+        message["tools"] = json.loads(m.tools)
+    return message
 
 
 class Store:
@@ -117,11 +123,12 @@ class Store:
             conversation.messages += [Message(role="user", content=question), answer]
         return answer.id
 
-    def finish(self, message_id: int, text: str, status: str) -> None:
+    def finish(self, message_id: int, text: str, status: str, tools: list[dict[str, Any]]) -> None:
         with self.session.begin() as session:
             answer = session.get(Message, message_id)
             if answer is not None:
                 answer.content, answer.status = text, status
+                answer.tools = json.dumps(tools) if tools else None
 
     def list(self) -> list[dict[str, Any]]:
         with self.session() as session:
@@ -148,8 +155,18 @@ class Store:
 # ---- the app -------------------------------------------------------------------------------------
 
 
+def demo_tool_calls(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The offline demo model calls the example's tool when asked for the time (and no result is in yet)."""
+    last = messages[-1] if messages else {}
+    if last.get("role") == "user" and "time" in str(last.get("content", "")).lower():
+        return [{"name": "current_time", "arguments": {"zone": "UTC"}}]
+    return None
+
+
 def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
     """A deterministic answer that shows the stream working end to end."""
+    if messages and messages[-1].get("role") == "tool":
+        return f"The server's clock says {messages[-1].get('content')}. (That came from a tool the model called.)"
     asked = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     asked = " ".join(asked.split())[:200]
     earlier = sum(1 for m in messages if m.get("role") == "user") - 1
@@ -175,7 +192,8 @@ def create_app() -> Flask:
     if demo:
         from flask_chatstream.testing import Script, StandInServer
 
-        upstream = StandInServer(Script(reply=demo_reply, first_delay=0.3, delay=0.04)).start()
+        upstream = StandInServer(Script(reply=demo_reply, tool_calls=demo_tool_calls, first_delay=0.3,
+                                        delay=0.04)).start()
         options = {"api_key": "offline-demo", "base_url": upstream.url, "model": DEMO_MODEL}
         log.warning("DEMO MODE: no OPENAI_API_KEY, answers come from the offline demo model at %s", upstream.url)
 
@@ -204,7 +222,20 @@ def create_app() -> Flask:
         answer_id = result.request.context.get("answer_id")
         if answer_id is not None:
             status = {"done": "complete", "error": "error"}.get(result.outcome, "stopped")
-            store.finish(answer_id, result.text, status)
+            tools = [{"id": c.id, "name": c.name, "arguments": parsed_arguments(c.arguments),
+                      **({"error": c.error} if c.error is not None else {"output": c.output})}
+                     for c in result.tool_calls]
+            store.finish(answer_id, result.text, status, tools)
+
+    @chat.tool
+    def current_time(zone: Literal["UTC", "local"] = "UTC") -> str:
+        """The server's current date and time, in ISO 8601. A harmless tool, to show the loop.
+
+        Args:
+            zone: UTC, or the server's local time.
+        """
+        now = datetime.now(timezone.utc)
+        return (now if zone == "UTC" else now.astimezone()).isoformat(timespec="seconds")
 
     app.register_blueprint(chat, url_prefix="/api")
 

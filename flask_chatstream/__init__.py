@@ -9,6 +9,7 @@ from ._blueprint import ChatBlueprint, create_blueprint
 from ._upstream import warm_up
 from ._config import ConfigError, Options, Settings
 from ._hooks import ChatRequest, ChatResult, ToolCall
+from ._tools import ToolError, parsed_arguments
 from ._errors import (
     ChatStreamError,
     MethodNotAllowed,
@@ -43,6 +44,7 @@ __all__ = [
     "Settings",
     "TooManyStreams",
     "ToolCall",
+    "ToolError",
     "UnsupportedMediaType",
     "UpstreamAuthError",
     "UpstreamError",
@@ -53,5 +55,6 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "create_blueprint",
+    "parsed_arguments",
     "warm_up",
 ]

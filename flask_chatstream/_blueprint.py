@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
@@ -33,11 +33,12 @@ from werkzeug.exceptions import HTTPException
 from ._config import Options, Settings, resolve
 from ._errors import ChatStreamError, MethodNotAllowed, RequestError, RequestTimeout, RequestTooLarge
 from ._policy import StreamLimit
-from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatResult, run_before_upstream
+from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
 from ._relay import ClientGone, Relay
-from ._request import check_content_type, choose_format, parse_chat_request
+from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._server import check_server
 from ._store import STREAMS
+from ._tools import Tool, make_tool
 from ._upstream import Upstream
 from ._watchdog import WATCHDOG, Deadline
 
@@ -79,6 +80,33 @@ class ChatBlueprint(Blueprint):
         super().__init__(name, import_name)
         self.before_upstream_funcs: list[BeforeUpstream] = []
         self.after_stream_funcs: list[AfterStream] = []
+        self.tools: dict[str, Tool] = {}
+        """The server-side tools, by name: every request offers them to the model."""
+
+    @overload
+    def tool(self, f: F) -> F: ...
+    @overload
+    def tool(self, f: None = None, *, name: str | None = None, description: str | None = None,
+             strict: bool = False) -> Callable[[F], F]: ...
+
+    def tool(self, f: F | None = None, *, name: str | None = None, description: str | None = None,
+             strict: bool = False) -> F | Callable[[F], F]:
+        """Register a Python function the model may call, run in the worker while the stream stays open.
+
+        Its schema comes from its signature and docstring (``name``, ``description`` and
+        ``strict=True``, OpenAI's strict schema mode, override). A parameter annotated
+        ``ChatRequest`` gets the request. Raise ``ToolError("...")`` to tell the model what went
+        wrong; anything else it raises reaches the model only as "The tool failed."
+        """
+
+        def register(function: F) -> F:
+            tool = make_tool(function, name=name, description=description, strict=strict)
+            if tool.name in self.tools:
+                raise ValueError(f"A tool named {tool.name!r} is already registered on this blueprint.")
+            self.tools[tool.name] = tool
+            return function
+
+        return register(f) if f is not None else register
 
     def before_upstream(self, f: B) -> B:
         """Register a function to run before each upstream call, in the request context.
@@ -104,6 +132,7 @@ class ChatBlueprint(Blueprint):
 
 B = TypeVar("B", bound=BeforeUpstream)
 A = TypeVar("A", bound=AfterStream)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -232,8 +261,12 @@ def _stream() -> Response:
     chat = parse_chat_request(_read_body(settings, client), settings)
     owner = state.client_key()
     release = state.limit.acquire(owner)
+    tools = state.blueprint.tools
+    if tools:
+        chat.params["tools"] = [tool.definition() for tool in tools.values()]  # hooks may change these
     try:
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
+        check_tool_history(chat)
     except BaseException:
         release()
         raise
@@ -252,7 +285,7 @@ def _stream() -> Response:
         release()
         raise
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
-                  on_close=release, on_end=after)
+                  on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open)
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:
@@ -265,6 +298,12 @@ def _stream() -> Response:
     # wrapper runs per chunk.
     return _StreamResponse(relay, content_type=fmt.mimetype, headers={**STREAM_HEADERS, "X-Chat-Stream-Id": stream_id},
                            direct_passthrough=True)
+
+
+def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
+    """The server-side tools this request offers the model (a hook may have taken some away)."""
+    offered = {d.get("function", {}).get("name") for d in chat.params.get("tools") or () if isinstance(d, dict)}
+    return {name: tool for name, tool in tools.items() if name in offered}
 
 
 def _stop(stream_id: str) -> Response:

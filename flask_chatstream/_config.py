@@ -47,6 +47,8 @@ class Options(TypedDict, total=False):
     on_client_leave: str
     max_finishing_streams: int
     allow_image_urls: bool
+    tool_timeout: float
+    max_tool_steps: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class Settings:
     """With ``"finish"``: how many streams one worker reads on for clients that left; beyond it, stop."""
     allow_image_urls: bool = False
     """Let clients send images as remote (https:) URLs, which the provider fetches; else data: URLs only."""
+    tool_timeout: float = 30.0
+    """Longest one call of a server-side tool may take; past it the model gets an error for that call."""
+    max_tool_steps: int = 5
+    """Most model calls for one answer when the model calls server-side tools."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -196,6 +202,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "on_client_leave": _on_client_leave,
     "max_finishing_streams": _count_or_zero,
     "allow_image_urls": _flag,
+    "tool_timeout": _seconds,
+    "max_tool_steps": _positive_int,
 }
 _SECRETS = frozenset({"api_key"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}

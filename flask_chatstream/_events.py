@@ -5,14 +5,16 @@ Events are plain dicts, ready for the encoders:
     {"type": "start", "id": ..., "model": ..., "stream_id": ...}
     {"type": "delta", "content": "..."}
     {"type": "refusal", "content": "..."}
-    {"type": "tool_calls", "tool_calls": [...]}        # the upstream's deltas, as sent
+    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # made by the relay, once whole
+    {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's result
     {"type": "done", "finish_reason": "stop", "usage": {...} | None}
     {"type": "error", "error": {"code": ..., "message": ...}}
     {"type": "ping"}
 
 Content deltas that arrive in one network read are merged into one ``delta``
 event: the text is the same, and the client gets fewer, larger writes. Nothing
-is dropped: refusals and tool-call deltas become events of their own, in order.
+is dropped: refusals become events of their own, in order, and tool-call fragments are
+assembled (``tool_calls()``) for the relay, which sends each call once it is whole.
 
 Only choice 0 is relayed. A request never asks for more (``n`` is not sent), and an
 upstream that sends other choices anyway has them ignored rather than mixed in.
@@ -56,10 +58,11 @@ class Translator:
     __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker", "stream_id",
                  "_text", "_refusal", "_calls")
 
-    def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None) -> None:
+    def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None, started: bool = False) -> None:
         self.stream_id = stream_id
         self.id: str | None = None
-        self.started = False
+        self.started = started
+        """Set for the model calls after the first (tools): their stream has no ``start`` of its own."""
         self.finished = False
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -148,9 +151,7 @@ class Translator:
             if tool_calls:
                 if not isinstance(tool_calls, list):
                     raise _Malformed()
-                self._flush(text, events)
-                self._assemble(tool_calls)
-                events.append({"type": "tool_calls", "tool_calls": tool_calls})
+                self._assemble(tool_calls)  # the relay tells the client once each call is whole
         finish_reason = choice.get("finish_reason")
         if finish_reason:
             if not isinstance(finish_reason, str):

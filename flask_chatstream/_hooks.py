@@ -51,12 +51,16 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One tool call of the answer, assembled from its streamed fragments."""
+    """One tool call of the answer, assembled from its streamed fragments, and what came of it."""
 
     id: str
     name: str
     arguments: str
     """The arguments as the model wrote them: a JSON text, not yet parsed or checked."""
+    output: Any = None
+    """What a server-side tool returned (``None`` for a client-side tool, or one that failed)."""
+    error: str | None = None
+    """Why a server-side tool gave no output: the error text the model got instead."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,11 @@ class ChatResult:
     text: str = ""
     refusal: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    """Every call of every step, with the results of the server-side ones."""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
-    """The upstream's whole usage object (clients get the token counts only)."""
+    """The upstream's whole usage object (clients get the token counts only); with tools, the token
+    counts summed over every model call of the answer."""
     error: ChatStreamError | None = None
     delivered: bool = False
     """Did the client receive the end of the stream: its terminal event, or all of the text?"""

@@ -23,17 +23,18 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from ._config import Settings
 from ._errors import ChatStreamError, StreamAborted, UpstreamMalformed, UpstreamRejected, UpstreamTimeout
-from ._events import Event, Translator, error_event
+from ._events import Event, error_event
 from ._formats import TEXT, Format
 from ._gevent import poll_now
-from ._hooks import ChatRequest, ChatResult, ToolCall
-from ._sse import SSEParser
+from ._answer import Answer
+from ._hooks import ChatRequest, ChatResult
+from ._tools import Tool, run_calls
 from ._transport import shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
 from ._store import STREAMS
@@ -47,6 +48,8 @@ HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
 
 GONE = ("client_left", "client_stalled", "stopped")
 """Stop reasons after which nothing more is written to the client."""
+
+_NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
 
 _finishing = 0
 """Streams of this process reading on after their client left (``on_client_leave="finish"``)."""
@@ -74,6 +77,8 @@ class Relay:
         owner: str = "",
         on_close: Callable[[], None] | None = None,
         on_end: Callable[[ChatResult], None] | None = None,
+        tools: Mapping[str, Tool] | None = None,
+        reopen: Callable[[ChatRequest], UpstreamStream] | None = None,
     ) -> None:
         self.stream = stream
         self.fmt = fmt
@@ -83,6 +88,14 @@ class Relay:
         """Called once with the ``ChatResult`` after the client has its last byte (``after_stream``)."""
         self.chat = chat
         self.id = stream_id
+        self._tools = tools or {}
+        self._tool_timeout = settings.tool_timeout
+        self._reopen = reopen
+        self._request = chat
+        """The request of the current model call: the first one's, then with the tool turns added."""
+        self._next: ChatRequest | None = None
+        """The request of the next model call, once a turn of tools has run."""
+        self._tools_running = False
         self.started_at = datetime.now(timezone.utc)
         self._finish_after_leave = settings.on_client_leave == "finish"
         self._max_finishing = settings.max_finishing_streams
@@ -121,8 +134,9 @@ class Relay:
         self.ended = 0.0
         self._writing = threading.Lock()
         self._state = threading.Lock()
-        self._parser = SSEParser(settings.max_event_bytes)
-        self._translator = Translator(expect_usage=settings.include_usage, stream_id=stream_id or None)
+        self._answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
+                              stream_id=stream_id or None, server_tools=self._tools.keys(),
+                              max_tool_steps=settings.max_tool_steps)
         self._reader = _Reader(iter(stream))
         self._body = self._run()
         WATCHDOG.watch(self)
@@ -143,7 +157,7 @@ class Relay:
         """
         deadline = time.monotonic() + wait
         pieces = []
-        while not (self.visible or self._ended()):
+        while not (self.visible or self._ended() or self._answer.turn is not None):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -178,7 +192,7 @@ class Relay:
                     self._wrote = True
                 if self._ended():
                     break
-                out = self._advance() or b""
+                out = self._step()
             if self.stop_reason in GONE:
                 # Nobody is listening, or a client that only half-closed: either way no terminator,
                 # so a cut answer never looks complete.
@@ -196,13 +210,20 @@ class Relay:
         finally:
             self._finish()
 
+    def _step(self) -> bytes:
+        """One move of the answer: open the next model call, run a turn of tools, or read."""
+        if self._next is not None:
+            return self._open_next()
+        if self._answer.turn is not None:
+            return self._run_turn()
+        return self._advance() or b""
+
     def _advance(self, timeout: float | None = None) -> bytes | None:
         """Read once and translate: the bytes to send (maybe none), or None if ``timeout`` passed."""
         try:
             data = self._reader.next(timeout)
         except StopIteration:
-            last = self._translator.feed(self._parser.close())
-            return self._encode(last + self._translator.end_of_stream())
+            return self._encode(self._answer.end_of_stream())
         except Stopped as stopped:
             self._stopped(stopped.reason)
             return b""
@@ -214,25 +235,19 @@ class Relay:
         if self.stream.stopped is not None:
             self._stopped(self.stream.stopped)
             return b""
-        payloads = self._parser.feed(data)
-        events: list[Event] = []
-        if payloads:
+        events, data_event = self._answer.feed(data)
+        if data_event:
             self.last_event = time.monotonic()
-            events = self._translator.feed(payloads)
-        out = self._encode(events)
-        if self._parser.too_large and self.error is None:
-            self.error = UpstreamMalformed(
-                f"The model provider sent an event larger than {self._parser.max_event_bytes} bytes.")
-        return out
+        return self._encode(events)
 
     def _encode(self, events: list[Event]) -> bytes:
-        if self._translator.error is not None:
-            self.error = self._translator.error
+        if self._answer.error is not None and self.error is None:
+            self.error = self._answer.error
         if not events:
             return b""
-        if self.fmt is TEXT:
+        if self.fmt is TEXT and self._answer.turn is None:
             for i, each in enumerate(events):
-                if each["type"] == "tool_calls":
+                if each["type"] == "tool_call":  # for the client to run: text has no way to say so
                     self.error = UpstreamRejected(
                         "The model answered with a tool call, which text/plain cannot carry. "
                         "Ask for application/x-ndjson or text/event-stream.", code="tool_calls_need_events")
@@ -242,12 +257,58 @@ class Relay:
             self.visible = any(event["type"] != "start" for event in events)
         return self.fmt.encode(events) if events else b""
 
+    # -- tools -----------------------------------------------------------------------------------
+
+    def _run_turn(self) -> bytes:
+        """Run the model's calls of server-side tools, and line up the next model call."""
+        calls = self._answer.turn or []
+        self._tools_running = True
+        try:
+            runs = run_calls(self._tools, calls, self._request or _NO_REQUEST, self._tool_timeout,
+                             stopped=lambda: self._gone)
+        finally:
+            self._tools_running = False
+            self.last_event = time.monotonic()
+        if self._gone:
+            return b""  # the client left: no more model calls on its account
+        events = self._answer.results(runs)
+        self._next = self._answer.next_request(self._request or _NO_REQUEST, runs)
+        return self._encode(events)
+
+    def _open_next(self) -> bytes:
+        assert self._next is not None and self._reopen is not None
+        request, self._next = self._next, None
+        if self._gone:
+            return b""
+        try:
+            stream = self._reopen(request)
+        except ChatStreamError as error:
+            self.error = error
+            return b""
+        with self._state:
+            finished, self.stream = self.stream, stream
+        finished.finish(self._tail(), FINISH_WAIT)  # its connection, back for the next request
+        self._request = request
+        self._answer.next_call()
+        self._reader = _Reader(iter(stream))
+        self.last_event = time.monotonic()
+        return b""
+
+    @property
+    def _gone(self) -> bool:
+        """The client left (and the answer is not being finished for it), or stopped the stream."""
+        return self.stop_reason == "stopped" or (self.stop_reason in GONE and not self.finishing)
+
+    def _tail(self) -> int:
+        """How much may be left of a finished model call's body: nothing after ``[DONE]``, else that line."""
+        return 0 if self._answer.marker else len(b"data: [DONE]\n\n")
+
     def _stopped(self, reason: str) -> None:
         if reason == "timeout":
             self.error = UpstreamTimeout(STALLED)
 
     def _ended(self) -> bool:
-        return self._translator.finished or self.error is not None or self.stop_reason in GONE
+        return self._answer.finished or self.error is not None or self.stop_reason in GONE
 
     def close(self) -> None:
         """The server is done with the body, perhaps because the client left: stop the upstream.
@@ -262,7 +323,7 @@ class Relay:
             return  # the finisher reads the rest, then ends
         if self._reusable:
             self._reusable = False
-            self.stream.finish(0 if self._translator.marker else len(b"data: [DONE]\n\n"), FINISH_WAIT)
+            self.stream.finish(self._tail(), FINISH_WAIT)
         self._end()
 
     def _finish(self) -> None:
@@ -286,7 +347,7 @@ class Relay:
     def _should_finish_reading(self) -> bool:
         """``on_client_leave="finish"``: the client left an answer that was going well, and there is room."""
         global _finishing
-        if not self._finish_after_leave or self._translator.finished or self.error is not None:
+        if not self._finish_after_leave or self._answer.finished or self.error is not None:
             return False
         if self.stop_reason == "stopped":
             return False
@@ -295,7 +356,7 @@ class Relay:
         with _finishing_lock:
             if _finishing >= self._max_finishing:
                 log.info("stream id=%s: %d streams are already finishing for clients that left; stopping this one",
-                         self._translator.id, _finishing)
+                         self._answer.completion_id, _finishing)
                 return False
             _finishing += 1
         return True
@@ -304,16 +365,16 @@ class Relay:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
         global _finishing
         try:
-            while not (self._translator.finished or self.error is not None or self.stop_reason == "stopped"):
-                self._advance()
+            while not (self._answer.finished or self.error is not None or self.stop_reason == "stopped"):
+                self._step()
         finally:
             with _finishing_lock:
                 _finishing -= 1
             with self._state:
                 self.active = False
             self._release()
-            if self._translator.finished:
-                self.stream.finish(0 if self._translator.marker else len(b"data: [DONE]\n\n"), FINISH_WAIT)
+            if self._answer.finished:
+                self.stream.finish(self._tail(), FINISH_WAIT)
             self._end()
 
     def _release(self) -> None:
@@ -323,10 +384,10 @@ class Relay:
         self.ended = time.monotonic()
         if self._reader.pending:
             self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
-        if self._translator.finished and not self.finishing and self.stop_reason is None \
+        if self._answer.finished and not self.finishing and self.stop_reason is None \
                 and not self._reader.pending:
             self._reusable = True  # close() finishes the upstream body
-        elif not (self.finishing and self._translator.finished):
+        elif not (self.finishing and self._answer.finished):
             self.stream.close()
         self._log()
 
@@ -336,41 +397,36 @@ class Relay:
         if on_end is not None:
             on_end(self.result())
 
+    def _outcome(self) -> str:
+        if self._answer.finished:
+            return "done"
+        if self.error is not None:
+            return "error"
+        return self.stop_reason if self.stop_reason in GONE else "client_left"
+
     def result(self) -> ChatResult:
-        translator = self._translator
-        if translator.finished:
-            outcome = "done"
-        elif self.error is not None:
-            outcome = "error"
-        elif self.stop_reason in ("client_stalled", "stopped"):
-            outcome = self.stop_reason
-        else:
-            outcome = "client_left"
-        calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls())
+        answer = self._answer
         return ChatResult(
-            id=self.id, request=self.chat or ChatRequest(messages=[], model="", max_tokens=0), outcome=outcome,
-            text=translator.text, refusal=translator.refusal, tool_calls=calls,
-            finish_reason=translator.finish_reason, usage=translator.usage, error=self.error,
-            delivered=self._delivered, started_at=self.started_at,
-            duration=(self.ended or time.monotonic()) - self.started, completion_id=translator.id,
+            id=self.id, request=self.chat or _NO_REQUEST, outcome=self._outcome(), text=answer.text,
+            refusal=answer.refusal, tool_calls=answer.tool_calls, finish_reason=answer.finish_reason,
+            usage=answer.usage, error=self.error, delivered=self._delivered, started_at=self.started_at,
+            duration=(self.ended or time.monotonic()) - self.started, completion_id=answer.completion_id,
         )
 
     def _log(self) -> None:
-        translator = self._translator
-        if translator.finished:
-            outcome = "done"
-        elif self.error is not None:
+        answer = self._answer
+        outcome = self._outcome()
+        if outcome == "error" and self.error is not None:
             outcome = self.error.code
-        else:
-            outcome = self.stop_reason if self.stop_reason in GONE else "client_left"
         if self.finishing:
             outcome += "_after_client_left"
-        usage = translator.usage or {}
+        usage = answer.usage or {}
         log.info(
-            "stream id=%s outcome=%s format=%s chunks=%d duration_ms=%d finish_reason=%s "
+            "stream id=%s outcome=%s format=%s chunks=%d steps=%d duration_ms=%d finish_reason=%s "
             "prompt_tokens=%s completion_tokens=%s",
-            translator.id, outcome, self.fmt.name, translator.chunks, (time.monotonic() - self.started) * 1000,
-            translator.finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+            answer.completion_id, outcome, self.fmt.name, answer.chunks, answer.steps,
+            (time.monotonic() - self.started) * 1000, answer.finish_reason, usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
         )
 
     # -- what the watchdog asks ------------------------------------------------------------------
@@ -381,7 +437,7 @@ class Relay:
         if not self.active:
             return
         if self.finishing:  # nobody to watch on the client's side; the read timeout still holds
-            if now - self.last_event > self._read_timeout:
+            if now - self.last_event > self._read_timeout and not self._tools_running:
                 with self._state:
                     if self.active:
                         self.stream.stop("timeout")
@@ -394,7 +450,7 @@ class Relay:
             self._stop("client_left")
         elif client_events & HALF_CLOSED and not self._half_closed:
             self._half_closed_client(now, previous)
-        elif now - self.last_event > self._read_timeout:
+        elif now - self.last_event > self._read_timeout and not self._tools_running:
             self._stop("timeout")
         elif self._heartbeat and now - self.last_sent >= self._heartbeat:
             self._ping(now)

@@ -88,7 +88,9 @@ def _message(item: Any, index: int, settings: Settings) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise RequestError(f'{where} must be an object with "role" and "content".')
     role, content = item.get("role"), item.get("content")
-    allowed = ("user", "assistant", "system") if settings.allow_system_role else ("user", "assistant")
+    allowed = ("user", "assistant", "tool", "system") if settings.allow_system_role else ("user", "assistant", "tool")
+    if role == "tool" or (role == "assistant" and item.get("tool_calls") is not None):
+        return _tool_message(item, where, settings)
     if role not in allowed:
         if role == "system":
             raise RequestError(f"{where}: the system role is not allowed here.", code="role_not_allowed")
@@ -156,6 +158,55 @@ def _image(value: Any, where: str, settings: Settings) -> dict[str, str]:
             raise RequestError(f'{where}.image_url.detail must be "auto", "low" or "high".')
         image["detail"] = detail
     return image
+
+
+def _tool_message(item: dict[str, Any], where: str, settings: Settings) -> dict[str, Any]:
+    """Tool use in the history: an assistant's ``tool_calls``, or a ``tool`` message with a result.
+    Their tools are checked against what the request offers once the hooks have run
+    (``check_tool_history``)."""
+    content = item.get("content")
+    if item["role"] == "tool":
+        call_id = item.get("tool_call_id")
+        if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
+            raise RequestError(f"{where}.tool_call_id must be a string.", code="invalid_tool_message")
+        if not isinstance(content, str):
+            raise RequestError(f"{where}.content must be a string: the tool's result.", code="invalid_tool_message")
+        _check_length(content, where, settings)
+        return {"role": "tool", "tool_call_id": call_id, "content": content}
+    calls = item["tool_calls"]
+    if not isinstance(calls, list) or not 0 < len(calls) <= MAX_PARTS:
+        raise RequestError(f"{where}.tool_calls must be a list of 1 to {MAX_PARTS} calls.", code="invalid_tool_message")
+    if content is not None and not isinstance(content, str):
+        raise RequestError(f"{where}.content must be a string or null.", code="invalid_tool_message")
+    checked = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and call.get("type", "function") == "function"
+                and isinstance(function.get("name"), str) and isinstance(function.get("arguments"), str)):
+            raise RequestError(f'{where}.tool_calls[{number}] must be {{"id", "type": "function", '
+                               f'"function": {{"name", "arguments"}}}} with strings.', code="invalid_tool_message")
+        _check_length(function["arguments"], where, settings)
+        checked.append({"id": call["id"], "type": "function",
+                        "function": {"name": function["name"], "arguments": function["arguments"]}})
+    return {"role": "assistant", "content": content or None, "tool_calls": checked}
+
+
+def check_tool_history(chat: ChatRequest) -> None:
+    """Tool use in the history must be of tools this request offers (``params["tools"]``, after the
+    hooks), and every tool result must answer a call made before it."""
+    offered = {d["function"].get("name") for d in chat.params.get("tools") or ()
+               if isinstance(d, dict) and isinstance(d.get("function"), dict)}
+    calls: set[str] = set()
+    for index, message in enumerate(chat.messages):
+        for call in message.get("tool_calls") or ():
+            name = call["function"]["name"]
+            if name not in offered:
+                raise RequestError(f"messages[{index}] calls a tool that is not offered here: {name!r}.",
+                                   code="unknown_tool")
+            calls.add(call["id"])
+        if message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+            raise RequestError(f"messages[{index}] answers a tool call that is not in the conversation before it.",
+                               code="invalid_tool_message")
 
 
 def _check_length(text: str, where: str, settings: Settings) -> None:

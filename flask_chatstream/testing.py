@@ -90,6 +90,13 @@ class Script:
     """Send each piece for this many choices (``n``), interleaved; choice k > 0 gets ``[k]`` before it."""
     usage_extra: dict[str, Any] | None = None
     """Fields a provider adds to ``usage`` (LiteLLM's ``cost``, say)."""
+    tool_calls: list[dict[str, Any]] | Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]] | None] | None = None
+    """Call tools instead of answering: ``[{"name": ..., "arguments": {...}}, ...]`` (several are
+    parallel calls in one turn); once the conversation ends with the tools' results (``tool``
+    messages), it answers with ``reply`` instead, which may read them from the messages. Or a
+    function of the messages that returns such a list, or ``None`` to answer."""
+    tool_fragments: int = 3
+    """Stream each call's arguments in this many pieces, as models do."""
 
 
 @dataclass
@@ -307,8 +314,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, script: Script, body: dict[str, Any]) -> None:
         messages = body.get("messages") or []
-        reply = script.reply(messages) if callable(script.reply) else script.reply
-        pieces = split_reply(reply, script.chunks)
         self.send_response(200)
         self.send_header("Content-Type", script.content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -333,6 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
             return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
         send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        calls = self._tool_calls(script, messages)
+        if calls:
+            return self._call_tools(calls, script, chunk, send, body, messages)
+        reply = script.reply(messages) if callable(script.reply) else script.reply
+        pieces = split_reply(reply, script.chunks)
         if script.giant_line is not None:
             send(b"data: ")
             for start in range(0, script.giant_line, 65536):
@@ -361,21 +371,50 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Cut()
         if script.hold_after is not None and script.hold_after >= len(pieces):
             self._hold()
-        send(b"".join(chunk({}, script.finish_reason, index=k) for k in range(script.choices)))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
-            usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces),
-                     "total_tokens": prompt + len(pieces), **(script.usage_extra or {})}
-            event = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "system_fingerprint": "fp_standin", "choices": [], "usage": usage}
-            send(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
-        send(b"data: [DONE]\n\n")
+        self._finish(script, chunk, send, body, messages, len(pieces), script.finish_reason, script.choices)
         if script.after_done == "hold":
             self._wait(3600)
         elif script.after_done == "data":
             while True:
                 send(chunk({"content": " and more"}))
                 self._wait(0.02)
+        self._end()
+
+    def _finish(self, script: Script, chunk: Callable[..., bytes], send: Callable[[bytes], None],
+                body: dict[str, Any], messages: list[Any], completion_tokens: int, reason: str, choices: int) -> None:
+        """The finish_reason chunk, the usage chunk if it was asked for, and [DONE]."""
+        send(b"".join(chunk({}, reason, index=k) for k in range(choices)))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt + completion_tokens, **(script.usage_extra or {})}
+            event = {"id": "chatcmpl-usage", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": str(body.get("model")), "choices": [], "usage": usage}
+            send(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+        send(b"data: [DONE]\n\n")
+
+    @staticmethod
+    def _tool_calls(script: Script, messages: list[Any]) -> list[dict[str, Any]] | None:
+        if callable(script.tool_calls):
+            return script.tool_calls(messages)  # it decides, from the messages
+        if script.tool_calls is None or messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+            return None  # no tools, or the results are in: answer
+        return script.tool_calls
+
+    def _call_tools(self, calls: list[dict[str, Any]], script: Script, chunk: Callable[..., bytes],
+                    send: Callable[[bytes], None], body: dict[str, Any], messages: list[Any]) -> None:
+        """Stream tool calls as OpenAI does: per call, its id and name, then its arguments in pieces."""
+        for index, call in enumerate(calls):
+            arguments = call.get("arguments", {})
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
+            self._wait(script.first_delay if index == 0 else script.delay)
+            send(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                        "function": {"name": call["name"], "arguments": ""}}]}))
+            size = max(1, -(-len(text) // max(1, script.tool_fragments)))
+            for start in range(0, len(text), size):
+                send(chunk({"tool_calls": [{"index": index, "function": {"arguments": text[start:start + size]}}]}))
+        self._finish(script, chunk, send, body, messages, len(calls), "tool_calls", 1)
         self._end()
 
     def _sender(self, write_size: int | None) -> Callable[[bytes], None]:

@@ -206,3 +206,30 @@ def test_react_reopens_a_saved_conversation(react_page: Page, upstream: StandInS
     react_page.locator("#conversations button", has_text="Remember this in React").first.click()
     expect(react_page.locator(".message.user .content")).to_have_text(["Remember this in React"])
     expect(react_page.locator(".message.assistant .content")).to_have_text(["kept for later"])
+
+
+# ---- tools, as they happen -------------------------------------------------------------------------------
+
+
+def said_by_tool(messages: list[dict[str, object]]) -> str:
+    return f"The clock said {messages[-1]['content']}."
+
+
+def test_demo_page_shows_a_tool_call_as_it_happens(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=said_by_tool, tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    page.goto(server.url + "/")
+    page.fill("#prompt", "What time is it?")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("Done (stop).")
+    tool = page.locator("#messages li.tool")
+    expect(tool).to_contain_text('current_time({"zone":"UTC"}) → "20')  # the server's own clock
+    expect(page.locator("#messages li.assistant")).to_contain_text("The clock said 20")
+
+
+def test_react_shows_a_tool_call(react_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=said_by_tool, tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    react_page.fill("#prompt", "What time is it?")
+    react_page.click("#send")
+    assistant = react_page.locator(".message.assistant")
+    expect(assistant.locator(".tool")).to_contain_text('current_time({"zone":"UTC"}) → "20')
+    expect(assistant.locator(".content")).to_contain_text("The clock said 20")

@@ -167,3 +167,12 @@ def wait_for_answer(client: Any, conversation_id: str) -> dict[str, Any]:
             return last
         assert time.monotonic() < deadline, last
         time.sleep(0.02)
+
+
+def test_the_offline_demo_calls_its_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = load_example(monkeypatch).test_client()
+    response = client.post("/api/chat?format=ndjson", json={"content": "What time is it?"}, buffered=True)
+    events = ndjson_events(response.data)
+    call, result = [e for e in events if e["type"] in ("tool_call", "tool_result")]
+    assert (call["name"], call["arguments"]) == ("current_time", {"zone": "UTC"})
+    assert answer_of(events) == f"The server's clock says {result['output']}. (That came from a tool the model called.)"

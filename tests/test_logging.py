@@ -11,7 +11,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 
-LINE = re.compile(r"stream id=(\S+) outcome=(\S+) format=(\S+) chunks=(\d+) duration_ms=(\d+) "
+LINE = re.compile(r"stream id=(\S+) outcome=(\S+) format=(\S+) chunks=(\d+) steps=\d+ duration_ms=(\d+) "
                   r"finish_reason=(\S+) prompt_tokens=(\S+) completion_tokens=(\S+)")
 
 

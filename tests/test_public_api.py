@@ -7,9 +7,9 @@ from flask_chatstream import ChatStreamError, RequestError, UpstreamError
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "ToolCall", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
-        "UpstreamUnavailable", "create_blueprint", "warm_up",
+        "UpstreamUnavailable", "create_blueprint", "parsed_arguments", "warm_up",
     ]
     for name in flask_chatstream.__all__:
         assert hasattr(flask_chatstream, name)

@@ -13,7 +13,8 @@ export type ChatEvent =
   | { type: "start"; id: string | null; model: string | null; stream_id?: string }
   | { type: "delta"; content: string }
   | { type: "refusal"; content: string }
-  | { type: "tool_calls"; tool_calls: unknown[] }
+  | { type: "tool_call"; id: string; name: string; arguments: unknown }
+  | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string }
   | { type: "done"; finish_reason: string | null; usage: Usage | null };
 
 export interface ChatMessage {

@@ -201,3 +201,16 @@ test("a custom fetch and extra headers are used", async () => {
   assert.equal(calls[0]["X-Trace"], "1");
   assert.equal(calls[0].Accept, "application/x-ndjson");
 });
+
+for (const format of ["ndjson", "sse"]) {
+  test(`${format}: a server-side tool's call and result come through as events`, async () => {
+    await script({ reply: "The answer uses the tool.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
+    const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "time?" }, { format }));
+    assert.deepEqual(events.map((e) => e.type), ["start", "tool_call", "tool_result", "delta", "done"]);
+    const [, call, result] = events;
+    assert.deepEqual([call.name, call.arguments], ["current_time", { zone: "UTC" }]);
+    assert.equal(result.id, call.id);
+    assert.match(result.output, /^\d{4}-\d\d-\d\dT/);
+    assert.equal(text(events), "The answer uses the tool.");
+  });
+}

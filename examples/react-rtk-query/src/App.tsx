@@ -49,6 +49,12 @@ export function App() {
       <ol id="messages">
         {data?.messages.map((m) => (
           <li key={m.id} className={`message ${m.role}`} data-status={m.status}>
+            {m.tools?.map((t) => (
+              <div key={t.id} className="tool" data-tool={t.name}>
+                {t.name}({JSON.stringify(t.arguments)})
+                {t.error !== undefined ? ` → error: ${t.error}` : t.output !== undefined ? ` → ${JSON.stringify(t.output)}` : ""}
+              </div>
+            ))}
             <strong>{m.role}:</strong> <span className="content">{m.content}</span>
             {m.status === "stopped" && <em className="note"> (stopped)</em>}
           </li>

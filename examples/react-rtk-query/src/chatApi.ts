@@ -19,12 +19,22 @@ import { ChatStreamError, streamChat } from "chatstream";
 export type Role = "user" | "assistant";
 export type MessageStatus = "complete" | "streaming" | "stopped" | "error";
 
+export interface ToolUse {
+  id: string;
+  name: string;
+  arguments: unknown;
+  output?: unknown;
+  error?: string;
+}
+
 export interface Message {
   id: string | number;
   role: Role;
   content: string;
   status: MessageStatus;
   error?: string;
+  /** The tools the server ran for this answer, as they happened (not saved by the example app). */
+  tools?: ToolUse[];
 }
 
 export interface Conversation {
@@ -143,6 +153,16 @@ export const chatApi = createApi({
               text += event.content;
               patchAssistant((m) => {
                 m.content += event.content;
+              });
+            } else if (event.type === "tool_call") {
+              const { id, name, arguments: args } = event;
+              patchAssistant((m) => {
+                (m.tools ??= []).push({ id, name, arguments: args });
+              });
+            } else if (event.type === "tool_result") {
+              patchAssistant((m) => {
+                const tool = m.tools?.find((t) => t.id === event.id);
+                if (tool) Object.assign(tool, "error" in event ? { error: event.error } : { output: event.output });
               });
             }
           }

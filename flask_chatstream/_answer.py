@@ -1,0 +1,179 @@
+"""One answer, over however many model calls it takes: from upstream bytes to the client's events.
+
+Pure: no Flask, no openai, no sockets. The relay feeds it what each network read brought; it parses
+the SSE (``_sse``), translates the chunks (``_events``), and at the end of each model call decides
+what comes next:
+
+- the answer is complete: ``done``, with the token counts summed over every call;
+- the model called server-side tools: a ``tool_call`` event for each call, then ``turn`` holds the
+  calls for the relay to run; ``results`` turns their results into ``tool_result`` events, and
+  ``next_request`` into the request for the next model call, whose stream the relay feeds in after
+  ``next_call``;
+- the model called a tool the server does not run (a client-side tool): ``tool_call`` events, then
+  ``done`` with ``finish_reason: "tool_calls"``; the client runs it and sends the conversation back;
+- the model still calls tools after ``max_tool_steps`` model calls: an ``error``
+  (``max_tool_steps``), since there is no answer yet.
+
+The relay asks ``finished`` and ``error``, and reads ``text``, ``usage`` and the rest for
+``ChatResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from typing import Any
+
+from ._errors import ChatStreamError, UpstreamError, UpstreamMalformed
+from ._events import USAGE_FIELDS, Event, Translator, client_usage
+from ._hooks import ChatRequest, ToolCall
+from ._sse import SSEParser
+from ._tools import ToolRun, call_event
+
+
+class ToolStepsExhausted(UpstreamError):
+    code = "max_tool_steps"
+    message = "The model kept calling tools past the limit of model calls for one answer."
+
+
+class Answer:
+    def __init__(self, *, expect_usage: bool, max_event_bytes: int, stream_id: str | None = None,
+                 server_tools: Collection[str] = (), max_tool_steps: int = 1) -> None:
+        self._expect_usage = expect_usage
+        self._max_event_bytes = max_event_bytes
+        self._server_tools = server_tools
+        self._max_steps = max_tool_steps
+        self.steps = 1
+        self.parser = SSEParser(max_event_bytes)
+        self.translator = Translator(expect_usage=expect_usage, stream_id=stream_id)
+        self.finished = False
+        self.error: ChatStreamError | None = None
+        self.turn: list[ToolCall] | None = None
+        """Server-side calls the relay is to run now."""
+        self.completion_id: str | None = None
+        self._texts: list[str] = []
+        self._refusals: list[str] = []
+        self._calls: list[ToolCall] = []
+        self._usage: dict[str, Any] | None = None
+        self._settled = False
+
+    # -- feeding ---------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> tuple[list[Event], bool]:
+        """One network read's bytes: the events for the client, and whether it held a data event
+        (comments and keep-alives do not count for the read timeout)."""
+        payloads = self.parser.feed(data)
+        events = self.translator.feed(payloads) if payloads else []
+        if self.parser.too_large and self.translator.error is None:
+            self.translator.error = UpstreamMalformed(
+                f"The model provider sent an event larger than {self._max_event_bytes} bytes.")
+        return self._settle(events), bool(payloads)
+
+    def end_of_stream(self) -> list[Event]:
+        """The upstream closed the body of the current model call."""
+        events = self.translator.feed(self.parser.close())
+        return self._settle(events + self.translator.end_of_stream())
+
+    def _settle(self, events: list[Event]) -> list[Event]:
+        translator = self.translator
+        if translator.error is not None:
+            self.error = translator.error
+        if self.completion_id is None:
+            self.completion_id = translator.id
+        if not translator.finished or self._settled:
+            return events
+        self._settled = True
+        # The model call is over: its done event is the answer's only if nothing comes after it.
+        done = events.pop() if events and events[-1]["type"] == "done" else {"type": "done"}
+        self._texts.append(translator.text)
+        if translator.refusal:
+            self._refusals.append(translator.refusal)
+        self._add_usage(translator.usage)
+        calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
+        self._calls += calls
+        events += [call_event(call) for call in calls]
+        server = bool(calls) and all(call.name in self._server_tools for call in calls)
+        if server and self.steps < self._max_steps:
+            self.turn = calls
+        elif server:
+            self.error = ToolStepsExhausted(
+                f"The model kept calling tools after {self._max_steps} model calls for one answer.")
+        else:
+            self.finished = True
+            events.append({**done, "usage": self.client_usage()})
+        return events
+
+    # -- tools -----------------------------------------------------------------------------------
+
+    def results(self, runs: list[ToolRun]) -> list[Event]:
+        """Record a turn's results: the ``tool_result`` events for the client."""
+        recorded = {run.call.id: run.recorded() for run in runs}
+        self._calls = [recorded.get(call.id, call) for call in self._calls]
+        return [run.event() for run in runs]
+
+    def next_request(self, chat: ChatRequest, runs: list[ToolRun]) -> ChatRequest:
+        """The request for the next model call: the last one's, then the assistant's tool calls and
+        their results."""
+        step_text = self._texts[-1] if self._texts else ""
+        assistant = {
+            "role": "assistant", "content": step_text or None,
+            "tool_calls": [{"id": r.call.id, "type": "function",
+                            "function": {"name": r.call.name, "arguments": r.call.arguments}} for r in runs],
+        }
+        return dataclasses.replace(chat, messages=[*chat.messages, assistant, *(run.message() for run in runs)])
+
+    def next_call(self) -> None:
+        """The next model call's stream starts: a parser and translator of its own, no second start."""
+        self.turn = None
+        self._settled = False
+        self.steps += 1
+        self.parser = SSEParser(self._max_event_bytes)
+        self.translator = Translator(expect_usage=self._expect_usage, started=True)
+
+    # -- what it came to -------------------------------------------------------------------------
+
+    def _add_usage(self, usage: dict[str, Any] | None) -> None:
+        if usage is None:
+            return
+        if self._usage is None:
+            self._usage = dict(usage)
+            return
+        for name in USAGE_FIELDS:
+            if isinstance(usage.get(name), int) and isinstance(self._usage.get(name), int):
+                self._usage[name] += usage[name]
+
+    def client_usage(self) -> dict[str, int] | None:
+        return client_usage(self._usage)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._texts) + ("" if self.translator.finished else self.translator.text)
+
+    @property
+    def refusal(self) -> str | None:
+        parts = self._refusals + ([] if self.translator.finished or not self.translator.refusal
+                                  else [self.translator.refusal])
+        return "".join(parts) if parts else None
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self._usage if self._usage is not None or self.translator.finished else self.translator.usage
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        pending = [] if self.translator.finished else \
+            [ToolCall(id=i, name=n, arguments=a) for i, n, a in self.translator.tool_calls()]
+        return tuple(self._calls + pending)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.translator.finish_reason
+
+    @property
+    def chunks(self) -> int:
+        return self.translator.chunks
+
+    @property
+    def marker(self) -> bool:
+        """Did the last model call end with ``[DONE]`` itself (so nothing more is due on its body)?"""
+        return self.translator.marker

@@ -1,0 +1,226 @@
+"""Python functions the model can call: their JSON schema, and running a turn's calls.
+
+A tool's schema comes from its signature and docstring, through pydantic (which the openai package
+already installs): the name, the description (the docstring; an ``Args:`` section describes the
+parameters), each parameter's type, default and ``Literal`` choices as an ``enum``, and which are
+required. A parameter annotated ``ChatRequest`` is not in the schema: it gets the request (so a tool
+knows who is asking, from ``context``).
+
+The calls of one turn run at once, each in a thread of its own (a greenlet under gevent), each with
+``tool_timeout``. Whatever goes wrong in a call (arguments that are not JSON or do not fit the schema,
+an exception, the timeout) becomes an error text for the model, which can recover; the exception is
+logged. A call that times out is abandoned, not killed: keep tools that may block on I/O
+cooperative (any socket under gevent is).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import re
+import threading
+import time
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pydantic
+
+from ._hooks import ChatRequest, ToolCall
+
+log = logging.getLogger("flask_chatstream")
+
+
+class ToolError(Exception):
+    """Raise it from a tool to tell the model what went wrong, in its own words ("No such city.").
+
+    Any other exception is logged with its traceback, and the model (and the client's
+    ``tool_result`` event) only learn that the tool failed: exception messages can hold what no one
+    outside the server should read.
+    """
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    function: Callable[..., Any]
+    arguments: type[pydantic.BaseModel]
+    request_parameter: str | None
+    """The parameter that gets the ``ChatRequest``, if any."""
+    strict: bool
+
+    def definition(self) -> dict[str, Any]:
+        """The OpenAI tool definition for the upstream's ``tools``."""
+        schema = _clean(self.arguments.model_json_schema())
+        if self.strict:
+            schema["additionalProperties"] = False
+            schema["required"] = list(schema.get("properties", {}))
+        function: dict[str, Any] = {"name": self.name, "description": self.description, "parameters": schema}
+        if self.strict:
+            function["strict"] = True
+        return {"type": "function", "function": function}
+
+
+def make_tool(function: Callable[..., Any], *, name: str | None = None, description: str | None = None,
+              strict: bool = False) -> Tool:
+    """A ``Tool`` from a function, or a ``TypeError`` that says what to fix."""
+    name = name or function.__name__
+    if not _NAME.fullmatch(name):
+        raise TypeError(f"A tool's name must be 1 to 64 letters, digits, '_' or '-': {name!r}.")
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception as exc:
+        raise TypeError(f"Cannot read the type hints of tool {name!r}: {exc}") from None
+    doc, parameter_docs = _docstring(inspect.getdoc(function) or "")
+    fields: dict[str, Any] = {}
+    request_parameter = None
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"Tool {name!r} cannot take *{parameter.name}: the model needs named arguments.")
+        annotation = hints.get(parameter.name, Any)
+        if annotation is ChatRequest:
+            request_parameter = parameter.name
+            continue
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (annotation, pydantic.Field(default, description=parameter_docs.get(parameter.name)))
+    try:
+        model = pydantic.create_model(f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+        model.model_json_schema()
+    except Exception as exc:
+        raise TypeError(f"Tool {name!r} has a parameter pydantic cannot describe: {exc}") from None
+    text = description if description is not None else doc
+    if not text:
+        raise TypeError(f"Tool {name!r} needs a description: give it a docstring or description=.")
+    return Tool(name, text, function, model, request_parameter, strict)
+
+
+def _docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The description, and parameter descriptions from a Google-style ``Args:`` section."""
+    head, _, args = doc.partition("\nArgs:\n")
+    params: dict[str, str] = {}
+    current = None
+    for line in args.splitlines():
+        match = re.match(r"\s{2,}(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line)
+        if match:
+            current = match.group(1)
+            params[current] = match.group(2).strip()
+        elif current and line.strip() and line.startswith(" " * 6):
+            params[current] += " " + line.strip()
+        elif line.strip() and not line.startswith(" "):
+            break  # the next section
+    return head.strip(), params
+
+
+def _clean(schema: Any) -> Any:
+    """pydantic's JSON schema without its ``title`` keys, which only cost tokens."""
+    if isinstance(schema, dict):
+        return {k: _clean(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_clean(v) for v in schema]
+    return schema
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One call of one turn: what the model asked for, and what came of it."""
+
+    call: ToolCall
+    arguments: Any
+    """The arguments parsed from JSON, or the model's text itself where it was not JSON."""
+    output: Any = None
+    error: str | None = None
+
+    def recorded(self) -> ToolCall:
+        """The call as ``ChatResult.tool_calls`` lists it, with its output or error."""
+        return dataclasses.replace(self.call, output=self.output, error=self.error)
+
+    def message(self) -> dict[str, Any]:
+        """The ``tool`` message that carries the result back to the model."""
+        content = {"error": self.error} if self.error is not None else self.output
+        return {"role": "tool", "tool_call_id": self.call.id,
+                "content": content if isinstance(content, str) else orjson.dumps(content, default=str).decode()}
+
+    def event(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "tool_result", "id": self.call.id, "name": self.call.name}
+        if self.error is not None:
+            event["error"] = self.error
+        else:
+            event["output"] = self.output
+        return event
+
+
+def call_event(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": parsed_arguments(call.arguments)}
+
+
+def parsed_arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return text
+
+
+def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, timeout: float,
+              stopped: Callable[[], bool]) -> list[ToolRun]:
+    """Run one turn's calls at once; each result, or error, in the order of the calls."""
+    runs: list[ToolRun | None] = [None] * len(calls)
+    threads: list[threading.Thread] = []
+
+    def run(index: int, call: ToolCall) -> None:
+        runs[index] = _run_one(tools[call.name], call, chat)
+
+    for index, call in enumerate(calls):
+        thread = threading.Thread(target=run, args=(index, call), name=f"chatstream-tool-{call.name}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        while thread.is_alive() and not stopped():
+            thread.join(min(0.2, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                break
+    results: list[ToolRun] = []
+    for index, call in enumerate(calls):
+        result = runs[index]
+        if result is None:
+            if not stopped():
+                log.warning("tool %s (call %s) did not finish within tool_timeout (%ss)", call.name, call.id, timeout)
+            result = ToolRun(call, parsed_arguments(call.arguments),
+                             error=f"The tool did not finish within {timeout:g} seconds.")
+        results.append(result)
+    return results
+
+
+def _run_one(tool: Tool, call: ToolCall, chat: ChatRequest) -> ToolRun:
+    arguments = parsed_arguments(call.arguments)
+    if not isinstance(arguments, dict):
+        return ToolRun(call, arguments, error="The arguments must be a JSON object.")
+    try:
+        valid = tool.arguments.model_validate(arguments)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+        return ToolRun(call, arguments, error=f"Invalid arguments: {problems}")
+    kwargs = {name: getattr(valid, name) for name in type(valid).model_fields}
+    if tool.request_parameter is not None:
+        kwargs[tool.request_parameter] = chat
+    try:
+        output = tool.function(**kwargs)
+    except ToolError as exc:
+        return ToolRun(call, arguments, error=str(exc) or "The tool failed.")
+    except Exception:
+        log.exception("tool %s (call %s) raised", tool.name, call.id)
+        return ToolRun(call, arguments, error="The tool failed.")
+    return ToolRun(call, arguments, output=_jsonable(output))
+
+
+def _jsonable(value: Any) -> Any:
+    """What a tool returned, as JSON can carry it (anything else as its text)."""
+    return orjson.loads(orjson.dumps(value, default=str))
