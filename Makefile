@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REACT := examples/react-rtk-query
+AI_SDK := examples/react-ai-sdk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help demo test bench install system-deps react
@@ -34,11 +35,14 @@ system-deps:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ]; then \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium nginx; fi
 
-$(REACT)/node_modules/.package-lock.json: $(REACT)/package-lock.json
-	cd $(REACT) && npm ci --no-audit --no-fund
+%/node_modules/.package-lock.json: %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund
 
-react: $(REACT)/node_modules/.package-lock.json
+# The two React examples are built (which type-checks them) and served by the example app; tests/js
+# holds the AI SDK (ai 5 and 6) that the protocol tests drive the server with.
+react: $(REACT)/node_modules/.package-lock.json $(AI_SDK)/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
 	cd $(REACT) && npm run build
+	cd $(AI_SDK) && npm run build
 
 test: $(STAMP) system-deps react
 	$(PY) -m mypy

@@ -43,6 +43,7 @@ from flask_chatstream import ChatRequest, ChatResult, create_blueprint, parsed_a
 EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
 REACT_BUILD = EXAMPLES / "react-rtk-query" / "dist"
+AI_SDK_BUILD = EXAMPLES / "react-ai-sdk" / "dist"
 DEMO_MODEL = "offline-demo"
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 log = logging.getLogger("example_app")
@@ -268,14 +269,24 @@ def create_app() -> Flask:
     def index() -> Response:
         return Response(page, content_type="text/html; charset=utf-8")
 
+    def built(build: Path, name: str) -> Response:
+        """A React example, once built (make test builds both)."""
+        if not (build / "index.html").is_file():
+            return Response(f"Build the example first: cd {build.parent.relative_to(EXAMPLES.parent)} && npm ci && "
+                            "npm run build\n", status=404, content_type="text/plain; charset=utf-8")
+        return send_from_directory(build, name)
+
     @app.get("/react/")
     @app.get("/react/<path:name>")
     def react_example(name: str = "index.html") -> Response:
-        """The React + RTK Query example, once built (make test builds it)."""
-        if not (REACT_BUILD / "index.html").is_file():
-            return Response("Build the React example first: cd examples/react-rtk-query && npm ci && npm run build\n",
-                            status=404, content_type="text/plain; charset=utf-8")
-        return send_from_directory(REACT_BUILD, name)
+        """React + RTK Query."""
+        return built(REACT_BUILD, name)
+
+    @app.get("/ai-sdk/")
+    @app.get("/ai-sdk/<path:name>")
+    def ai_sdk_example(name: str = "index.html") -> Response:
+        """React + the Vercel AI SDK's useChat."""
+        return built(AI_SDK_BUILD, name)
 
     return app
 

@@ -53,6 +53,7 @@ class Answer:
         self.completion_id: str | None = None
         self._texts: list[str] = []
         self._refusals: list[str] = []
+        self._reasoning: list[str] = []
         self._calls: list[ToolCall] = []
         self._usage: dict[str, Any] | None = None
         self._settled = False
@@ -88,6 +89,8 @@ class Answer:
         self._texts.append(translator.text)
         if translator.refusal:
             self._refusals.append(translator.refusal)
+        if translator.reasoning:
+            self._reasoning.append(translator.reasoning)
         self._add_usage(translator.usage)
         calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
         self._calls += calls
@@ -153,6 +156,12 @@ class Answer:
     def refusal(self) -> str | None:
         parts = self._refusals + ([] if self.translator.finished or not self.translator.refusal
                                   else [self.translator.refusal])
+        return "".join(parts) if parts else None
+
+    @property
+    def reasoning(self) -> str | None:
+        parts = self._reasoning + ([] if self.translator.finished or not self.translator.reasoning
+                                   else [self.translator.reasoning])
         return "".join(parts) if parts else None
 
     @property

@@ -39,6 +39,7 @@ from ._request import check_content_type, check_tool_history, choose_format, par
 from ._server import check_server
 from ._store import STREAMS
 from ._tools import Tool, make_tool
+from ._uimessages import is_ui_body
 from ._upstream import Upstream
 from ._watchdog import WATCHDOG, Deadline
 
@@ -186,12 +187,13 @@ def create_blueprint(
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
-        for endpoint in (f"{key}.chat", f"{key}.stop"):
+        for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume"):
             for rule in state.app.url_map.iter_rules(endpoint):
                 rule.methods = None
 
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["POST", "OPTIONS"], provide_automatic_options=False)
     blueprint.add_url_rule("/chat/<stream_id>/stop", "stop", _stop, methods=["POST"])
+    blueprint.add_url_rule("/chat/<chat_id>/stream", "resume", _resume, methods=["GET"])
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
     blueprint.record(register)  # after the rules, which it adjusts
     blueprint.teardown_request(_release_unsent)
@@ -254,11 +256,13 @@ def _stream() -> Response:
         raise MethodNotAllowed(allow=ALLOW)
     state = _state()
     settings = state.settings
-    fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
+    if request.args.get("format") is not None:
+        choose_format(request.args.get("format"), request.accept_mimetypes)  # a bad one: 400 before the body
     check_content_type(request.mimetype)
     client = _client_socket()
     check_server(request.environ, client)
     chat = parse_chat_request(_read_body(settings, client), settings)
+    fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body))
     owner = state.client_key()
     release = state.limit.acquire(owner)
     tools = state.blueprint.tools
@@ -296,14 +300,22 @@ def _stream() -> Response:
     request.environ[RELAY_KEY] = relay  # released at teardown if the server never gets it
     # direct_passthrough hands the relay straight to the server: no Werkzeug
     # wrapper runs per chunk.
-    return _StreamResponse(relay, content_type=fmt.mimetype, headers={**STREAM_HEADERS, "X-Chat-Stream-Id": stream_id},
-                           direct_passthrough=True)
+    headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
+    return _StreamResponse(relay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
     """The server-side tools this request offers the model (a hook may have taken some away)."""
     offered = {d.get("function", {}).get("name") for d in chat.params.get("tools") or () if isinstance(d, dict)}
     return {name: tool for name, tool in tools.items() if name in offered}
+
+
+def _resume(chat_id: str) -> Response:
+    """``GET <prefix>/chat/<chat id>/stream``: where ``useChat({resume: true})`` asks to pick an
+    answer up again. Nothing is kept to resume yet: 204, so such an app works, and starts afresh."""
+    if request.method not in ("GET", "HEAD"):
+        return _error_response(MethodNotAllowed("Use GET to resume a chat's stream.", allow="GET, HEAD"))
+    return Response(status=204)
 
 
 def _stop(stream_id: str) -> Response:

@@ -49,6 +49,7 @@ class Options(TypedDict, total=False):
     allow_image_urls: bool
     tool_timeout: float
     max_tool_steps: int
+    relay_reasoning: bool
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Settings:
     """Longest one call of a server-side tool may take; past it the model gets an error for that call."""
     max_tool_steps: int = 5
     """Most model calls for one answer when the model calls server-side tools."""
+    relay_reasoning: bool = True
+    """Send a reasoning model's streamed thinking to clients (``reasoning`` events); it always reaches
+    ``after_stream``."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -204,6 +208,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow_image_urls": _flag,
     "tool_timeout": _seconds,
     "max_tool_steps": _positive_int,
+    "relay_reasoning": _flag,
 }
 _SECRETS = frozenset({"api_key"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}

@@ -5,6 +5,7 @@ Events are plain dicts, ready for the encoders:
     {"type": "start", "id": ..., "model": ..., "stream_id": ...}
     {"type": "delta", "content": "..."}
     {"type": "refusal", "content": "..."}
+    {"type": "reasoning", "content": "..."}            # a reasoning model's thinking, where it is streamed
     {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # made by the relay, once whole
     {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's result
     {"type": "done", "finish_reason": "stop", "usage": {...} | None}
@@ -56,7 +57,7 @@ class Translator:
     """
 
     __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker", "stream_id",
-                 "_text", "_refusal", "_calls")
+                 "_text", "_refusal", "_calls", "_reasoning")
 
     def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None, started: bool = False) -> None:
         self.stream_id = stream_id
@@ -73,6 +74,7 @@ class Translator:
         """Did the stream end with the ``[DONE]`` marker itself?"""
         self._text: list[str] = []
         self._refusal: list[str] = []
+        self._reasoning: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, payloads: list[bytes]) -> list[Event]:
@@ -135,6 +137,17 @@ class Translator:
         if delta:
             if not isinstance(delta, dict):
                 raise _Malformed()
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                # vLLM, DeepSeek, Ollama, LM Studio: "reasoning_content"; OpenRouter: "reasoning".
+                if not isinstance(reasoning, str):
+                    raise _Malformed()
+                self._flush(text, events)
+                self._reasoning.append(reasoning)
+                if events and events[-1]["type"] == "reasoning":
+                    events[-1]["content"] += reasoning  # what one read brought, as one event
+                else:
+                    events.append({"type": "reasoning", "content": reasoning})
             content = delta.get("content")
             if content:
                 if not isinstance(content, str):
@@ -205,6 +218,10 @@ class Translator:
     @property
     def refusal(self) -> str | None:
         return "".join(self._refusal) if self._refusal else None
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self._reasoning) if self._reasoning else None
 
     def tool_calls(self) -> list[tuple[str, str, str]]:
         """The tool calls so far, assembled: (id, name, arguments), in index order."""

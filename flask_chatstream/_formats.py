@@ -1,32 +1,46 @@
-"""The three wire formats, as pure encoders from events to bytes.
+"""The four wire formats, as pure encoders from events to bytes.
 
 No Flask and no openai here: an encoder takes the events of one upstream read
 and returns the one write that carries them.
 
 - ``text``: ``text/plain; charset=utf-8``, the answer's text and nothing else.
   It has no way to say "error" in-band, so the relay cuts the connection; nor to
-  carry a tool call, which the relay treats as an error.
+  carry a tool call for the client, which the relay treats as an error.
 - ``ndjson``: ``application/x-ndjson``, one JSON event per line.
 - ``sse``: ``text/event-stream``, each event as ``event: <type>`` + ``data: <json>``.
+- ``ui``: the Vercel AI SDK's UI message stream (v1), what ``useChat`` reads: SSE
+  ``data:`` lines of parts, ending with ``data: [DONE]``. Its parts open and close
+  (``text-start`` ... ``text-end``), so its encoder keeps a little state: one per
+  stream (``Format.encoder``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from ._events import Event
+
+Encoder = Callable[[list[Event]], bytes]
 
 
 @dataclass(frozen=True)
 class Format:
     name: str
     mimetype: str
-    encode: Callable[[list[Event]], bytes]
+    encode: Encoder
     ping: bytes
     in_band_errors: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers the format needs beside its Content-Type."""
+    stateful: Callable[[], Encoder] | None = None
+
+    def encoder(self) -> Encoder:
+        """The encoder for one stream."""
+        return self.stateful() if self.stateful is not None else self.encode
 
 
 def encode_text(events: list[Event]) -> bytes:
@@ -46,11 +60,98 @@ def encode_sse(events: list[Event]) -> bytes:
     )
 
 
+FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter",
+                  "tool_calls": "tool-calls", "function_call": "tool-calls"}
+"""OpenAI's finish reasons as the AI SDK names them; any other is "other"."""
+
+
+class UIEncoder:
+    """Our events as the AI SDK's UI message stream parts, with only the keys its schemas know.
+
+    One message per stream: ``start`` and ``start-step``; each run of text or reasoning inside its
+    ``-start``/``-end``; each tool call as ``tool-input-start``/``-delta``/``-available``, and a
+    server-side tool's result as ``tool-output-available`` or ``tool-output-error``, after which
+    the next model call is a new step; then ``finish-step``, ``finish`` (usage in
+    ``messageMetadata``) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``.
+    """
+
+    def __init__(self) -> None:
+        self._open: tuple[str, str] | None = None  # ("text" | "reasoning", id)
+        self._count = 0
+        self._tools_ran = False
+
+    def __call__(self, events: list[Event]) -> bytes:
+        parts: list[dict[str, Any]] = []
+        end = False
+        for event in events:
+            kind = event["type"]
+            if kind == "start":
+                message_id = event.get("stream_id") or event.get("id")
+                parts.append({"type": "start", "messageId": message_id} if message_id else {"type": "start"})
+                parts.append({"type": "start-step"})
+            elif kind == "delta" or kind == "reasoning":
+                self._step(parts)
+                part = "text" if kind == "delta" else "reasoning"
+                if self._open is None or self._open[0] != part:
+                    self._close(parts)
+                    self._count += 1
+                    self._open = (part, f"{part}-{self._count}")
+                    parts.append({"type": f"{part}-start", "id": self._open[1]})
+                parts.append({"type": f"{part}-delta", "id": self._open[1], "delta": event["content"]})
+            elif kind == "refusal":
+                self._close(parts)
+                parts.append({"type": "data-refusal", "data": event["content"]})
+            elif kind == "tool_call":
+                self._step(parts)
+                self._close(parts)
+                call_id, name = event["id"], event["name"]
+                arguments = event["arguments"]
+                parts += [
+                    {"type": "tool-input-start", "toolCallId": call_id, "toolName": name},
+                    {"type": "tool-input-delta", "toolCallId": call_id,
+                     "inputTextDelta": arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()},
+                    {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": arguments},
+                ]
+            elif kind == "tool_result":
+                if "error" in event:
+                    parts.append({"type": "tool-output-error", "toolCallId": event["id"], "errorText": event["error"]})
+                else:
+                    parts.append({"type": "tool-output-available", "toolCallId": event["id"], "output": event["output"]})
+                self._tools_ran = True
+            elif kind == "done":
+                self._close(parts)
+                finish: dict[str, Any] = {"type": "finish",
+                                          "finishReason": FINISH_REASONS.get(event.get("finish_reason") or "", "other")}
+                if event.get("usage"):
+                    finish["messageMetadata"] = {"usage": event["usage"]}
+                parts += [{"type": "finish-step"}, finish]
+                end = True
+            elif kind == "error":
+                parts.append({"type": "error", "errorText": event["error"]["message"]})
+                end = True
+        out = b"".join([b"data: " + orjson.dumps(part) + b"\n\n" for part in parts])
+        return out + b"data: [DONE]\n\n" if end else out
+
+    def _close(self, parts: list[dict[str, Any]]) -> None:
+        if self._open is not None:
+            parts.append({"type": f"{self._open[0]}-end", "id": self._open[1]})
+            self._open = None
+
+    def _step(self, parts: list[dict[str, Any]]) -> None:
+        """After tool results, what the model says next is a step of its own."""
+        if self._tools_ran:
+            self._tools_ran = False
+            self._close(parts)
+            parts += [{"type": "finish-step"}, {"type": "start-step"}]
+
+
 TEXT = Format("text", "text/plain; charset=utf-8", encode_text, ping=b"", in_band_errors=False)
 NDJSON = Format("ndjson", "application/x-ndjson", encode_ndjson, ping=b'{"type":"ping"}\n', in_band_errors=True)
 SSE = Format("sse", "text/event-stream", encode_sse, ping=b": ping\n\n", in_band_errors=True)
+UI = Format("ui", "text/event-stream", lambda events: UIEncoder()(events), ping=b": ping\n\n", in_band_errors=True,
+            headers={"x-vercel-ai-ui-message-stream": "v1"}, stateful=UIEncoder)
 
-FORMATS: dict[str, Format] = {f.name: f for f in (TEXT, NDJSON, SSE)}
+FORMATS: dict[str, Format] = {f.name: f for f in (TEXT, NDJSON, SSE, UI)}
 """By the name used in ``?format=``."""
 
 MIMETYPES: dict[str, Format] = {

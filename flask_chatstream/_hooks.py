@@ -79,6 +79,8 @@ class ChatResult:
     outcome: str
     text: str = ""
     refusal: str | None = None
+    reasoning: str | None = None
+    """A reasoning model's thinking, where the upstream streams it (``reasoning_content``)."""
     tool_calls: tuple[ToolCall, ...] = ()
     """Every call of every step, with the results of the server-side ones."""
     finish_reason: str | None = None

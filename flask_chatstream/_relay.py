@@ -89,6 +89,8 @@ class Relay:
         self.chat = chat
         self.id = stream_id
         self._tools = tools or {}
+        self._relay_reasoning = settings.relay_reasoning
+        self._encoder = fmt.encoder()
         self._tool_timeout = settings.tool_timeout
         self._reopen = reopen
         self._request = chat
@@ -202,7 +204,7 @@ class Relay:
                     self._delivered = True  # the cut is how text says it
                     raise StreamAborted(self.error)
                 with self._writing:
-                    yield self.fmt.encode([error_event(self.error)])
+                    yield self._encoder([error_event(self.error)])
             self._delivered = True
         except GeneratorExit:
             self._left = True  # the server closed the body early: a write to the client failed
@@ -243,6 +245,8 @@ class Relay:
     def _encode(self, events: list[Event]) -> bytes:
         if self._answer.error is not None and self.error is None:
             self.error = self._answer.error
+        if not self._relay_reasoning:
+            events = [event for event in events if event["type"] != "reasoning"]
         if not events:
             return b""
         if self.fmt is TEXT and self._answer.turn is None:
@@ -255,7 +259,7 @@ class Relay:
                     break
         if not self.visible:
             self.visible = any(event["type"] != "start" for event in events)
-        return self.fmt.encode(events) if events else b""
+        return self._encoder(events) if events else b""
 
     # -- tools -----------------------------------------------------------------------------------
 
@@ -408,7 +412,8 @@ class Relay:
         answer = self._answer
         return ChatResult(
             id=self.id, request=self.chat or _NO_REQUEST, outcome=self._outcome(), text=answer.text,
-            refusal=answer.refusal, tool_calls=answer.tool_calls, finish_reason=answer.finish_reason,
+            refusal=answer.refusal, reasoning=answer.reasoning, tool_calls=answer.tool_calls,
+            finish_reason=answer.finish_reason,
             usage=answer.usage, error=self.error, delivered=self._delivered, started_at=self.started_at,
             duration=(self.ended or time.monotonic()) - self.started, completion_id=answer.completion_id,
         )

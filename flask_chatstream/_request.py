@@ -17,17 +17,21 @@ from ._config import Settings
 from ._errors import NotAcceptable, RequestError, UnsupportedMediaType
 from ._formats import FORMATS, MIMETYPES, Format
 from ._hooks import ChatRequest
+from ._uimessages import chat_messages, is_ui_body
 
 
-def choose_format(query_format: str | None, accept: MIMEAccept) -> Format:
-    """``?format=`` wins; else the best ``Accept`` match; else text/plain."""
+def choose_format(query_format: str | None, accept: MIMEAccept, *, ui_body: bool = False) -> Format:
+    """``?format=`` wins; else the best ``Accept`` match; else text/plain. A body in the AI SDK's
+    shape gets the AI SDK's stream (``ui``) unless ``Accept`` names one of our types itself."""
     if query_format is not None:
         try:
             return FORMATS[query_format]
         except KeyError:
             raise RequestError(
-                "The format parameter must be one of: text, ndjson, sse.", code="invalid_format"
+                "The format parameter must be one of: text, ndjson, sse, ui.", code="invalid_format"
             ) from None
+    if ui_body and not any(value in MIMETYPES for value in accept.values()):
+        return FORMATS["ui"]
     if not accept:
         return FORMATS["text"]
     best = accept.best_match(MIMETYPES)
@@ -50,7 +54,12 @@ def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
     if not isinstance(data, dict):
         raise RequestError("The request body must be a JSON object.")
 
-    if "messages" in data:
+    context: dict[str, Any] = {}
+    if is_ui_body(data):  # the AI SDK's useChat
+        messages = _messages(chat_messages(data["messages"]), settings)
+        if isinstance(data.get("id"), str):
+            context["chat_id"] = data["id"]
+    elif "messages" in data:
         messages = _messages(data["messages"], settings)
     elif "content" in data:
         messages = [_message({"role": "user", "content": data["content"]}, 0, settings)]
@@ -67,6 +76,7 @@ def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
         model=_model(data.get("model"), settings),
         max_tokens=_max_tokens(data.get("max_tokens"), settings),
         temperature=_temperature(data.get("temperature")),
+        context=context,
         body=data,
     )
 

@@ -97,6 +97,9 @@ class Script:
     function of the messages that returns such a list, or ``None`` to answer."""
     tool_fragments: int = 3
     """Stream each call's arguments in this many pieces, as models do."""
+    reasoning: str | None = None
+    """Think out loud first: stream this, a word at a time, as ``reasoning_content`` deltas (vLLM,
+    DeepSeek, Ollama, LM Studio)."""
 
 
 @dataclass
@@ -343,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._call_tools(calls, script, chunk, send, body, messages)
         reply = script.reply(messages) if callable(script.reply) else script.reply
         pieces = split_reply(reply, script.chunks)
+        for thought in split_reply(script.reasoning, None) if script.reasoning else ():
+            send(chunk({"reasoning_content": thought}))
         if script.giant_line is not None:
             send(b"data: ")
             for start in range(0, script.giant_line, 65536):

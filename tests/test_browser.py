@@ -233,3 +233,53 @@ def test_react_shows_a_tool_call(react_page: Page, upstream: StandInServer) -> N
     assistant = react_page.locator(".message.assistant")
     expect(assistant.locator(".tool")).to_contain_text('current_time({"zone":"UTC"}) → "20')
     expect(assistant.locator(".content")).to_contain_text("The clock said 20")
+
+
+# ---- the React + AI SDK (useChat) example at /ai-sdk/ -------------------------------------------------
+
+
+@pytest.fixture
+def ai_sdk_page(page: Page, server: Gunicorn) -> Page:
+    assert (ROOT / "examples/react-ai-sdk/dist/index.html").is_file(), "build it: make test does"
+    page.goto(server.url + "/ai-sdk/")
+    expect(page.locator("#send")).to_be_enabled()
+    return page
+
+
+def test_use_chat_streams_incrementally(ai_sdk_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY, hold_after=15)
+    ai_sdk_page.fill("#prompt", "Count to thirty")
+    ai_sdk_page.click("#send")
+    content = ai_sdk_page.locator(".message.assistant .content")
+    expect(content).to_have_text(HALF)
+    expect(ai_sdk_page.locator("#status")).to_have_text("streaming")
+    assert upstream.stats.finished == 0
+    upstream.release()
+    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
+    expect(content).to_have_text(REPLY)
+    expect(ai_sdk_page.locator(".message.user")).to_contain_text("Count to thirty")
+
+
+def test_use_chat_stop_closes_the_upstream(ai_sdk_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=REPLY * 10, hold_after=3)
+    ai_sdk_page.click("#send")
+    expect(ai_sdk_page.locator(".message.assistant .content")).to_contain_text("word3")
+    ai_sdk_page.click("#stop")
+    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    expect(ai_sdk_page.locator(".message.assistant .content")).to_have_text("word1 word2 word3")
+
+
+def test_use_chat_shows_errors_and_tools(ai_sdk_page: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(status=503)
+    ai_sdk_page.click("#send")
+    expect(ai_sdk_page.locator("#error")).to_have_text("The model provider is unavailable.")
+    upstream.script = Script(reply="Used the clock.", tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    ai_sdk_page.fill("#prompt", "What time is it?")
+    ai_sdk_page.click("#send")
+    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
+    tool = ai_sdk_page.locator(".message.assistant .tool").last
+    expect(tool).to_have_attribute("data-state", "output-available")
+    expect(tool).to_contain_text('current_time({"zone":"UTC"}) → "20')
+    expect(ai_sdk_page.locator(".message.assistant .content").last).to_have_text("Used the clock.")

@@ -1,4 +1,5 @@
-"""chatstream.js, tested with node's test runner against the real app under gunicorn + gevent."""
+"""chatstream.js, and the Vercel AI SDK's own client (ai 5 and 6), tested with node's test runner
+against the real app under gunicorn + gevent."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from .servers import ROOT, Gunicorn, run_node_tests
 def test_chatstream_js(_standin: StandInServer) -> None:
     node = shutil.which("node")
     assert node, "node is required: install Node.js 20 or newer"
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    assert (ROOT / "tests/js/node_modules/ai6").is_dir(), "run `npm ci` in tests/js (make test does)"
     with Gunicorn(env=env) as server:
-        output = run_node_tests([node, "--test", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,
+        output = run_node_tests([node, "--test", "--test-concurrency=1", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,
                                 standin_url=_standin.url)
     print(output[-3000:])
     assert re.search(r"^ℹ pass [1-9]\d*$", output, re.M) and re.search(r"^ℹ fail 0$", output, re.M)

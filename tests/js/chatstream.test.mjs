@@ -206,7 +206,8 @@ for (const format of ["ndjson", "sse"]) {
   test(`${format}: a server-side tool's call and result come through as events`, async () => {
     await script({ reply: "The answer uses the tool.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
     const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "time?" }, { format }));
-    assert.deepEqual(events.map((e) => e.type), ["start", "tool_call", "tool_result", "delta", "done"]);
+    const types = events.map((e) => e.type).filter((t, i, all) => !(t === "delta" && all[i - 1] === "delta"));
+    assert.deepEqual(types, ["start", "tool_call", "tool_result", "delta", "done"]); // (how many deltas is the network's)
     const [, call, result] = events;
     assert.deepEqual([call.name, call.arguments], ["current_time", { zone: "UTC" }]);
     assert.equal(result.id, call.id);

@@ -1,0 +1,108 @@
+// The example's chat against the real app (CHATSTREAM_SERVER) and stand-in model (STANDIN_CONTROL),
+// started by tests/test_react_ai_sdk.py: the AI SDK's own Chat (what useChat runs), nothing mocked,
+// and no clock: the stand-in holds answers at a gate until a test releases it.
+import { beforeEach, describe, expect, it } from "vitest";
+import { errorText, makeChat, setApiBase, stopAnswer, textOf } from "./chat";
+
+declare const process: { env: Record<string, string | undefined> };
+const SERVER = process.env.CHATSTREAM_SERVER!;
+const CONTROL = process.env.STANDIN_CONTROL!;
+const REPLY = "one two three four five six seven eight";
+
+async function control(path: string, settings?: object) {
+  const response = await fetch(`${CONTROL}/_standin/${path}`, {
+    method: settings ? "PUT" : "POST",
+    headers: { "Content-Type": "application/json" },
+    body: settings ? JSON.stringify(settings) : undefined,
+  });
+  expect(response.status).toBe(200);
+}
+
+async function script(settings: object) {
+  await control("reset");
+  await control("script", settings);
+}
+
+async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean): Promise<T> {
+  for (let i = 0; i < 1500; i++) {
+    const value = await get();
+    if (ok(value)) return value;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("condition not met");
+}
+
+const stats = async (): Promise<Record<string, number>> => (await fetch(`${CONTROL}/_standin/stats`)).json();
+
+beforeEach(() => setApiBase(`${SERVER}/api`));
+
+describe("useChat's Chat against flask_chatstream", () => {
+  it("streams the answer into the messages before the upstream is done", async () => {
+    await script({ reply: REPLY, hold_after: 3 });
+    const chat = makeChat();
+    const sent = chat.sendMessage({ text: "count" });
+    const partial = REPLY.split(" ").slice(0, 3).join(" ");
+    await until(() => chat.messages.at(-1), (m) => m?.role === "assistant" && textOf(m) === partial);
+    expect(chat.status).toBe("streaming");
+    expect((await stats()).finished).toBe(0);
+    await control("release");
+    await sent;
+    expect(chat.status).toBe("ready");
+    expect(textOf(chat.messages.at(-1)!)).toBe(REPLY);
+    expect(chat.messages.at(-1)!.metadata).toEqual({ usage: { prompt_tokens: 1, completion_tokens: 8, total_tokens: 9 } });
+  });
+
+  it("sends the conversation so far", async () => {
+    const chat = makeChat();
+    await script({ reply: "first answer" });
+    await chat.sendMessage({ text: "first" });
+    await script({ reply: "second answer" });
+    await chat.sendMessage({ text: "second" });
+    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    expect(body.messages).toEqual([
+      { role: "user", content: "first" },
+      { role: "assistant", content: "first answer" },
+      { role: "user", content: "second" },
+    ]);
+  });
+
+  it("shows the server's message for an HTTP error", async () => {
+    await script({ status: 503 });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "hi" });
+    expect(chat.status).toBe("error");
+    expect(errorText(chat.error)).toBe("The model provider is unavailable.");
+  });
+
+  it("shows an in-stream error and keeps the text before it", async () => {
+    await script({ reply: REPLY, error_after: 3 });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "hi" });
+    expect(chat.status).toBe("error");
+    expect(errorText(chat.error)).toBe("The model provider reported an error during the answer.");
+    expect(textOf(chat.messages.at(-1)!)).toBe("one two three");
+  });
+
+  it("stops: the server stops the model, though it finishes answers for readers who leave", async () => {
+    await script({ reply: REPLY.repeat(10), hold_after: 1 }); // held after one word: it cannot finish first
+    const chat = makeChat();
+    const sent = chat.sendMessage({ text: "hi" });
+    await until(() => chat.messages.at(-1), (m) => m?.role === "assistant" && textOf(m) === "one");
+    await stopAnswer(chat);
+    await sent;
+    expect(chat.status).toBe("ready");
+    const after = await until(stats, (s) => s.open === 0);
+    expect([after.cancelled, after.finished]).toEqual([1, 0]);
+  });
+
+  it("shows a server-side tool's call and result", async () => {
+    await script({ reply: "Used the clock.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "What time is it?" });
+    const message = chat.messages.at(-1)!;
+    const tool = message.parts.find((p) => p.type === "tool-current_time") as { state: string; output: string };
+    expect(tool.state).toBe("output-available");
+    expect(tool.output).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(textOf(message)).toBe("Used the clock.");
+  });
+});

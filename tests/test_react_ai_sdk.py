@@ -1,0 +1,23 @@
+"""The React + AI SDK (useChat) example's vitest suite, against the real app under gunicorn + gevent."""
+
+from __future__ import annotations
+
+import re
+
+from flask_chatstream.testing import StandInServer
+
+from .conftest import API_KEY
+from .servers import ROOT, Gunicorn, run_node_tests
+
+EXAMPLE = ROOT / "examples" / "react-ai-sdk"
+
+
+def test_use_chat_example(_standin: StandInServer) -> None:
+    assert (EXAMPLE / "node_modules").is_dir(), "run `npm ci` in examples/react-ai-sdk (make test does)"
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
+    with Gunicorn(env=env) as server:
+        output = run_node_tests(["npx", "vitest", "run", "--reporter=verbose"], cwd=EXAMPLE, server=server,
+                                standin_url=_standin.url)
+    print(output[-3000:])
+    assert re.search(r"Tests\s+[1-9]\d* passed", output) and "failed" not in output
