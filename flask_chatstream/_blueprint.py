@@ -30,8 +30,9 @@ from flask import Blueprint, Response, current_app, got_request_exception, reque
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
+from ._body import read_body
 from ._config import Options, Settings, resolve
-from ._errors import ChatStreamError, MethodNotAllowed, RequestError, RequestTimeout, RequestTooLarge
+from ._errors import ChatStreamError, MethodNotAllowed, RequestTooLarge
 from ._policy import StreamLimit
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
 from ._relay import ClientGone, Relay
@@ -41,7 +42,6 @@ from ._store import STREAMS
 from ._tools import Tool, make_tool
 from ._uimessages import is_ui_body
 from ._upstream import Upstream
-from ._watchdog import WATCHDOG, Deadline
 
 if TYPE_CHECKING:
     import openai
@@ -261,7 +261,7 @@ def _stream() -> Response:
     check_content_type(request.mimetype)
     client = _client_socket()
     check_server(request.environ, client)
-    chat = parse_chat_request(_read_body(settings, client), settings)
+    chat = parse_chat_request(read_body(settings, client), settings)
     fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body))
     owner = state.client_key()
     release = state.limit.acquire(owner)
@@ -344,62 +344,6 @@ def _client_socket() -> socket.socket | None:
 def _client_script() -> Response:
     # Revalidated with ETag/Last-Modified after an hour, so upgrades reach browsers.
     return send_file(CLIENT_SCRIPT, mimetype="text/javascript", max_age=3600, conditional=True)
-
-
-def _read_body(settings: Settings, client: socket.socket | None) -> bytes:
-    """The whole request body, within ``max_body_bytes`` and ``body_timeout``.
-
-    A body that trickles in is cut at the timeout (408), whatever its pace: the deadline is for the
-    whole body, kept by the watchdog, which shuts the socket's reading side so the server's read
-    ends at once (and the server cannot wait for the rest before closing). A malformed or abandoned
-    chunked body, or one shorter than its Content-Length, is a 400 with only a debug line in the log.
-    """
-    limit = settings.max_body_bytes
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-    stream = request.stream
-    deadline = None
-    if client is not None:
-        deadline = Deadline(settings.body_timeout, lambda: _shut_reading(client))
-        WATCHDOG.watch(deadline)
-    pieces: list[bytes] = []
-    size = 0
-    try:
-        while size <= limit:
-            piece = stream.read(min(65536, limit + 1 - size))
-            if not piece:
-                break
-            pieces.append(piece)
-            size += len(piece)
-    except HTTPException as error:
-        if error.code == 413:
-            raise
-        failure: Exception | None = error
-    except Exception as error:  # the server's own parse errors (a broken chunked body)
-        failure = error
-    else:
-        failure = None
-    finally:
-        if deadline is not None:
-            WATCHDOG.forget(deadline)
-    if deadline is not None and deadline.expired and (failure is not None or (length or 0) > size):
-        raise RequestTimeout()
-    if failure is not None:
-        log.debug("request body could not be read: %s", type(failure).__name__)
-        raise RequestError("The request body could not be read.", code="invalid_body")
-    if size > limit:
-        raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-    if length is not None and size < length:
-        raise RequestError("The request body is shorter than its Content-Length.", code="invalid_body")
-    return b"".join(pieces)
-
-
-def _shut_reading(client: socket.socket) -> None:
-    try:
-        client.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -25,19 +25,19 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
 
+from ._answer import Answer
 from ._config import Settings
-from ._errors import ChatStreamError, StreamAborted, UpstreamMalformed, UpstreamRejected, UpstreamTimeout
+from ._errors import ChatStreamError, StreamAborted, UpstreamRejected, UpstreamTimeout
 from ._events import Event, error_event
 from ._formats import TEXT, Format
 from ._gevent import poll_now
-from ._answer import Answer
 from ._hooks import ChatRequest, ChatResult
+from ._reader import PENDING, Reader
+from ._store import STREAMS
 from ._tools import Tool, run_calls
 from ._transport import shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
-from ._store import STREAMS
 from ._watchdog import WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
@@ -139,7 +139,7 @@ class Relay:
         self._answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
                               stream_id=stream_id or None, server_tools=self._tools.keys(),
                               max_tool_steps=settings.max_tool_steps)
-        self._reader = _Reader(iter(stream))
+        self._reader = Reader(iter(stream))
         self._body = self._run()
         WATCHDOG.watch(self)
         if stream_id:
@@ -232,7 +232,7 @@ class Relay:
         except Exception as exc:
             self.error = interrupted(exc)
             return b""
-        if data is _PENDING:
+        if data is PENDING:
             return None
         if self.stream.stopped is not None:
             self._stopped(self.stream.stopped)
@@ -294,7 +294,7 @@ class Relay:
         finished.finish(self._tail(), FINISH_WAIT)  # its connection, back for the next request
         self._request = request
         self._answer.next_call()
-        self._reader = _Reader(iter(stream))
+        self._reader = Reader(iter(stream))
         self.last_event = time.monotonic()
         return b""
 
@@ -516,56 +516,3 @@ class Relay:
             return False  # the client is gone; the next tick sees its hang-up
         finally:
             self._writing.release()
-
-
-_PENDING: Any = object()
-
-
-class _Reader:
-    """The upstream's byte iterator, with an optional deadline per read.
-
-    A read with a deadline runs in a helper thread (a greenlet under gevent), so the view can stop
-    waiting without disturbing the read: the next read picks up its result. ``interrupt`` ends a
-    wait early, as if its deadline had passed.
-    """
-
-    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending")
-
-    def __init__(self, iterator: Iterator[bytes]) -> None:
-        self._iterator = iterator
-        self._ready = threading.Event()
-        self._result: tuple[bool, Any] = (True, b"")
-        self._has_result = False
-        self.pending = False
-
-    def next(self, timeout: float | None = None) -> bytes:
-        if not self.pending:
-            if timeout is None:
-                return next(self._iterator)
-            self._has_result = False
-            self._ready.clear()
-            self.pending = True
-            threading.Thread(target=self._fetch, name="chatstream-read-ahead", daemon=True).start()
-        while not self._has_result:
-            if not self._ready.wait(timeout):
-                return _PENDING  # type: ignore[no-any-return]
-            if not self._has_result:  # interrupted
-                self._ready.clear()
-                if not self._has_result and timeout is not None:
-                    return _PENDING  # type: ignore[no-any-return]
-        self.pending = False
-        ok, value = self._result
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
-
-    def interrupt(self) -> None:
-        self._ready.set()
-
-    def _fetch(self) -> None:
-        try:
-            self._result = (True, next(self._iterator))
-        except BaseException as exc:  # handed to the reader, StopIteration included
-            self._result = (False, exc)
-        self._has_result = True
-        self._ready.set()

@@ -17,7 +17,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import Gunicorn
-from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
+from .streams import answer_of, check_event_stream, events_of, send_chat_raw
 
 
 # ---- the schema ------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Reading an iterator with a deadline, without losing the read when the deadline passes first.
+
+The view reads ahead to the answer's first event before it starts the response, but only for so
+long (``first_event_wait``): a blocking read cannot be given up on halfway without losing what it
+would have brought, so a read with a deadline runs in a helper thread (a greenlet under gevent),
+and the next read picks its result up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+PENDING: Any = object()
+"""What ``Reader.next`` returns when its deadline passed first."""
+
+
+class Reader:
+    """The upstream's byte iterator, with an optional deadline per read.
+
+    A read with a deadline runs in a helper thread (a greenlet under gevent), so the view can stop
+    waiting without disturbing the read: the next read picks up its result. ``interrupt`` ends a
+    wait early, as if its deadline had passed.
+    """
+
+    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending")
+
+    def __init__(self, iterator: Iterator[bytes]) -> None:
+        self._iterator = iterator
+        self._ready = threading.Event()
+        self._result: tuple[bool, Any] = (True, b"")
+        self._has_result = False
+        self.pending = False
+
+    def next(self, timeout: float | None = None) -> bytes:
+        if not self.pending:
+            if timeout is None:
+                return next(self._iterator)
+            self._has_result = False
+            self._ready.clear()
+            self.pending = True
+            threading.Thread(target=self._fetch, name="chatstream-read-ahead", daemon=True).start()
+        while not self._has_result:
+            if not self._ready.wait(timeout):
+                return PENDING  # type: ignore[no-any-return]
+            if not self._has_result:  # interrupted
+                self._ready.clear()
+                if not self._has_result and timeout is not None:
+                    return PENDING  # type: ignore[no-any-return]
+        self.pending = False
+        ok, value = self._result
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def interrupt(self) -> None:
+        self._ready.set()
+
+    def _fetch(self) -> None:
+        try:
+            self._result = (True, next(self._iterator))
+        except BaseException as exc:  # handed to the reader, StopIteration included
+            self._result = (False, exc)
+        self._has_result = True
+        self._ready.set()
