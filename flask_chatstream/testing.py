@@ -323,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         self.wfile.flush()
+        self._head_sent = True
         send = self._sender(script.write_size)
         if script.body is not None:
             send(script.body.encode())
@@ -455,27 +456,51 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but notice at once if the caller hangs up (or the server stops), and send the
-        script's keep-alive comments meanwhile."""
+        script's keep-alive comments meanwhile.
+
+        A caller that only shut its sending side (nginx does, at times) is still listening: once the
+        response has started, a comment is the probe, and only a caller that resets the connection
+        after it, or is gone by the next look, counts as gone. Before the response starts there is
+        nothing to probe with."""
         deadline = time.monotonic() + seconds
         every = self._script.comment_every if hasattr(self, "_script") else None
         next_comment = time.monotonic() + every if every else float("inf")
         poller = select.poll()  # not select(): thousands of connections outgrow its 1024 descriptors
         poller.register(self.connection, _HANG_UP or select.POLLIN)
+        probed = False
         while True:
             now = time.monotonic()
             if now >= next_comment and every:
-                comment = self._script.comment.encode() + b"\n\n"
-                self.wfile.write(b"%X\r\n%s\r\n" % (len(comment), comment))
-                self.wfile.flush()
+                self._comment(self._script.comment.encode())
                 next_comment = now + every
             left = deadline - now
             ready = poller.poll(max(0.0, min(left, next_comment - now, 0.5)) * 1000)
-            if ready and (_HANG_UP or not self.connection.recv(1, socket.MSG_PEEK)):
+            events = ready[0][1] if ready else 0
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                 raise _ClientGone()
+            if events and not _HANG_UP and not self.connection.recv(1, socket.MSG_PEEK):
+                raise _ClientGone()
+            if events & _HANG_UP:
+                if not getattr(self, "_head_sent", False):
+                    raise _ClientGone()
+                if probed:
+                    poller.modify(self.connection, 0)  # still listening: from now on only resets count
+                else:
+                    self._comment(b": still there?")  # to a caller that is gone this draws a reset
+                    probed = True
+                    time.sleep(0.01)
             if self.server.standin._stopping.is_set():
                 raise _ClientGone()
             if left <= 0:
                 return
+
+    def _comment(self, comment: bytes) -> None:
+        comment += b"\n\n"
+        try:
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(comment), comment))
+            self.wfile.flush()
+        except OSError:
+            raise _ClientGone() from None
 
     def _read_json(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
