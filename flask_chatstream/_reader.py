@@ -9,7 +9,7 @@ and the next read picks its result up.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PENDING: Any = object()
@@ -24,10 +24,13 @@ class Reader:
     wait early, as if its deadline had passed.
     """
 
-    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending")
+    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending", "_readable", "_then")
 
-    def __init__(self, iterator: Iterator[bytes]) -> None:
+    def __init__(self, iterator: Iterator[bytes], readable: Callable[[float], bool | None] | None = None) -> None:
         self._iterator = iterator
+        self._readable = readable
+        self._then: Callable[[], None] | None = None
+        """Where the source can tell whether a read would wait (``Body.ready``), no thread is needed."""
         self._ready = threading.Event()
         self._result: tuple[bool, Any] = (True, b"")
         self._has_result = False
@@ -37,6 +40,10 @@ class Reader:
         if not self.pending:
             if timeout is None:
                 return next(self._iterator)
+            if self._readable is not None:
+                ready = self._readable(timeout)
+                if ready is not None:
+                    return next(self._iterator) if ready else PENDING
             self._has_result = False
             self._ready.clear()
             self.pending = True
@@ -57,6 +64,12 @@ class Reader:
     def interrupt(self) -> None:
         self._ready.set()
 
+    def abandon(self, then: Callable[[], None]) -> None:
+        """Nobody will take the pending read's result: call ``then`` once it is in."""
+        self._then = then
+        if self._has_result:
+            then()
+
     def _fetch(self) -> None:
         try:
             self._result = (True, next(self._iterator))
@@ -64,3 +77,5 @@ class Reader:
             self._result = (False, exc)
         self._has_result = True
         self._ready.set()
+        if self._then is not None:
+            self._then()

@@ -139,7 +139,7 @@ class Relay:
         self._answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
                               stream_id=stream_id or None, server_tools=self._tools.keys(),
                               max_tool_steps=settings.max_tool_steps)
-        self._reader = Reader(iter(stream))
+        self._reader = Reader(iter(stream), stream.ready)
         self._body = self._run()
         WATCHDOG.watch(self)
         if stream_id:
@@ -294,7 +294,7 @@ class Relay:
         finished.finish(self._tail(), FINISH_WAIT)  # its connection, back for the next request
         self._request = request
         self._answer.next_call()
-        self._reader = Reader(iter(stream))
+        self._reader = Reader(iter(stream), stream.ready)
         self.last_event = time.monotonic()
         return b""
 
@@ -386,10 +386,15 @@ class Relay:
         if self.id:
             STREAMS.discard(self.id)
         self.ended = time.monotonic()
-        if self._reader.pending:
+        if self._reader.pending and not self.stream.owns_socket:
+            # A read ahead is still waiting on a connection shared with other streams (HTTP/2):
+            # closing the response under it would break the connection for all of them. It is
+            # closed when that read ends, at the stream's next data or its read timeout.
+            self._reader.abandon(self.stream.close)
+        elif self._reader.pending:
             self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
-        if self._answer.finished and not self.finishing and self.stop_reason is None \
-                and not self._reader.pending:
+            self.stream.close()
+        elif self._answer.finished and not self.finishing and self.stop_reason is None:
             self._reusable = True  # close() finishes the upstream body
         elif not (self.finishing and self._answer.finished):
             self.stream.close()

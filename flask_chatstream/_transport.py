@@ -96,20 +96,32 @@ class ChatTransport(http.BaseTransport):
         self._idle: dict[Origin, collections.deque[Connection]] = {}
 
     def handle_request(self, request: Any) -> Any:
+        """httpx's entry: the SDK's requests (retries and all) for the default client."""
         url = request.url
         origin: Origin = (url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80))
-        timeouts = request.extensions.get("timeout", {})
         body = request.read()
-        head = _request_head(request, body)
+        try:
+            status, reason, headers, stream = self.send(origin, request.method, _request_head(request, body), body,
+                                                        request.extensions.get("timeout", {}))
+        except http.TransportError as exc:
+            exc.request = request
+            raise
+        return http.Response(status, headers=headers, stream=stream, request=request,
+                             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason,
+                                         "chatstream_body": stream})
+
+    def send(self, origin: Origin, method: str, head: bytes, body: bytes,
+             timeouts: dict[str, float | None]) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
+        """Send one request on a connection of the origin's (a fresh one if a reused one turns out
+        closed): its status, reason, headers, and the body to read. Raises httpx's transport errors."""
         while True:
             connection, reused = self._connection(origin, timeouts.get("connect"))
             try:
-                return self._exchange(connection, request, head, body, timeouts)
+                return self._exchange(connection, method, head, body, timeouts)
             except _Stale:
                 connection.close()
                 if not reused:
-                    raise http.RemoteProtocolError("Server disconnected without sending a response.",
-                                                   request=request) from None
+                    raise http.RemoteProtocolError("Server disconnected without sending a response.") from None
             except BaseException:
                 connection.close()
                 raise
@@ -174,8 +186,8 @@ class ChatTransport(http.BaseTransport):
 
     # -- one exchange ----------------------------------------------------------------------------
 
-    def _exchange(self, connection: Connection, request: Any, head: bytes, body: bytes,
-                  timeouts: dict[str, float | None]) -> Any:
+    def _exchange(self, connection: Connection, method: str, head: bytes, body: bytes,
+                  timeouts: dict[str, float | None]) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
         sock = connection.sock
         sock.settimeout(timeouts.get("write"))
         try:
@@ -183,10 +195,10 @@ class ChatTransport(http.BaseTransport):
             if len(body) >= 65536:
                 sock.sendall(body)
         except TimeoutError:
-            raise http.WriteTimeout("write timed out", request=request) from None
+            raise http.WriteTimeout("write timed out") from None
         except OSError as exc:
             raise _Stale() if isinstance(exc, (BrokenPipeError, ConnectionResetError)) else \
-                http.WriteError(str(exc), request=request) from None
+                http.WriteError(str(exc)) from None
 
         sock.settimeout(timeouts.get("read"))
         buffer = b""
@@ -194,23 +206,20 @@ class ChatTransport(http.BaseTransport):
             end = buffer.find(b"\r\n\r\n")
             while end < 0:
                 if len(buffer) > MAX_HEAD_BYTES:
-                    raise http.RemoteProtocolError("The response head is too large.", request=request)
-                data = _recv(sock, request)
+                    raise http.RemoteProtocolError("The response head is too large.")
+                data = _recv(sock)
                 if not data:
                     if buffer:
-                        raise http.RemoteProtocolError("Server disconnected in the response head.",
-                                                       request=request)
+                        raise http.RemoteProtocolError("Server disconnected in the response head.")
                     raise _Stale()
                 buffer += data
                 end = buffer.find(b"\r\n\r\n")
-            status, reason, headers = _parse_head(buffer[:end], request)
+            status, reason, headers = _parse_head(buffer[:end])
             buffer = buffer[end + 4:]
             if status >= 200 or status == 101:
                 break  # 1xx informational responses (100 Continue) are skipped
-        stream = Body(self, connection, buffer, _framing(request, status, headers), request)
-        return http.Response(status, headers=headers, stream=stream, request=request,
-                             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason,
-                                         "chatstream_body": stream})
+        stream = Body(self, connection, buffer, _framing(method, status, headers), timeouts.get("read"))
+        return status, reason, headers, stream
 
 
 class _Stale(Exception):
@@ -225,54 +234,56 @@ def _stale(sock: socket.socket) -> bool:
         return True
 
 
-def _recv(sock: socket.socket, request: Any) -> bytes:
+def _recv(sock: socket.socket) -> bytes:
     try:
         return sock.recv(READ_SIZE)
     except TimeoutError:
-        raise http.ReadTimeout("read timed out", request=request) from None
+        raise http.ReadTimeout("read timed out") from None
     except (OSError, ValueError) as exc:
-        raise http.ReadError(str(exc) or type(exc).__name__, request=request) from None
+        raise http.ReadError(str(exc) or type(exc).__name__) from None
 
 
 def _request_head(request: Any, body: bytes) -> bytes:
     lines = [request.method.encode() + b" " + request.url.raw_path + b" HTTP/1.1"]
     for name, value in request.headers.raw:
-        if name.lower() == b"transfer-encoding":  # the body is in memory: send it with a length
+        lower = name.lower()
+        if lower == b"transfer-encoding":  # the body is in memory: send it with a length
             name, value = b"Content-Length", str(len(body)).encode()
+        elif lower == b"accept-encoding":
+            value = b"identity"  # the body is read as it comes off the socket: no compression
         lines.append(name + b": " + value)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _parse_head(head: bytes, request: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
-        raise http.RemoteProtocolError("The response does not start with an HTTP/1.x status line.",
-                                       request=request)
+        raise http.RemoteProtocolError("The response does not start with an HTTP/1.x status line.")
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip():
-            raise http.RemoteProtocolError("The response has a malformed header line.", request=request)
+            raise http.RemoteProtocolError("The response has a malformed header line.")
         headers.append((name, value.strip()))
     return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
-def _framing(request: Any, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
+def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
     """How the body ends (``"none"``, ``"chunked"``, ``"length"``, ``"close"``), its length, and
     whether the connection may be reused after it."""
     values: dict[bytes, bytes] = {}
     for name, value in headers:
         values[name.lower()] = value.lower()
     keep_alive = b"close" not in values.get(b"connection", b"")
-    if request.method == "HEAD" or status in (204, 304):
+    if method == "HEAD" or status in (204, 304):
         return "none", 0, keep_alive
     if b"chunked" in values.get(b"transfer-encoding", b""):
         return "chunked", 0, keep_alive
     length = values.get(b"content-length")
     if length is not None:
         if not length.isdigit():
-            raise http.RemoteProtocolError("The response has a malformed Content-Length.", request=request)
+            raise http.RemoteProtocolError("The response has a malformed Content-Length.")
         return "length", int(length), keep_alive
     return "close", 0, False
 
@@ -285,18 +296,17 @@ class Body(http.SyncByteStream):
     """
 
     def __init__(self, transport: ChatTransport, connection: Connection, buffered: bytes,
-                 framing: tuple[str, int, bool], request: Any) -> None:
+                 framing: tuple[str, int, bool], read_timeout: float | None) -> None:
         self._transport = transport
         self.connection = connection
         self.sock = connection.sock
-        self._request = request
         self._buffered = buffered
         self._mode, self._left, self._keep_alive = framing
         self._state = "size"  # chunked: size, data, crlf, trailer, done
         self._pending = b""
         self.complete = self._mode == "none"
         self.closed = False
-        self.read_timeout: float | None = request.extensions.get("timeout", {}).get("read")
+        self.read_timeout = read_timeout
 
     def __iter__(self) -> Iterator[bytes]:
         if self.complete:
@@ -311,7 +321,7 @@ class Body(http.SyncByteStream):
                 try:
                     out = self._dechunk(data) if mode == "chunked" else self._count(data)
                 except ProtocolError as exc:
-                    raise http.RemoteProtocolError(str(exc), request=self._request) from None
+                    raise http.RemoteProtocolError(str(exc)) from None
                 if out:
                     yield out
                 if self.complete:
@@ -319,15 +329,26 @@ class Body(http.SyncByteStream):
             try:
                 data = recv(READ_SIZE)
             except TimeoutError:
-                raise http.ReadTimeout("read timed out", request=self._request) from None
+                raise http.ReadTimeout("read timed out") from None
             except (OSError, ValueError) as exc:
-                raise http.ReadError(str(exc) or type(exc).__name__, request=self._request) from None
+                raise http.ReadError(str(exc) or type(exc).__name__) from None
             if not data:
                 if mode == "close":
                     self.complete = True
                     return
-                raise http.RemoteProtocolError(
-                    "peer closed connection without sending complete message body", request=self._request)
+                raise http.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    def ready(self, timeout: float) -> bool:
+        """Has the next read something to bring, or will it within ``timeout`` seconds? (A read
+        that has the start of a TLS record or a chunk may still wait a moment for the rest.)"""
+        if self._buffered or self.complete:
+            return True
+        pending = getattr(self.sock, "pending", None)  # TLS: records already decrypted
+        if pending is not None and pending():
+            return True
+        poller = select.poll()  # looked up now: gevent's, where it patched select, which yields
+        poller.register(self.sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
 
     def unbounded(self) -> None:
         """From now on reads wait as long as it takes: the watchdog enforces the read timeout.

@@ -14,12 +14,15 @@ import importlib
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import openai
+import orjson
 
 from . import _gevent, _transport
+from ._direct import Direct
 from ._config import Settings
 from ._errors import (
     ChatStreamError,
@@ -57,6 +60,8 @@ class Upstream:
     def __init__(self, settings: Settings, client: openai.OpenAI | None = None) -> None:
         self._settings = settings
         self.custom_client = client is not None
+        self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        self._direct: Direct | None = None
         if client is None:
             if settings.api_key is None:
                 raise RuntimeError(
@@ -66,43 +71,49 @@ class Upstream:
                     "Or pass a ready client with create_blueprint(client=...)."
                 )
             if _transport.HTTP_LIBRARY == _http.__name__:
-                http_client = openai.DefaultHttpxClient(transport=_transport.ChatTransport())
+                transport = _transport.ChatTransport()
+                http_client = openai.DefaultHttpxClient(transport=transport)
             else:  # pragma: no cover - an openai release on another HTTP library than ours
+                transport = None
                 http_client = openai.DefaultHttpxClient(
                     limits=_http.Limits(max_connections=None, max_keepalive_connections=100))
             client = openai.OpenAI(api_key=settings.api_key, base_url=settings.base_url, max_retries=0,
                                    http_client=http_client)
             self.max_retries = settings.max_retries
+            if transport is not None:
+                self._direct = _direct(client, transport, self._timeout)
         else:
             self.max_retries = client.max_retries
         self.client = client
         # Retries are ours (see open), so the SDK's own are off.
         self._create = client.with_options(max_retries=0).chat.completions.with_streaming_response.create
-        self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
 
     def open(self, request: ChatRequest) -> UpstreamStream:
         """Start the completion and return its body, or raise an ``UpstreamError``."""
         if self.custom_client:
             _gevent.adjust_httpcore(_http)
         settings = self._settings
-        # The body goes in extra_body, which the SDK lays over the request as it is: our messages are
-        # already validated plain data, and the SDK's recursive transform of typed params would only
-        # walk them again. The typed arguments stay minimal.
         body: dict[str, Any] = {**request.params, "messages": request.messages,
                                 settings.max_tokens_param: request.max_tokens}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if settings.include_usage:
             body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        direct = self._direct
+        payload = orjson.dumps({"model": request.model, "stream": True, **body}) if direct is not None else b""
+
+        def send(attempt: int) -> UpstreamStream:
+            if direct is not None:
+                return _send_direct(direct, payload, attempt)
+            return self._send_sdk(request.model, body)
+
         waited = 0.0
         attempt = 0
         while True:
             try:
-                response = self._create(model=request.model, messages=[], stream=True, timeout=self._timeout,
-                                        extra_body=body).__enter__()
-                break
-            except openai.OpenAIError as exc:
-                error, retry, wait = _failure(exc, attempt)
+                return send(attempt)
+            except _Failed as failed:
+                error, retry, wait = failed.error, failed.retry, failed.wait
             if not retry or attempt >= self.max_retries:
                 raise error from None
             if waited + wait > settings.max_retry_wait:
@@ -113,33 +124,110 @@ class Upstream:
             log.info("upstream: %s, retry %d of %d in %.2fs", error.code, attempt, self.max_retries, wait)
             time.sleep(wait)
             waited += wait
+
+    def _send_sdk(self, model: str, body: dict[str, Any]) -> UpstreamStream:
+        """Through the SDK, for a client passed with ``client=``: its own transport, auth and headers.
+        The body goes in extra_body, which the SDK lays over the request as it is: our messages are
+        already validated plain data, and the SDK's recursive transform of typed params would only
+        walk them again."""
+        try:
+            response = self._create(model=model, messages=[], stream=True, timeout=self._timeout,
+                                    extra_body=body).__enter__()
+        except openai.OpenAIError as exc:
+            raise _sdk_failure(exc) from None
         http_response = response.http_response
-        mimetype = http_response.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if mimetype != "text/event-stream":
-            http_response.close()
-            log.warning("upstream answered 200 with %r instead of an event stream", mimetype[:60])
-            raise UpstreamMalformed("The model provider did not answer with an event stream.")
+        _check_event_stream(http_response.headers.get("content-type", ""), http_response.close)
         return UpstreamStream(http_response)
 
 
-def _failure(exc: openai.OpenAIError, attempt: int) -> tuple[UpstreamError, bool, float]:
+class _Failed(Exception):
+    """One attempt failed: what to tell the client, whether to try again, and after how long."""
+
+    def __init__(self, error: UpstreamError, retry: bool, wait: float) -> None:
+        self.error, self.retry, self.wait = error, retry, wait
+
+
+def _direct(client: openai.OpenAI, transport: _transport.ChatTransport, timeout: Any) -> Direct | None:
+    """The request the openai client sends for a stream, taken once, to send again with other bodies.
+    None where a proxy from the environment applies: httpx's own transport handles those."""
+    captured: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        captured.append(request)
+        return _http.Response(200, headers={"content-type": "text/event-stream"}, content=b"data: [DONE]\n\n")
+
+    probe = client.copy(http_client=_http.Client(transport=_http.MockTransport(answer)))
+    with probe.chat.completions.with_streaming_response.create(model="-", messages=[], stream=True, timeout=timeout):
+        pass
+    [request] = captured
+    url = request.url
+    if url.scheme not in ("http", "https") or _proxied(str(url)):
+        return None
+    origin = (url.raw_scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+    timeouts = request.extensions.get("timeout", {})
+    return Direct(transport, origin, request.method, url.raw_path, request.headers.raw, timeouts)
+
+
+def _proxied(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
+
+
+def _send_direct(direct: Direct, payload: bytes, attempt: int) -> UpstreamStream:
+    backoff = _backoff(attempt)
+    try:
+        status, raw_headers, body = direct.send(payload, attempt)
+    except _http.TimeoutException:
+        log.warning("upstream timed out before the stream started")
+        raise _Failed(UpstreamTimeout(), True, backoff) from None
+    except _http.TransportError:
+        log.warning("upstream could not be reached")
+        raise _Failed(UpstreamUnavailable(), True, backoff) from None
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw_headers}
+    if status != 200:
+        body.close()  # its text is never passed on (it can quote the key), nor worth reading
+        log.warning("upstream refused the stream: status=%s request_id=%s", status, headers.get("x-request-id"))
+        raise _Failed(*_status_failure(status, headers, attempt))
+    _check_event_stream(headers.get("content-type", ""), body.close)
+    return UpstreamStream(body=body)
+
+
+def _check_event_stream(content_type: str, close: Any) -> None:
+    mimetype = content_type.partition(";")[0].strip().lower()
+    if mimetype != "text/event-stream":
+        close()
+        log.warning("upstream answered 200 with %r instead of an event stream", mimetype[:60])
+        raise UpstreamMalformed("The model provider did not answer with an event stream.")
+
+
+def _backoff(attempt: int) -> float:
+    return min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
+
+
+def _status_failure(status: int, headers: Any, attempt: int) -> tuple[UpstreamError, bool, float]:
+    """A refusal by status, as the SDK retries them: 408, 409, 429 and 5xx, unless
+    ``x-should-retry`` says otherwise; after ``Retry-After`` when it is sane."""
+    should = headers.get("x-should-retry")
+    retry = should == "true" or (should != "false" and (status in (408, 409, 429) or status >= 500))
+    wait = retry_after_seconds(headers)
+    return _status_error(status, headers), retry, _backoff(attempt) if wait is None else wait
+
+
+def _sdk_failure(exc: openai.OpenAIError) -> _Failed:
     """What an SDK error means for the client, whether to retry it, and after how long."""
-    backoff = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
     if isinstance(exc, openai.APIStatusError):
-        status, headers = exc.status_code, exc.response.headers
-        log.warning("upstream refused the stream: status=%s request_id=%s", status, exc.request_id)
-        should = headers.get("x-should-retry")
-        retry = should == "true" or (should != "false" and (status in (408, 409, 429) or status >= 500))
-        wait = retry_after_seconds(headers)
-        return _status_error(exc), retry, backoff if wait is None else wait
+        log.warning("upstream refused the stream: status=%s request_id=%s", exc.status_code, exc.request_id)
+        return _Failed(*_status_failure(exc.status_code, exc.response.headers, 0))
     if isinstance(exc, openai.APITimeoutError):
         log.warning("upstream timed out before the stream started")
-        return UpstreamTimeout(), True, backoff
+        return _Failed(UpstreamTimeout(), True, _backoff(0))
     if isinstance(exc, openai.APIConnectionError):
         log.warning("upstream could not be reached")
-        return UpstreamUnavailable(), True, backoff
+        return _Failed(UpstreamUnavailable(), True, _backoff(0))
     log.warning("upstream failed before the stream started: %s", type(exc).__name__)
-    return UpstreamError(), False, backoff
+    return _Failed(UpstreamError(), False, _backoff(0))
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -197,10 +285,12 @@ class UpstreamStream:
 
     __slots__ = ("_response", "_body", "_socket", "stopped", "__weakref__")
 
-    def __init__(self, response: Any) -> None:
-        self._response = response
+    def __init__(self, response: Any = None, *, body: _transport.Body | None = None) -> None:
+        """From an httpx response, or from our transport's body straight (the default client)."""
+        self._response: Any = response if response is not None else body
         self.stopped: str | None = None
-        body = response.extensions.get("chatstream_body")
+        if body is None:
+            body = response.extensions.get("chatstream_body")
         if isinstance(body, _transport.Body):
             body.unbounded()  # the watchdog enforces the read timeout from now on
             self._body: Any = body
@@ -243,6 +333,11 @@ class UpstreamStream:
         self.stopped = reason
         if self._socket is not None:
             _transport.shutdown(self._socket)
+
+    def ready(self, timeout: float) -> bool | None:
+        """Will a read bring something within ``timeout``? None where that cannot be known
+        without reading (an httpx response of a custom client)."""
+        return self._body.ready(timeout) if self._body is not None else None
 
     def finish(self, allowance: int, wait: float) -> None:
         """The answer is complete: read the rest of the body (at most ``allowance`` bytes, within
@@ -292,12 +387,11 @@ def warm_up() -> None:
         pass
 
 
-def _status_error(exc: openai.APIStatusError) -> UpstreamError:
-    status = exc.status_code
+def _status_error(status: int, headers: Any) -> UpstreamError:
     if status in (401, 403):
         return UpstreamAuthError()
     if status == 429:
-        return UpstreamRateLimited(retry_after=checked_retry_after(exc.response.headers.get("retry-after")))
+        return UpstreamRateLimited(retry_after=checked_retry_after(headers.get("retry-after")))
     if status in (408, 504):
         return UpstreamTimeout()
     if status >= 500:

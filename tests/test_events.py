@@ -61,13 +61,16 @@ def test_only_choice_zero_is_relayed() -> None:
     assert t.finish_reason is None
 
 
-def test_refusal_and_tool_calls_keep_their_order_and_are_not_dropped() -> None:
+def test_refusals_keep_their_order_and_tool_call_fragments_are_assembled() -> None:
     t = Translator()
-    calls = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{"}}]
+    fragments = [[{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{"}}],
+                 [{"index": 0, "function": {"arguments": '"a": 1}'}}],
+                 [{"index": 1, "id": "call_2", "function": {"name": "g", "arguments": "{}"}}]]
     events = t.feed([chunk({"content": "a"}), chunk({"refusal": "I can't"}), chunk({"content": "b"}),
-                     chunk({"tool_calls": calls})])
-    assert [e["type"] for e in events] == ["start", "delta", "refusal", "delta", "tool_calls"]
-    assert events[2]["content"] == "I can't" and events[4]["tool_calls"] == calls
+                     *(chunk({"tool_calls": f}) for f in fragments)])
+    assert [e["type"] for e in events] == ["start", "delta", "refusal", "delta"]  # calls: when whole (the relay)
+    assert events[2]["content"] == "I can't" and t.refusal == "I can't" and t.text == "ab"
+    assert t.tool_calls() == [("call_1", "f", '{"a": 1}'), ("call_2", "g", "{}")]
 
 
 def test_in_band_upstream_error_keeps_what_came_before_and_not_its_text() -> None:

@@ -63,7 +63,7 @@ def test_a_tool_call_before_any_text_is_a_status_in_text_only(make_app: AppFacto
     response = client.post("/api/chat?format=text", json={"content": "hi"})
     assert response.status_code == 502 and response.get_json()["error"]["code"] == "tool_calls_need_events"
     events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "hi"}).data)
-    assert [e["type"] for e in events] == ["start", "tool_calls", "done"]
+    assert [e["type"] for e in events] == ["start", "tool_call", "done"]
     assert events[-1]["finish_reason"] == "tool_calls"
 
 
