@@ -11,7 +11,9 @@ import importlib
 import logging
 import select
 import sys
+import threading
 import types
+from collections import deque
 from typing import Any
 
 log = logging.getLogger("flask_chatstream")
@@ -61,21 +63,86 @@ def _in_greenlet() -> bool:
     return current.parent is not None  # the main greenlet has no parent
 
 
+class FairLock:
+    """A lock that goes to its waiters in turn: ``release`` hands it to the first one in line.
+
+    gevent's lock lets a greenlet that releases take it straight back while others wait (the
+    waiters are only woken on the next turn of the hub). httpcore's HTTP/2 connection reads in a
+    loop of release and re-acquire, so a stream waiting for its turn to read can starve behind a
+    silent one whose reader blocks on the socket again at once: its frames are already in, never
+    taken, until the silent stream ends. Handing the lock over closes that gap.
+    """
+
+    __slots__ = ("_guard", "_locked", "_waiters")
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()  # held only for a few statements, never across a wait
+        self._locked = False
+        self._waiters: deque[Any] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._guard:
+            if not self._locked:
+                self._locked = True
+                return True
+            if not blocking:
+                return False
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        try:
+            got = waiter.acquire(True, timeout)
+        except BaseException:
+            with self._guard:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            self.release()  # it was handed over just as the wait was cut: pass it on
+            raise
+        if not got:
+            with self._guard:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    return False
+        return True  # handed over by release: still locked, now ours
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._locked:
+                raise RuntimeError("release unlocked lock")
+            if self._waiters:
+                self._waiters.popleft().release()  # stays locked: ownership passes
+            else:
+                self._locked = False
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 _adjusted = False
 
 
 def adjust_httpcore(http_module: Any) -> None:
-    """Give httpcore's idle-connection check the OS's poll, once gevent has patched select.
+    """Fit httpcore to gevent, once gevent has patched the process: the OS's poll for its
+    idle-connection check, and fair locks for its HTTP/2 connections.
 
     Each time httpcore takes a connection from its pool (and again when one comes back), it asks
     every idle connection whether the server closed it, with a zero-timeout ``select.poll()``.
     gevent's patched poll turns each of those into watchers, a timer and a hub switch. A
     zero-timeout poll never blocks, so the original is safe, and much cheaper.
 
+    Streams sharing an HTTP/2 connection take turns reading it under one lock; with gevent's lock a
+    stream can starve behind a silent one (see ``FairLock``), so its connections get fair ones.
+
     It runs when the first stream opens, not at import, so it also works when the app was imported
-    before gevent patched (gunicorn's ``preload_app``). It only ever swaps one attribute that holds
-    the ``select`` module; if httpcore's internals change it logs a warning and changes nothing.
-    Only clients passed in with ``client=`` go through httpcore: the default one has its own pool.
+    before gevent patched (gunicorn's ``preload_app``). It only ever swaps attributes that hold the
+    ``select`` module and httpcore's lock class; if httpcore's internals change it logs a warning
+    and changes nothing. Only clients passed in with ``client=`` go through httpcore: the default
+    one has its own pool.
     """
     global _adjusted
     if _adjusted or not patched("select"):
@@ -86,14 +153,21 @@ def adjust_httpcore(http_module: Any) -> None:
         utils = importlib.import_module(f"{core}._utils")
         if getattr(utils, "select", None) is not sys.modules["select"]:
             raise LookupError(f"{core}._utils.select is not the select module")
+        http2 = sys.modules.get(f"{core}._sync.http2")  # imported with httpcore when h2 is installed
+        if http2 is not None and getattr(http2, "Lock", None) is not getattr(
+                sys.modules.get(f"{core}._synchronization"), "Lock", object()):
+            raise LookupError(f"{core}._sync.http2.Lock is not {core}'s lock")
         utils.select = types.SimpleNamespace(  # type: ignore[attr-defined]
             poll=unpatched("poll"), select=unpatched("select"), POLLIN=select.POLLIN
         )
+        if http2 is not None:
+            http2.Lock = FairLock  # type: ignore[attr-defined]
     except Exception as exc:
-        log.warning("could not adjust %s's idle-connection check for gevent (%s); it stays correct but "
-                    "costs more CPU per request", core, exc)
+        log.warning("could not adjust %s for gevent (%s); its idle-connection check stays correct but costs "
+                    "more CPU per request, and HTTP/2 streams can wait behind each other", core, exc)
         return
-    log.info("gevent: %s's idle-connection check uses the OS's poll", core)
+    log.info("gevent: %s's idle-connection check uses the OS's poll%s", core,
+             ", and its HTTP/2 connections fair locks" if http2 is not None else "")
 
 
 def httpcore_adjusted() -> bool:

@@ -50,6 +50,7 @@ server {{
             upstream.wait_for(lambda s: s.open == 0)
             log = server.wait_for_log("outcome=client_left")
     assert "Traceback" not in log
+    assert "its HTTP/2 connections fair locks" in log  # or a stream can starve behind a silent one
     assert "outcome=client_left" in log and "outcome=done" in log
     # Both went over one HTTP/2 connection from the worker to nginx.
     lines = nginx.access_log.read_text().split()

@@ -117,4 +117,56 @@ print("still running")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "still running" in result.stdout, result.stderr[-2000:]
-    assert "could not adjust httpcore_from_the_future's idle-connection check" in result.stderr
+    assert "could not adjust httpcore_from_the_future for gevent" in result.stderr
+
+
+def test_httpcore_http2_connections_take_turns_reading_under_gevent() -> None:
+    """httpcore's HTTP/2 reader holds the lock across a blocking read, releases it, and takes it
+    again at once. With gevent's lock, a stream waiting its turn never gets one while another
+    stream's reader loops like that; with the fair lock it goes next."""
+    script = """
+from gevent import monkey
+monkey.patch_all()
+import threading, gevent
+from gevent.event import Event
+from flask_chatstream._gevent import FairLock
+
+def order(lock):
+    turns, holding, queued = [], Event(), Event()
+    def silent_stream():
+        for i in range(3):
+            with lock:
+                turns.append("silent")
+                if i == 0:
+                    holding.set()
+                    queued.wait()  # a socket read that waits, while the other stream queues
+                else:
+                    gevent.sleep(0)
+    def waiting_stream():
+        holding.wait()
+        queued.set()
+        with lock:
+            turns.append("waiting")
+    gevent.joinall([gevent.spawn(silent_stream), gevent.spawn(waiting_stream)], raise_error=True)
+    return turns
+
+print(order(threading.Lock()))
+print(order(FairLock()))
+
+lock = FairLock()
+lock.acquire()
+assert lock.acquire(timeout=0.01) is False and lock.acquire(blocking=False) is False
+cut = gevent.spawn(lock.acquire)
+gevent.sleep(0)  # it queues
+cut.kill()  # a waiter that gives up leaves the line
+lock.release()
+assert lock.acquire(blocking=False) is True
+lock.release()
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    unfair, fair, ok = result.stdout.splitlines()
+    assert unfair == str(["silent", "silent", "silent", "waiting"])  # what the fair lock is for
+    assert fair == str(["silent", "waiting", "silent", "silent"])
+    assert ok == "ok"
