@@ -1,6 +1,6 @@
 """Run the benchmark suite: flask_chatstream against the usual recipe and the floor, same upstream.
 
-    python -m bench.run            # the full suite, about 8 minutes; writes bench/results/
+    python -m bench.run            # the full suite, about 30 minutes; writes bench/results/
     python -m bench.run --quick    # a smoke run with small numbers (CI runs this)
 
 Each contestant runs under gunicorn -c gunicorn.conf.py with one gevent worker, and is charged its
@@ -36,36 +36,69 @@ RESULTS = Path(__file__).with_name("results")
 class Contestant:
     app: str
     path: str
-    needs_upstream: bool = True
 
 
 CONTESTANTS = {
-    "chatstream": Contestant("example_app:app", "/api/chat?format=text"),
+    "chatstream": Contestant("bench.chatstream_app:app", "/api/chat?format=text"),
     "baseline": Contestant("bench.baseline_app:app", "/api/chat"),
-    "floor": Contestant("bench.floor_app:app", "/api/chat", needs_upstream=False),
+    "floor": Contestant("bench.floor_app:app", "/api/chat"),
+    "minimal": Contestant("bench.minimal_app:app", "/api/chat"),
 }
 
-PLAIN = Profile(chunks=100, gap=0.02)
-REALISTIC = Profile(chunks=100, gap=0.02, jitter=0.5, burst=(1, 3), ttft=0.3, stall_chance=0.01, stall=0.5)
-SCALE = Profile(chunks=10, gap=1.0)
+
+@dataclass(frozen=True)
+class Scenario:
+    about: str
+    profile: Profile
+    streams: int
+    concurrency: int | None = None
+    """At most this many streams at once; None: each starts when its time comes (open loop)."""
+    ramp: float = 0.0
+    """Starts spread uniformly over this many seconds."""
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"streams": self.streams, "concurrency": self.concurrency, "ramp": self.ramp}
+
+
+def scenarios(scale: float = 1.0) -> dict[str, Scenario]:
+    n = lambda count: max(2, int(count * scale))  # noqa: E731
+    return {
+        "per_request": Scenario("one-chunk answers, 1,000 requests arriving over 10 s", Profile(chunks=1, gap=0.0),
+                                n(1000), ramp=10.0 * scale),
+        "unsaturated": Scenario("50 streams of 100 chunks 20 ms apart, starting over 1 s: the worker mostly idle",
+                                Profile(chunks=100, gap=0.02), n(50), ramp=1.0),
+        "busy": Scenario("120 streams of 100 chunks 20 ms apart, 20 at a time: the worker near saturation",
+                         Profile(chunks=100, gap=0.02), n(120), concurrency=n(20)),
+        "realistic": Scenario("as busy, with jitter, bursts of 1-3 events, TTFT 0.3 s and stalls",
+                              Profile(chunks=100, gap=0.02, jitter=0.5, burst=(1, 3), ttft=0.3, stall_chance=0.01,
+                                      stall=0.5), n(120), concurrency=n(20)),
+        "low_load": Scenario("one stream at a time, 5 streams", Profile(chunks=100, gap=0.02), n(5), concurrency=1),
+    }
+
+
+SWEEP = Profile(chunks=10, gap=1.0)
 
 
 @dataclass
 class Config:
     runs: int = 3
-    cpu_streams: int = 120
-    cpu_concurrency: int = 20
-    latency_streams: int = 5
-    scale_levels: list[int] = field(default_factory=lambda: [100, 500, 1000, 2000])
-    scale_ramp: float = 1.0
-    plain: Profile = PLAIN
-    realistic: Profile = REALISTIC
-    scale: Profile = SCALE
+    scenarios: dict[str, Scenario] = field(default_factory=scenarios)
+    sweep_levels: list[int] = field(default_factory=lambda: [50, 500, 1500, 3000])
+    sweep_ramp: float = 3.0
+    sweep_runs: int = 2
+    sweep: Profile = SWEEP
 
 
-QUICK = Config(runs=1, cpu_streams=6, cpu_concurrency=3, latency_streams=2, scale_levels=[20], scale_ramp=0.2,
-               plain=Profile(chunks=10, gap=0.01), realistic=Profile(chunks=10, gap=0.01, jitter=0.5, burst=(1, 3)),
-               scale=Profile(chunks=3, gap=0.2))
+QUICK = Config(runs=1, scenarios=scenarios(0.02), sweep_levels=[10, 20], sweep_ramp=0.2, sweep_runs=1,
+               sweep=Profile(chunks=3, gap=0.2))
+
+GOALS = {
+    "per_request": 0.4,  # CPU per one-chunk request, x the naive relay
+    "per_chunk": 2.0,  # CPU per chunk unsaturated, x the Flask floor
+    "ttfb_p99_ms": 500.0,  # at 1,500 streams
+    "cpu_growth": 1.1,  # CPU per stream at the top level of the sweep, x at the bottom
+    "kb_per_stream": 32.0,  # memory per open stream over the idle worker, at 1,500 streams
+}
 
 
 def cpu_ns(pid: int) -> int:
@@ -145,6 +178,7 @@ def measured(server: Gunicorn, pid: int, name: str, profile: Profile, **kwargs: 
         "wall_s": wall,
         "cpu_us_per_chunk": cpu / 1000 / chunks,
         "cpu_ms_per_request": cpu / 1e6 / len(results),
+        "cpu_busy": cpu / 1e9 / wall,
         "ttfb_ms": {q: pct([r.ttfb for r in ok], q) * 1000 for q in (50, 90, 99)},
         "gap_ms": {q: pct([g for r in ok for g in r.gaps], q) * 1000 for q in (50, 99, 100)},
         "latency_ms": {q: pct([x for r in ok for x in r.latencies], q) * 1000 for q in (50, 99)},
@@ -175,65 +209,109 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def ratio(runs: dict[str, list[dict[str, Any]]], name: str, key: str, against: str) -> float:
+    """The median over runs of ``name``'s figure over ``against``'s in the same run."""
+    return statistics.median(r[key] / b[key] for r, b in zip(runs[name], runs[against]))
+
+
 def suite(config: Config) -> dict[str, Any]:
-    report: dict[str, Any] = {"config": {"runs": config.runs, "plain": config.plain.prompt(),
-                                         "realistic": config.realistic.prompt(), "scale": config.scale.prompt(),
-                                         "scale_gap_ms": config.scale.gap * 1000}}
+    report: dict[str, Any] = {"config": {
+        "runs": config.runs, "sweep_runs": config.sweep_runs, "sweep_ramp_s": config.sweep_ramp,
+        "sweep": config.sweep.prompt(), "sweep_gap_ms": config.sweep.gap * 1000,
+        "scenarios": {key: {"about": s.about, "profile": s.profile.prompt(), **s.kwargs()}
+                      for key, s in config.scenarios.items()},
+    }}
     with upstream_server() as upstream:
         # All contestants run side by side and take turns, so each run compares them under the
         # same machine conditions; ratios are taken per run, then the median.
         with ExitStack() as stack:
             servers = {name: stack.enter_context(serve(name, upstream)) for name in CONTESTANTS}
-            for scenario, profile, kwargs in (
-                ("plain", config.plain, {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
-                ("realistic", config.realistic,
-                 {"streams": config.cpu_streams, "concurrency": config.cpu_concurrency}),
-                ("low_load", config.plain, {"streams": config.latency_streams, "concurrency": 1}),
-            ):
+            for key, scenario in config.scenarios.items():
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTESTANTS}
                 for _ in range(config.runs):
                     for name, (server, pid) in servers.items():
-                        runs[name].append(measured(server, pid, name, profile, **kwargs))
-                report[scenario] = {name: median_of(results) for name, results in runs.items()}
-                for name, results in runs.items():
-                    report[scenario][name]["x_floor"] = statistics.median(
-                        r["cpu_us_per_chunk"] / f["cpu_us_per_chunk"] for r, f in zip(results, runs["floor"]))
-                    report[scenario][name]["x_baseline"] = statistics.median(
-                        r["cpu_ms_per_request"] / b["cpu_ms_per_request"] for r, b in zip(results, runs["baseline"]))
-                    print(f"{scenario:10} {name:10} {[round(r['cpu_us_per_chunk']) for r in results]} us/chunk, "
-                          f"median x floor {report[scenario][name]['x_floor']:.2f}", flush=True)
+                        runs[name].append(measured(server, pid, name, scenario.profile, **scenario.kwargs()))
+                report[key] = {name: median_of(results) for name, results in runs.items()}
+                for name in CONTESTANTS:
+                    figures = report[key][name]
+                    figures["x_floor"] = ratio(runs, name, "cpu_us_per_chunk", "floor")
+                    figures["x_minimal"] = ratio(runs, name, "cpu_us_per_chunk", "minimal")
+                    figures["x_baseline"] = ratio(runs, name, "cpu_ms_per_request", "baseline")
+                    print(f"{key:12} {name:10} {[round(r['cpu_us_per_chunk']) for r in runs[name]]} us/chunk, "
+                          f"x floor {figures['x_floor']:.2f}, x baseline {figures['x_baseline']:.2f}, "
+                          f"worker busy {figures['cpu_busy']:.0%}", flush=True)
 
-        report["scale"] = {}
+        # The sweep: a fresh worker per contestant and level, each level run sweep_runs times.
+        report["sweep"] = {}
         for name in CONTESTANTS:
-            report["scale"][name] = {}
-            for level in config.scale_levels:
-                with serve(name, upstream) as (server, pid):
-                    result = measured(server, pid, name, config.scale, streams=level, ramp=config.scale_ramp)
-                report["scale"][name][str(level)] = result
-                print(f"scale      {name:10} {level:5} streams: {result['complete']} whole, "
-                      f"TTFB p99 {result['ttfb_ms'][99]:.0f} ms", flush=True)
+            report["sweep"][name] = {}
+            for level in config.sweep_levels:
+                results = []
+                for _ in range(config.sweep_runs):
+                    with serve(name, upstream) as (server, pid):
+                        results.append(measured(server, pid, name, config.sweep, streams=level,
+                                                ramp=config.sweep_ramp))
+                result = report["sweep"][name][str(level)] = median_of(results)
+                print(f"sweep        {name:10} {level:5} streams: {result['complete']:.0f} whole, "
+                      f"TTFB p99 {result['ttfb_ms'][99]:.0f} ms, {result['cpu_ms_per_request']:.2f} ms CPU and "
+                      f"{result['mem_kb_per_stream']:.1f} KB per stream", flush=True)
 
         report["cold_start_ttfb_ms"] = {
             name: statistics.median(cold_start(name, upstream) for _ in range(config.runs))
             for name in ("chatstream", "baseline")
         }
+    report["goals"] = goals(report, config)
     return report
 
 
+def goals(report: dict[str, Any], config: Config) -> list[dict[str, Any]]:
+    """Each goal of the performance issue: the figure for each contestant, the goal, met or not."""
+    sweep = report["sweep"]
+    levels = [str(level) for level in config.sweep_levels]
+    at = "1500" if "1500" in levels else levels[-1]
+    rows = []
+
+    def row(figure: str, key: str, values: dict[str, float], goal: float, unit: str = "") -> None:
+        rows.append({"figure": figure, "key": key, "values": values, "goal": goal, "unit": unit,
+                     "met": values["chatstream"] <= goal})
+
+    row("CPU per one-chunk request, x naive", "per_request",
+        {n: report["per_request"][n]["x_baseline"] for n in CONTESTANTS}, GOALS["per_request"], "x")
+    row("CPU per chunk, unsaturated, x Flask floor", "per_chunk",
+        {n: report["unsaturated"][n]["x_floor"] for n in CONTESTANTS}, GOALS["per_chunk"], "x")
+    row(f"TTFB p99 at {at} streams", "ttfb_p99_ms",
+        {n: sweep[n][at]["ttfb_ms"][99] for n in CONTESTANTS}, GOALS["ttfb_p99_ms"], "ms")
+    row(f"CPU per stream at {levels[-1]} streams, x at {levels[0]}", "cpu_growth",
+        {n: sweep[n][levels[-1]]["cpu_ms_per_request"] / sweep[n][levels[0]]["cpu_ms_per_request"]
+         for n in CONTESTANTS}, GOALS["cpu_growth"], "x")
+    row(f"memory per open stream at {at} streams", "kb_per_stream",
+        {n: sweep[n][at]["mem_kb_per_stream"] for n in CONTESTANTS}, GOALS["kb_per_stream"], "KB")
+    return rows
+
+
 def table(report: dict[str, Any]) -> str:
-    rows = ["| scenario | contestant | CPU µs/chunk | × floor | CPU ms/request | × baseline | TTFB p50 ms | "
-            "added latency p50 ms | complete |", "|---|---|---|---|---|---|---|---|---|"]
-    for scenario in ("plain", "realistic", "low_load"):
-        for name, r in report[scenario].items():
+    names = list(CONTESTANTS)
+    rows = ["| goal | " + " | ".join(names) + " | goal | met |", "|---|" + "---|" * (len(names) + 2)]
+    for goal in report["goals"]:
+        unit = goal["unit"]
+        cells = [f"{goal['values'][n]:.2f}{unit}" if unit == "x" else f"{goal['values'][n]:.0f} {unit}" for n in names]
+        target = f"<= {goal['goal']:g}{unit}" if unit == "x" else f"<= {goal['goal']:g} {unit}"
+        rows.append(f"| {goal['figure']} | " + " | ".join(cells) + f" | {target} | {'yes' if goal['met'] else 'no'} |")
+    rows += ["", "| scenario | contestant | CPU µs/chunk | × floor | × minimal | CPU ms/request | × baseline | "
+             "worker busy | TTFB p50 / p99 ms | added latency p50 ms | complete |", "|---" * 11 + "|"]
+    for key in report["config"]["scenarios"]:
+        for name, r in report[key].items():
             rows.append(
-                f"| {scenario} | {name} | {r['cpu_us_per_chunk']:.0f} | {r['x_floor']:.2f} | "
-                f"{r['cpu_ms_per_request']:.2f} | {r['x_baseline']:.2f} | {r['ttfb_ms'][50]:.1f} | "
-                f"{r['latency_ms'][50]:.2f} | {r['complete']}/{r['streams']} |")
-    rows += ["", "| contestant | streams | complete | TTFB p50 / p99 ms | read gap p99 / max ms | "
-             "worker KB per open stream | wall s |", "|---|---|---|---|---|---|---|"]
-    for name, levels in report["scale"].items():
+                f"| {key} | {name} | {r['cpu_us_per_chunk']:.0f} | {r['x_floor']:.2f} | {r['x_minimal']:.2f} | "
+                f"{r['cpu_ms_per_request']:.2f} | {r['x_baseline']:.2f} | {r['cpu_busy']:.0%} | "
+                f"{r['ttfb_ms'][50]:.1f} / {r['ttfb_ms'][99]:.1f} | {r['latency_ms'][50]:.2f} | "
+                f"{r['complete']:.0f}/{r['streams']:.0f} |")
+    rows += ["", "| contestant | streams | complete | CPU ms per stream | worker busy | TTFB p50 / p99 ms | "
+             "read gap p99 / max ms | KB per open stream | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, levels in report["sweep"].items():
         for level, r in levels.items():
-            rows.append(f"| {name} | {level} | {r['complete']} | {r['ttfb_ms'][50]:.0f} / {r['ttfb_ms'][99]:.0f} | "
+            rows.append(f"| {name} | {level} | {r['complete']:.0f} | {r['cpu_ms_per_request']:.2f} | "
+                        f"{r['cpu_busy']:.0%} | {r['ttfb_ms'][50]:.0f} / {r['ttfb_ms'][99]:.0f} | "
                         f"{r['gap_ms'][99]:.0f} / {r['gap_ms'][100]:.0f} | {r['mem_kb_per_stream']:.1f} | "
                         f"{r['wall_s']:.1f} |")
     cold = report["cold_start_ttfb_ms"]
@@ -248,32 +326,37 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ttfb_ax, gap_ax, cpu_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
-    colors = {"chatstream": "tab:blue", "baseline": "tab:red", "floor": "tab:gray"}
-    for name, levels in report["scale"].items():
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    (ttfb_ax, cpu_ax), (mem_ax, chunk_ax) = axes
+    colors = {"chatstream": "tab:blue", "baseline": "tab:red", "floor": "tab:gray", "minimal": "tab:green"}
+    for name, levels in report["sweep"].items():
         xs = [int(level) for level in levels]
         for q, style in ((50, "-"), (99, "--")):
             ttfb_ax.plot(xs, [levels[str(x)]["ttfb_ms"][q] for x in xs], style, color=colors[name], marker="o",
                          label=f"{name} p{q}")
-            gap_ax.plot(xs, [levels[str(x)]["gap_ms"][q] for x in xs], style,
-                        color=colors[name], marker="o", label=f"{name} p{q}")
-    ttfb_ax.set(title="Time to first byte vs concurrent streams", xlabel="concurrent streams (one worker)",
-                ylabel="ms")
-    gap_ax.set(title=f"Gap between reads (upstream sends every {report['config']['scale_gap_ms']:.0f} ms)",
-               xlabel="concurrent streams (one worker)", ylabel="ms")
-    for ax in (ttfb_ax, gap_ax):
+        cpu_ax.plot(xs, [levels[str(x)]["cpu_ms_per_request"] for x in xs], color=colors[name], marker="o",
+                    label=name)
+        mem_ax.plot(xs, [levels[str(x)]["mem_kb_per_stream"] for x in xs], color=colors[name], marker="o",
+                    label=name)
+    sweep = f"streams of {report['config']['sweep_gap_ms'] / 1000:g} s gaps, arriving over " \
+            f"{report['config']['sweep_ramp_s']:g} s (one worker)"
+    ttfb_ax.set(title="Time to first byte", xlabel=sweep, ylabel="ms", yscale="log")
+    cpu_ax.set(title="Worker CPU per stream", xlabel=sweep, ylabel="ms", ylim=(0, None))
+    mem_ax.set(title="Worker memory per open stream", xlabel=sweep, ylabel="KB", ylim=(0, None))
+    mem_ax.axhline(GOALS["kb_per_stream"], color="black", linewidth=0.8, linestyle=":", label="goal")
+    ttfb_ax.axhline(GOALS["ttfb_p99_ms"], color="black", linewidth=0.8, linestyle=":", label="goal (p99)")
+    for ax in (ttfb_ax, cpu_ax, mem_ax):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    scenarios = ["plain", "realistic"]
-    width = 0.25
+    keys = [k for k in ("unsaturated", "busy", "realistic") if k in report]
+    width = 0.2
     for i, name in enumerate(CONTESTANTS):
-        values = [report[s][name]["cpu_us_per_chunk"] for s in scenarios]
-        bars = cpu_ax.bar([j + i * width for j in range(len(scenarios))], values, width, color=colors[name],
-                          label=name)
-        cpu_ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    cpu_ax.set_xticks([j + width for j in range(len(scenarios))], scenarios)
-    cpu_ax.set(title="Worker CPU per relayed chunk", ylabel="µs")
-    cpu_ax.legend(fontsize=8)
+        values = [report[k][name]["cpu_us_per_chunk"] for k in keys]
+        bars = chunk_ax.bar([j + i * width for j in range(len(keys))], values, width, color=colors[name], label=name)
+        chunk_ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    chunk_ax.set_xticks([j + 1.5 * width for j in range(len(keys))], keys)
+    chunk_ax.set(title="Worker CPU per relayed chunk", ylabel="µs")
+    chunk_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -57,8 +57,10 @@ class Tool:
     """The parameter that gets the ``ChatRequest``, if any."""
     strict: bool
 
-    def definition(self) -> dict[str, Any]:
-        """The OpenAI tool definition for the upstream's ``tools``."""
+    _definition: bytes = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: pydantic's schema generation costs more than the rest of a request's set-up.
         schema = _clean(self.arguments.model_json_schema())
         if self.strict:
             schema["additionalProperties"] = False
@@ -66,7 +68,12 @@ class Tool:
         function: dict[str, Any] = {"name": self.name, "description": self.description, "parameters": schema}
         if self.strict:
             function["strict"] = True
-        return {"type": "function", "function": function}
+        object.__setattr__(self, "_definition", orjson.dumps({"type": "function", "function": function}))
+
+    def definition(self) -> dict[str, Any]:
+        """The OpenAI tool definition for the upstream's ``tools``: a fresh copy each time, since
+        ``before_upstream`` hooks may change it."""
+        return orjson.loads(self._definition)  # type: ignore[no-any-return]
 
 
 def make_tool(function: Callable[..., Any], *, name: str | None = None, description: str | None = None,
@@ -91,15 +98,14 @@ def make_tool(function: Callable[..., Any], *, name: str | None = None, descript
             continue
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (annotation, pydantic.Field(default, description=parameter_docs.get(parameter.name)))
-    try:
-        model = pydantic.create_model(f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
-        model.model_json_schema()
-    except Exception as exc:
-        raise TypeError(f"Tool {name!r} has a parameter pydantic cannot describe: {exc}") from None
     text = description if description is not None else doc
     if not text:
         raise TypeError(f"Tool {name!r} needs a description: give it a docstring or description=.")
-    return Tool(name, text, function, model, request_parameter, strict)
+    try:
+        model = pydantic.create_model(f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+        return Tool(name, text, function, model, request_parameter, strict)  # builds the schema
+    except Exception as exc:
+        raise TypeError(f"Tool {name!r} has a parameter pydantic cannot describe: {exc}") from None
 
 
 def _docstring(doc: str) -> tuple[str, dict[str, str]]:

@@ -16,11 +16,17 @@ def test_bench_quick_run(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
-    for scenario in ("plain", "realistic", "low_load"):
+    contestants = {"chatstream", "baseline", "floor", "minimal"}
+    for scenario in ("per_request", "unsaturated", "busy", "realistic", "low_load"):
+        assert set(report[scenario]) == contestants
         for name, figures in report[scenario].items():
             assert figures["complete"] == figures["streams"] > 0, (scenario, name, figures["errors"])
-    for name, levels in report["scale"].items():
+    assert set(report["sweep"]) == contestants
+    for name, levels in report["sweep"].items():
         for level, figures in levels.items():
             assert figures["complete"] == int(level), (name, level, figures["errors"])
+    assert [goal["key"] for goal in report["goals"]] == [
+        "per_request", "per_chunk", "ttfb_p99_ms", "cpu_growth", "kb_per_stream"]
     assert (tmp_path / "chart.png").stat().st_size > 10_000
-    assert "| plain | chatstream |" in (tmp_path / "latest.md").read_text()
+    text = (tmp_path / "latest.md").read_text()
+    assert "| unsaturated | chatstream |" in text and "| CPU per one-chunk request, x naive |" in text

@@ -57,6 +57,8 @@ def test_a_chat_request_parameter_is_not_in_the_schema_and_overrides_apply() -> 
     assert function["parameters"] == {"type": "object", "properties": {"query": {"type": "string"}},
                                       "required": ["query"], "additionalProperties": False}
     assert tool.request_parameter == "chat"
+    function["parameters"]["properties"].clear()  # as a before_upstream hook may: it changes one request only
+    assert tool.definition()["function"]["parameters"]["properties"] == {"query": {"type": "string"}}
 
 
 @pytest.mark.parametrize("bad", [
