@@ -20,7 +20,7 @@ help:
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,test,bench,example]'
+	$(PY) -m pip install -q -e '.[server,redis,test,bench,example]'
 	touch $@
 
 install: $(STAMP)
@@ -29,11 +29,11 @@ demo: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py example_app:app
 
 # Browser tests use Debian's Chromium (Playwright cannot download browsers here), proxy tests Debian's
-# nginx; node comes with the machine.
+# nginx, resume and fleet tests Debian's redis-server (the tests start it); node comes with the machine.
 system-deps:
 	@command -v node >/dev/null || { echo "Node.js 20+ is required (https://nodejs.org)"; exit 1; }
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ]; then \
-		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium nginx; fi
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ]; then \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium nginx redis-server; fi
 
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund

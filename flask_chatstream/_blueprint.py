@@ -31,11 +31,22 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ._body import read_body
-from ._config import Options, Settings, resolve
-from ._errors import ChatStreamError, MethodNotAllowed, RequestTooLarge
-from ._policy import StreamLimit
+from ._config import ConfigError, Options, Settings, resolve
+from ._errors import (
+    ChatStreamError,
+    MethodNotAllowed,
+    RequestError,
+    RequestTooLarge,
+    ResumeUnavailable,
+    StreamNotFound,
+    StreamTruncated,
+)
+from ._formats import UI, Format
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
+from ._journal import Journal, MemoryJournal, Unavailable
+from ._policy import StreamLimit
 from ._relay import ClientGone, Relay
+from ._replay import Replay
 from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._server import check_server
 from ._store import STREAMS
@@ -83,6 +94,7 @@ class ChatBlueprint(Blueprint):
         self.after_stream_funcs: list[AfterStream] = []
         self.tools: dict[str, Tool] = {}
         """The server-side tools, by name: every request offers them to the model."""
+        self.may_resume_func: MayResume | None = None
 
     @overload
     def tool(self, f: F) -> F: ...
@@ -120,6 +132,13 @@ class ChatBlueprint(Blueprint):
         self.before_upstream_funcs.append(f)
         return f
 
+    def may_resume(self, f: M) -> M:
+        """Register the function that decides who may read a resumable stream again, in place of
+        "the client that started it" (same ``client_key``). It gets the stream id and the client key
+        the stream was started with, in the request context of the resume, and returns a bool."""
+        self.may_resume_func = f
+        return f
+
     def after_stream(self, f: A) -> A:
         """Register a function to run once for every stream that passed ``before_upstream``.
 
@@ -131,6 +150,8 @@ class ChatBlueprint(Blueprint):
         return f
 
 
+MayResume = Callable[[str, str], bool]
+M = TypeVar("M", bound=MayResume)
 B = TypeVar("B", bound=BeforeUpstream)
 A = TypeVar("A", bound=AfterStream)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,6 +164,12 @@ class _State:
     limit: StreamLimit
     client_key: ClientKey
     blueprint: ChatBlueprint
+    journal: Journal | None
+    """Where resumable streams are kept; None unless ``resumable``."""
+
+    def may_read(self, stream_id: str, owner: str) -> bool:
+        decide = self.blueprint.may_resume_func
+        return bool(decide(stream_id, owner)) if decide is not None else owner == self.client_key()
 
 
 class _StreamResponse(Response):
@@ -182,22 +209,38 @@ def create_blueprint(
     def register(state: BlueprintSetupState) -> None:
         settings = resolve(options, state.app.config, os.environ)
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
+        limit, journal = _shared_state(settings)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, Upstream(settings, client), StreamLimit(settings.max_streams_per_client), client_key, blueprint
+            settings, Upstream(settings, client), limit, client_key, blueprint, journal
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
-        for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume"):
+        for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume", f"{key}.replay"):
             for rule in state.app.url_map.iter_rules(endpoint):
                 rule.methods = None
 
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["POST", "OPTIONS"], provide_automatic_options=False)
+    blueprint.add_url_rule("/chat/<stream_id>", "replay", _replay, methods=["GET"])
     blueprint.add_url_rule("/chat/<stream_id>/stop", "stop", _stop, methods=["POST"])
     blueprint.add_url_rule("/chat/<chat_id>/stream", "resume", _resume, methods=["GET"])
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
     blueprint.record(register)  # after the rules, which it adjusts
     blueprint.teardown_request(_release_unsent)
     return blueprint
+
+
+def _shared_state(settings: Settings) -> tuple[StreamLimit, Journal | None]:
+    """The stream limit and the journal: in this process, or with ``redis_url`` in Redis."""
+    if settings.redis_url is None:
+        limit = StreamLimit(settings.max_streams_per_client)
+        return limit, MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
+    try:
+        from ._redis import FleetLimit, RedisJournal, RedisStore
+    except ImportError:
+        raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
+    store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)
+    journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
+    return FleetLimit(store, settings.max_streams_per_client), journal
 
 
 def _state() -> _State:
@@ -288,8 +331,13 @@ def _stream() -> Response:
     except BaseException:
         release()
         raise
+    recording = None
+    if state.journal is not None:
+        chat_id = chat.context.get("chat_id")
+        recording = state.journal.begin(stream_id, owner, chat_id if isinstance(chat_id, str) else None)
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
-                  on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open)
+                  on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
+                  recording=recording)
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:
@@ -310,21 +358,91 @@ def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
     return {name: tool for name, tool in tools.items() if name in offered}
 
 
+def _replay(stream_id: str) -> Response:
+    """``GET <prefix>/chat/<stream_id>``: a resumable stream's events after ``?after=<seq>`` (or the
+    ``Last-Event-ID`` header), then the live ones to the end, for the client that started it."""
+    try:
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed("Use GET to read a stream again.", allow="GET, HEAD")
+        state = _state()
+        fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
+        after = _after()
+        return _replay_response(state, stream_id, after, fmt)
+    except ChatStreamError as error:
+        return _error_response(error)
+
+
 def _resume(chat_id: str) -> Response:
-    """``GET <prefix>/chat/<chat id>/stream``: where ``useChat({resume: true})`` asks to pick an
-    answer up again. Nothing is kept to resume yet: 204, so such an app works, and starts afresh."""
-    if request.method not in ("GET", "HEAD"):
-        return _error_response(MethodNotAllowed("Use GET to resume a chat's stream.", allow="GET, HEAD"))
-    return Response(status=204)
+    """``GET <prefix>/chat/<chat id>/stream``: where ``useChat({resume: true})`` picks up the chat's
+    running answer, from its start, as the AI SDK's stream; 204 when there is none."""
+    try:
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed("Use GET to resume a chat's stream.", allow="GET, HEAD")
+        state = _state()
+        if state.journal is None:
+            return Response(status=204)
+        try:
+            stream_id = state.journal.active(chat_id)
+        except Unavailable:
+            raise ResumeUnavailable() from None
+        if stream_id is None:
+            return Response(status=204)
+        return _replay_response(state, stream_id, 0, UI)
+    except StreamNotFound:
+        return Response(status=204)  # ended (or not this client's) since it was looked up
+    except ChatStreamError as error:
+        return _error_response(error)
+
+
+def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> Response:
+    journal = state.journal
+    if journal is None:
+        raise StreamNotFound("There is no such stream: streams are not kept here (resumable is off).")
+    try:
+        found = journal.find(stream_id)
+    except Unavailable:
+        raise ResumeUnavailable() from None
+    if found is None or not state.may_read(stream_id, found.owner):
+        raise StreamNotFound()
+    if after + 1 < found.first:
+        raise StreamTruncated()
+    client = _client_socket()
+    replay = Replay(journal, stream_id, after, fmt, heartbeat=state.settings.heartbeat,
+                    send_timeout=state.settings.send_timeout, client=client)
+    headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
+    return Response(replay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
+
+
+def _after() -> int:
+    """The last ``seq`` the client has: ``?after=``, else the ``Last-Event-ID`` header, else 0."""
+    value = request.args.get("after", request.headers.get("Last-Event-ID", "0"))
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise RequestError("after (or Last-Event-ID) must be the seq of the last event received, a whole "
+                           "number.", code="invalid_after")
+    return int(value)
 
 
 def _stop(stream_id: str) -> Response:
-    """``POST <prefix>/chat/<stream_id>/stop``: the client that started a stream stops it."""
-    if request.method != "POST":
-        return _error_response(MethodNotAllowed("Use POST to stop a stream.", allow="POST"))
-    if not STREAMS.stop(stream_id, _state().client_key()):
-        return json_error(404, "stream_not_found", "There is no such stream open here.")
-    return Response(status=204)
+    """``POST <prefix>/chat/<stream_id>/stop``: the client that started a stream stops it, on any
+    worker of this process, or, for resumable streams on Redis, anywhere."""
+    try:
+        if request.method != "POST":
+            raise MethodNotAllowed("Use POST to stop a stream.", allow="POST")
+        state = _state()
+        owner = state.client_key()
+        if STREAMS.stop(stream_id, owner):
+            return Response(status=204)
+        if state.journal is not None:
+            try:
+                found = state.journal.find(stream_id)
+                if found is not None and found.live and found.owner == owner:
+                    state.journal.stop(stream_id)
+                    return Response(status=204)
+            except Unavailable:
+                raise ResumeUnavailable() from None
+        raise StreamNotFound("There is no such stream open.")
+    except ChatStreamError as error:
+        return _error_response(error)
 
 
 def _release_unsent(_exc: BaseException | None) -> None:

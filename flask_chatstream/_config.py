@@ -50,6 +50,13 @@ class Options(TypedDict, total=False):
     tool_timeout: float
     max_tool_steps: int
     relay_reasoning: bool
+    resumable: bool
+    redis_url: str | None
+    resume_ttl: float
+    resume_grace: float
+    resume_max_events: int
+    redis_timeout: float
+    slot_ttl: float
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,22 @@ class Settings:
     relay_reasoning: bool = True
     """Send a reasoning model's streamed thinking to clients (``reasoning`` events); it always reaches
     ``after_stream``."""
+    resumable: bool = False
+    """Keep every stream's events so a client that lost its connection can read on
+    (``GET <prefix>/chat/<stream_id>``): in Redis with ``redis_url``, else in this process's memory."""
+    redis_url: str | None = None
+    """Redis for resumable streams and fleet-wide ``max_streams_per_client``, e.g. ``redis://host:6379/0``."""
+    resume_ttl: float = 600.0
+    """How long a resumable stream's events are kept after its last one."""
+    resume_grace: float = 30.0
+    """With ``resumable``: how long the answer goes on after its client left with nobody reading it
+    again; then it is stopped as without resume. 0 stops it at once."""
+    resume_max_events: int = 10_000
+    """Most events kept per resumable stream; a resume that needs older ones is refused (410)."""
+    redis_timeout: float = 0.5
+    """Longest one Redis command may take before Redis counts as down (streams go on without it)."""
+    slot_ttl: float = 15.0
+    """With Redis: how long a stream's ``max_streams_per_client`` slot outlives a worker that died holding it."""
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -174,6 +197,13 @@ def _max_tokens_param(value: Any) -> str:
     return str(value)
 
 
+def _redis_url(value: Any) -> str | None:
+    url = _optional_text(value)
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("a redis://, rediss:// or unix:// URL")
+    return url
+
+
 def _on_client_leave(value: Any) -> str:
     if value not in ("stop", "finish"):
         raise ValueError("'stop' or 'finish'")
@@ -209,8 +239,15 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "tool_timeout": _seconds,
     "max_tool_steps": _positive_int,
     "relay_reasoning": _flag,
+    "resumable": _flag,
+    "redis_url": _redis_url,
+    "resume_ttl": _seconds,
+    "resume_grace": _seconds_or_zero,
+    "resume_max_events": _positive_int,
+    "redis_timeout": _seconds,
+    "slot_ttl": _seconds,
 }
-_SECRETS = frozenset({"api_key"})
+_SECRETS = frozenset({"api_key", "redis_url"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
 
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}

@@ -11,7 +11,11 @@ the API key back) or anything else from the environment.
     │   ├── RequestTimeout           408  request_timeout
     │   ├── NotAcceptable            406  not_acceptable
     │   ├── MethodNotAllowed         405  method_not_allowed
-    │   └── TooManyStreams           429  too_many_streams
+    │   ├── TooManyStreams           429  too_many_streams
+    │   ├── StreamNotFound           404  stream_not_found
+    │   └── StreamTruncated          410  stream_truncated
+    ├── ResumeUnavailable            503  resume_unavailable
+    ├── StreamEnded                       stopped, client_left, client_stalled, stream_lost (replays)
     └── UpstreamError                502  upstream_error
         ├── UpstreamAuthError        502  upstream_auth
         ├── UpstreamRejected         502  upstream_rejected, tool_calls_need_events
@@ -106,6 +110,41 @@ class TooManyStreams(RequestError):
     status = 429
     code = "too_many_streams"
     message = "This client already has as many answers streaming as it may. Wait for one to finish."
+
+
+class StreamNotFound(RequestError):
+    status = 404
+    code = "stream_not_found"
+    message = "There is no such stream, or it has expired."
+
+
+class StreamTruncated(RequestError):
+    status = 410
+    code = "stream_truncated"
+    message = "The stream's early events are no longer kept: it can only be read from a later event."
+
+
+class ResumeUnavailable(ChatStreamError):
+    """The store of resumable streams (Redis) cannot be reached: live streams go on without it."""
+
+    status = 503
+    code = "resume_unavailable"
+    message = "Streams cannot be resumed right now. Try again later."
+
+
+class StreamEnded(ChatStreamError):
+    """How a replay ends when the stream ended without an answer or an error of its own: it was
+    stopped, or its client left and nobody came back for it in time. Never an HTTP status."""
+
+    MESSAGES = {
+        "stopped": "The stream was stopped.",
+        "client_left": "The stream was stopped: its client left and nobody came back for it in time.",
+        "client_stalled": "The stream was stopped: its client stopped reading.",
+        "stream_lost": "The server running the stream stopped before the answer was complete.",
+    }
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.MESSAGES.get(reason, "The stream ended early."), code=reason)
 
 
 class UpstreamError(ChatStreamError):

@@ -6,7 +6,7 @@ and returns the one write that carries them.
 - ``text``: ``text/plain; charset=utf-8``, the answer's text and nothing else.
   It has no way to say "error" in-band, so the relay cuts the connection; nor to
   carry a tool call for the client, which the relay treats as an error.
-- ``ndjson``: ``application/x-ndjson``, one JSON event per line.
+- ``ndjson``: ``application/x-ndjson``, one JSON event per line (with ``seq`` when resumable).
 - ``sse``: ``text/event-stream``, each event as ``event: <type>`` + ``data: <json>``.
 - ``ui``: the Vercel AI SDK's UI message stream (v1), what ``useChat`` reads: SSE
   ``data:`` lines of parts, ending with ``data: [DONE]``. Its parts open and close
@@ -55,9 +55,13 @@ def encode_ndjson(events: list[Event]) -> bytes:
 
 
 def encode_sse(events: list[Event]) -> bytes:
-    return b"".join(
-        [b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n" for event in events]
-    )
+    """Each event as ``event:`` and ``data:``, with ``id: <seq>`` first in a resumable stream (the
+    browser's EventSource sends it back as ``Last-Event-ID``)."""
+    return b"".join([
+        (b"id: %d\n" % event["seq"] if "seq" in event else b"")
+        + b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+        for event in events
+    ])
 
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter",

@@ -1,7 +1,7 @@
 """Who may stream: a per-client cap on concurrent streams, so one client cannot run up the bill.
 
-The count lives in each worker process. With several workers, a client's cap is per worker: set
-it with that in mind, or put a shared limiter (nginx ``limit_conn``, Redis) in front.
+The count lives in each worker process: with several workers, a client's cap is per worker. With
+``redis_url`` set, ``_redis.FleetLimit`` counts across every worker and instance instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ._errors import TooManyStreams
 
 
-def _nothing() -> None:
+def nothing() -> None:
     pass
 
 
@@ -25,7 +25,7 @@ class StreamLimit:
     def acquire(self, key: str) -> Callable[[], None]:
         """Count a stream for ``key``, or raise ``TooManyStreams``. Call what it returns when the stream ends."""
         if not self.limit:
-            return _nothing
+            return nothing
         with self._lock:
             count = self._open.get(key, 0)
             if count >= self.limit:

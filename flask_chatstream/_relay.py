@@ -28,11 +28,12 @@ from datetime import datetime, timezone
 
 from ._answer import Answer
 from ._config import Settings
-from ._errors import ChatStreamError, StreamAborted, UpstreamRejected, UpstreamTimeout
+from ._errors import ChatStreamError, StreamAborted, StreamEnded, UpstreamRejected, UpstreamTimeout
 from ._events import Event, error_event
 from ._formats import TEXT, Format
 from ._gevent import poll_now
 from ._hooks import ChatRequest, ChatResult
+from ._journal import Recording
 from ._reader import PENDING, Reader
 from ._store import STREAMS
 from ._tools import Tool, run_calls
@@ -79,6 +80,7 @@ class Relay:
         on_end: Callable[[ChatResult], None] | None = None,
         tools: Mapping[str, Tool] | None = None,
         reopen: Callable[[ChatRequest], UpstreamStream] | None = None,
+        recording: Recording | None = None,
     ) -> None:
         self.stream = stream
         self.fmt = fmt
@@ -99,7 +101,16 @@ class Relay:
         """The request of the next model call, once a turn of tools has run."""
         self._tools_running = False
         self.started_at = datetime.now(timezone.utc)
+        self._recording = recording
+        """Where a resumable stream's events are kept, numbered, for clients that come back."""
         self._finish_after_leave = settings.on_client_leave == "finish"
+        self._grace: float | None = None
+        """With resume: how long the answer goes on after its client left, with nobody reading."""
+        if recording is not None and not self._finish_after_leave and settings.resume_grace:
+            self._finish_after_leave = True
+            self._grace = settings.resume_grace
+        self._seen_reader = 0.0
+        self._abandoned = False
         self._max_finishing = settings.max_finishing_streams
         self.write: Callable[[bytes], object] | None = None
         """The server's WSGI write(), set by the response when the server starts it."""
@@ -204,7 +215,7 @@ class Relay:
                     self._delivered = True  # the cut is how text says it
                     raise StreamAborted(self.error)
                 with self._writing:
-                    yield self._encoder([error_event(self.error)])
+                    yield self._encoder(self._record([error_event(self.error)]))
             self._delivered = True
         except GeneratorExit:
             self._left = True  # the server closed the body early: a write to the client failed
@@ -259,7 +270,12 @@ class Relay:
                     break
         if not self.visible:
             self.visible = any(event["type"] != "start" for event in events)
-        return self._encoder(events) if events else b""
+        return self._encoder(self._record(events)) if events else b""
+
+    def _record(self, events: list[Event]) -> list[Event]:
+        if self._recording is not None:
+            self._recording.add(events)
+        return events
 
     # -- tools -----------------------------------------------------------------------------------
 
@@ -301,7 +317,8 @@ class Relay:
     @property
     def _gone(self) -> bool:
         """The client left (and the answer is not being finished for it), or stopped the stream."""
-        return self.stop_reason == "stopped" or (self.stop_reason in GONE and not self.finishing)
+        return (self.stop_reason == "stopped" or self._abandoned
+                or (self.stop_reason in GONE and not self.finishing))
 
     def _tail(self) -> int:
         """How much may be left of a finished model call's body: nothing after ``[DONE]``, else that line."""
@@ -339,6 +356,7 @@ class Relay:
                 self.finishing = True
                 self.client_fd = None  # nothing more to watch, or write, on the client's side
                 self.write = None
+                self._watch_for_readers()
             else:
                 self.active = False
         if self.on_close is not None:
@@ -353,7 +371,7 @@ class Relay:
         global _finishing
         if not self._finish_after_leave or self._answer.finished or self.error is not None:
             return False
-        if self.stop_reason == "stopped":
+        if self.stop_reason == "stopped" or self._abandoned:
             return False
         if not (self.stop_reason in GONE or self._left):
             return False
@@ -369,7 +387,8 @@ class Relay:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
         global _finishing
         try:
-            while not (self._answer.finished or self.error is not None or self.stop_reason == "stopped"):
+            while not (self._answer.finished or self.error is not None or self.stop_reason == "stopped"
+                       or self._abandoned):
                 self._step()
         finally:
             with _finishing_lock:
@@ -385,6 +404,8 @@ class Relay:
         WATCHDOG.forget(self)
         if self.id:
             STREAMS.discard(self.id)
+        if self._recording is not None:
+            self._recording.end(error_event(self.error or StreamEnded(self._outcome())))
         self.ended = time.monotonic()
         if self._reader.pending and not self.stream.owns_socket:
             # A read ahead is still waiting on a connection shared with other streams (HTTP/2):
@@ -451,8 +472,12 @@ class Relay:
                 with self._state:
                     if self.active:
                         self.stream.stop("timeout")
+            elif self._grace is not None:
+                self._abandon_unread(now)
             return
         if self.stop_reason is not None:
+            if self.stop_reason in GONE and self._grace is not None:
+                self._abandon_unread(now)  # still in the body, reading on for a reader to come
             return
         if self.sending_since is not None and now - self.sending_since > self._send_timeout:
             self._stop("client_stalled")
@@ -464,6 +489,25 @@ class Relay:
             self._stop("timeout")
         elif self._heartbeat and now - self.last_sent >= self._heartbeat:
             self._ping(now)
+
+    def _watch_for_readers(self) -> None:
+        """The client left an answer that goes on: from now on, the grace period counts."""
+        if self._recording is not None and not self._seen_reader:
+            self._seen_reader = time.monotonic()
+            self._recording.watch_readers()
+
+    def _abandon_unread(self, now: float) -> None:
+        """With resume: stop an answer whose client left once nobody has read it for the grace period."""
+        assert self._recording is not None and self._grace is not None
+        if self._abandoned:
+            return
+        if self._recording.attached:
+            self._seen_reader = now
+        elif now - self._seen_reader > self._grace:
+            with self._state:
+                if self.active:
+                    self._abandoned = True
+                    self.stream.stop("client_left")
 
     def _half_closed_client(self, now: float, previous: float) -> None:
         """The client shut its sending side: it left, or it is only done sending (``nc -N``, some
@@ -501,6 +545,7 @@ class Relay:
             if reason == "client_stalled" and self._client is not None:
                 shutdown(self._client)  # unblocks the server's write, which then closes the body
             if reason in GONE and self._finish_after_leave:
+                self._watch_for_readers()
                 self._reader.interrupt()  # a prime waiting on a silent upstream ends; the read goes on
                 return  # the relay ends at its next read, and the rest of the answer is read for after_stream
             self.stream.stop(reason)

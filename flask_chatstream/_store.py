@@ -1,9 +1,9 @@
 """The streams this process holds, by id: so that a stop asked for on another request finds its stream.
 
 ``POST <prefix>/chat/<stream_id>/stop`` comes in on a connection of its own, while the stream's
-relay lives in the request that started it. This registry joins the two, within one worker process;
-a stop that lands on another worker finds nothing here (404), and its stream goes on as if its
-client had left.
+relay lives in the request that started it. This registry joins the two within one worker process.
+For a stop that lands on another worker or instance, resumable streams on Redis pass the word on
+(``_redis``); other streams are not found there (404).
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ class LocalStreams:
             return False
         entry[0].stop("stopped")
         return True
+
+    def stop_here(self, stream_id: str) -> None:
+        """Stop the stream if this process holds it; whoever asks has checked the owner."""
+        with self._lock:
+            entry = self._streams.get(stream_id)
+        if entry is not None:
+            entry[0].stop("stopped")
 
 
 STREAMS = LocalStreams()

@@ -174,3 +174,42 @@ http {{
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """Debian's redis-server on 127.0.0.1, in memory only; ``stop`` and ``start`` again on the same port."""
+
+    def __init__(self, tmp: Path) -> None:
+        assert Path(REDIS).exists(), "redis-server is required: apt-get install redis-server (make test does)"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self._tmp), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

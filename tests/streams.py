@@ -19,9 +19,14 @@ def sse_events(body: bytes) -> list[dict[str, Any]]:
     for block in body.decode().split("\n\n"):
         if not block or block.startswith(":"):
             continue
-        name, data = block.split("\n")
+        lines = block.split("\n")
+        name, data = lines[-2:]
         event = json.loads(data.removeprefix("data: "))
         assert name == f"event: {event['type']}"
+        if len(lines) == 3:  # a resumable stream's events carry their seq as the SSE id
+            assert lines[0] == f"id: {event['seq']}", block
+        else:
+            assert len(lines) == 2 and "seq" not in event, block
         events.append(event)
     return events
 
@@ -52,12 +57,12 @@ def read_until(response: http.client.HTTPResponse, needle: bytes) -> bytes:
     return received
 
 
-def post_chat(port: int, fmt: str, body: object = None, *, timeout: float = 10
+def post_chat(port: int, fmt: str, body: object = None, *, timeout: float = 10, headers: dict[str, str] | None = None
               ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """POST a chat body (``{"content": "hi"}`` by default) to a real server; close the connection after."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request("POST", f"/api/chat?format={fmt}", body=json.dumps({"content": "hi"} if body is None else body),
-                 headers={"Content-Type": "application/json"})
+                 headers={"Content-Type": "application/json", **(headers or {})})
     return conn, conn.getresponse()
 
 
