@@ -60,19 +60,20 @@ class Scenario:
         return {"streams": self.streams, "concurrency": self.concurrency, "ramp": self.ramp}
 
 
-def scenarios(scale: float = 1.0) -> dict[str, Scenario]:
+def scenarios(scale: float = 1.0, chunks: int = 100, gap: float = 0.02) -> dict[str, Scenario]:
+    """The scenarios, with ``scale`` times the streams (and the per-request ramp) for smoke runs."""
     n = lambda count: max(2, int(count * scale))  # noqa: E731
     return {
         "per_request": Scenario("one-chunk answers, 1,000 requests arriving over 10 s", Profile(chunks=1, gap=0.0),
                                 n(1000), ramp=10.0 * scale),
         "unsaturated": Scenario("50 streams of 100 chunks 20 ms apart, starting over 1 s: the worker mostly idle",
-                                Profile(chunks=100, gap=0.02), n(50), ramp=1.0),
+                                Profile(chunks=chunks, gap=gap), n(50), ramp=1.0),
         "busy": Scenario("120 streams of 100 chunks 20 ms apart, 20 at a time: the worker near saturation",
-                         Profile(chunks=100, gap=0.02), n(120), concurrency=n(20)),
+                         Profile(chunks=chunks, gap=gap), n(120), concurrency=n(20)),
         "realistic": Scenario("as busy, with jitter, bursts of 1-3 events, TTFT 0.3 s and stalls",
-                              Profile(chunks=100, gap=0.02, jitter=0.5, burst=(1, 3), ttft=0.3, stall_chance=0.01,
-                                      stall=0.5), n(120), concurrency=n(20)),
-        "low_load": Scenario("one stream at a time, 5 streams", Profile(chunks=100, gap=0.02), n(5), concurrency=1),
+                              Profile(chunks=chunks, gap=gap, jitter=0.5, burst=(1, 3), ttft=0.3 * scale,
+                                      stall_chance=0.01, stall=0.5 * scale), n(120), concurrency=n(20)),
+        "low_load": Scenario("one stream at a time, 5 streams", Profile(chunks=chunks, gap=gap), n(5), concurrency=1),
     }
 
 
@@ -89,7 +90,7 @@ class Config:
     sweep: Profile = SWEEP
 
 
-QUICK = Config(runs=1, scenarios=scenarios(0.02), sweep_levels=[10, 20], sweep_ramp=0.2, sweep_runs=1,
+QUICK = Config(runs=1, scenarios=scenarios(0.02, chunks=10, gap=0.01), sweep_levels=[5, 10], sweep_ramp=0.2, sweep_runs=1,
                sweep=Profile(chunks=3, gap=0.2))
 
 GOALS = {

@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .servers import ROOT
 
 
+@pytest.mark.timeout(600)  # a dozen servers start, one after another
 def test_bench_quick_run(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=560)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
     contestants = {"chatstream", "baseline", "floor", "minimal"}
