@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import flask_chatstream
-from flask_chatstream import ChatStreamError, RequestError, UpstreamError
+from flask_chatstream import ChatStreamError, RequestError, ResumeUnavailable, UpstreamError
 
 
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTimeout", "RequestTooLarge", "Settings", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "RequestTimeout", "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
         "UpstreamUnavailable", "create_blueprint", "parsed_arguments", "warm_up",
     ]
@@ -22,6 +22,7 @@ def test_every_error_has_a_status_a_code_and_a_message() -> None:
     for error in errors:
         instance = error()
         assert 400 <= instance.status < 600 and instance.message and instance.code
-        assert issubclass(error, (RequestError, UpstreamError)) or error is ChatStreamError
+        # the client's fault, the model's, or (resume only) the server's own store
+        assert issubclass(error, (RequestError, UpstreamError)) or error in (ChatStreamError, ResumeUnavailable)
         codes.add(instance.code)
     assert len(codes) == len(errors)  # codes are distinct and stable

@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import redis
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import Gunicorn, RedisServer
+from .servers import CuttingProxy, Gunicorn, RedisServer
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 REPLY = "one two three four five six"
@@ -133,6 +133,67 @@ def test_a_dropped_stream_resumes_on_another_instance_whole_and_once(fleet: tupl
     check_numbered(events)
     assert answer_of(events) == REPLY and check_event_stream(events)["type"] == "done"
     a.wait_for_log(f"after_stream id={stream_id} outcome=done")
+
+
+# The browser: chatstream.js with {resume: true} in real Chromium, through a proxy that drops the connection.
+START_IN_PAGE = """async ([format, user]) => {
+  const { streamChat } = await import("/api/chatstream.js");
+  window.__events = [];
+  window.__result = (async () => {
+    try {
+      const options = { format, resume: { delay: 100 }, headers: { "X-User": user } };
+      for await (const event of streamChat("/api/chat", { content: "hi", model: "held" }, options)) {
+        window.__events.push(event);
+      }
+      return "complete";
+    } catch (error) {
+      return `${error.name} ${error.code}: ${error.message}`;
+    }
+  })();
+}"""
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "sse"])
+def test_the_browser_client_resumes_by_itself_on_another_instance(fleet: tuple[Gunicorn, Gunicorn],
+                                                                  held: StandInServer, fmt: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    a, b = fleet
+    with CuttingProxy(a.port) as proxy, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{proxy.port}/api/chatstream.js")
+            page.evaluate(START_IN_PAGE, [fmt, f"browser-{fmt}"])
+            page.wait_for_function(
+                "() => window.__events.filter((e) => e.type === 'delta').map((e) => e.content).join('') === 'one two'",
+                timeout=30_000)
+            last_seen = page.evaluate("() => window.__events.at(-1).seq")  # the model is held: nothing follows
+            # The network goes away mid-answer; when it comes back, it leads to the other instance.
+            proxy.target = b.port
+            proxy.cut()
+            wait_until(lambda: any(r.startswith("GET /api/chat/") for r in proxy.requests))
+            held.release()  # the rest of the answer is made only now: it can reach the page only by the resume
+            assert page.evaluate("() => window.__result") == "complete"
+            events = page.evaluate("() => window.__events")
+        finally:
+            browser.close()
+    stream_id = events[0]["stream_id"]
+    check_numbered(events)
+    assert answer_of(events) == REPLY and events[-1]["type"] == "done"
+    assert [r for r in proxy.requests if r.split()[1].startswith("/api/chat") and ".js" not in r] == ["POST /api/chat", f"GET /api/chat/{stream_id}?after={last_seen}"]
+    assert held.stats.requests == 1  # one model call: the resume read it, it did not ask again
+    a.wait_for_log(f"after_stream id={stream_id} outcome=done")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for ``condition``; the timeout only bounds how long a broken run takes to fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.02)
 
 
 def test_a_finished_stream_replays_from_any_event_in_any_format(fleet: tuple[Gunicorn, Gunicorn],

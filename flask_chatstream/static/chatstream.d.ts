@@ -9,13 +9,23 @@ export interface Usage {
   [key: string]: unknown;
 }
 
-export type ChatEvent =
+/** In a resumable stream (NDJSON and SSE) every event carries `seq`, numbered from 1. */
+export type ChatEvent = { seq?: number } & (
   | { type: "start"; id: string | null; model: string | null; stream_id?: string }
   | { type: "delta"; content: string }
   | { type: "refusal"; content: string }
+  | { type: "reasoning"; content: string }
   | { type: "tool_call"; id: string; name: string; arguments: unknown }
   | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string }
-  | { type: "done"; finish_reason: string | null; usage: Usage | null };
+  | { type: "done"; finish_reason: string | null; usage: Usage | null }
+);
+
+export interface ResumeOptions {
+  /** Resume attempts per outage (reset by every event that arrives). Default 5. */
+  attempts?: number;
+  /** Milliseconds before the first attempt; the n-th waits n times as long. Default 500. */
+  delay?: number;
+}
 
 export interface ChatMessage {
   role: "user" | "assistant" | "system";
@@ -36,6 +46,10 @@ export interface StreamOptions {
   headers?: Record<string, string>;
   /** A fetch implementation to use instead of globalThis.fetch. */
   fetch?: typeof fetch;
+  /** Against a server with resumable streams: after a dropped connection, fetch the rest with
+   * GET <url>/<stream id>?after=<last seq> and go on, every event exactly once. NDJSON and SSE only
+   * (text/plain carries no numbers: a TypeError). Default false. */
+  resume?: boolean | ResumeOptions;
 }
 
 export interface ReadOptions {

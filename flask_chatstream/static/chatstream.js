@@ -11,7 +11,8 @@
 // ({id, name, output} or {id, name, error}). It never ends quietly on a broken
 // stream: an HTTP error, the server's terminal error event, or a stream that
 // stops before "done" all throw a ChatStreamError; an abort throws the
-// standard AbortError.
+// standard AbortError. With {resume: true}, a dropped connection to a server
+// with resumable streams is picked up where it broke off instead.
 
 const MEDIA_TYPES = {
   text: "text/plain",
@@ -33,30 +34,92 @@ export class ChatStreamError extends Error {
  *
  * Aborting `signal` stops reading, and tells the server to stop the model
  * (POST <url>/<stream id>/stop): a server that reads on for clients that left
- * (on_client_leave="finish") then knows this one was stopped on purpose. */
+ * (on_client_leave="finish") then knows this one was stopped on purpose.
+ *
+ * With `resume` (NDJSON or SSE, against a server with resumable streams), a
+ * dropped connection is not the end: the rest of the answer is fetched with
+ * GET <url>/<stream id>?after=<last seq>, and the iterator goes on as if nothing
+ * happened, every event exactly once. */
 export async function* streamChat(url, body, options = {}) {
   const { format = "ndjson", signal, headers = {}, fetch: fetchImpl = globalThis.fetch } = options;
   const accept = MEDIA_TYPES[format];
   if (!accept) throw new TypeError(`format must be one of: ${Object.keys(MEDIA_TYPES).join(", ")}`);
-  const response = await fetchImpl(url, {
+  const retry = resumePolicy(options.resume, format);
+  let response = await fetchImpl(url, {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: accept, ...headers },
     body: JSON.stringify(body),
     signal,
   });
+  const path = url.split("?")[0].replace(/\/$/, "");
   const streamId = response.headers.get("X-Chat-Stream-Id");
   const stop = () => {
-    const path = url.split("?")[0].replace(/\/$/, "");
     fetchImpl(`${path}/${encodeURIComponent(streamId)}/stop`, { method: "POST", headers, keepalive: true })
       .catch(() => {}); // best effort: the closed connection stops it too, unless the server finishes answers
   };
   if (streamId && signal) signal.addEventListener("abort", stop, { once: true });
   const read = { text: readText, ndjson: readNDJSON, sse: readSSE }[format];
+  let seq = 0; // the last numbered event yielded
+  let failures = 0; // resume attempts since the last event
   try {
-    yield* read(response, { signal });
+    for (;;) {
+      try {
+        for await (const event of read(response, { signal })) {
+          if (typeof event.seq === "number") {
+            if (event.seq <= seq) continue; // already yielded before the drop
+            seq = event.seq;
+            failures = 0;
+          }
+          yield event;
+        }
+        return;
+      } catch (error) {
+        // Only a stream that broke off (not an HTTP or in-band error, not an abort) is resumed,
+        // and only once the server has numbered an event: an unnumbered stream cannot be resumed.
+        if (!retry || !streamId || seq === 0 || error?.code !== "truncated" || failures >= retry.attempts) throw error;
+        failures += 1;
+        response = await reconnect(error);
+      }
+    }
   } finally {
     signal?.removeEventListener("abort", stop);
   }
+
+  async function reconnect(error) {
+    for (;;) {
+      await sleep(retry.delay * failures, signal);
+      const resumeUrl = `${path}/${encodeURIComponent(streamId)}?after=${seq}`;
+      try {
+        return await fetchImpl(resumeUrl, { headers: { Accept: accept, ...headers }, signal });
+      } catch (cause) {
+        if (signal?.aborted) throw abortError();
+        if (failures >= retry.attempts) throw truncated(cause ?? error);
+        failures += 1; // the network is still down: wait longer and try again
+      }
+    }
+  }
+}
+
+function resumePolicy(resume, format) {
+  if (!resume) return null;
+  if (format === "text") throw new TypeError("resume needs numbered events: use format \"ndjson\" or \"sse\"");
+  const { attempts = 5, delay = 500 } = resume === true ? {} : resume;
+  return { attempts, delay };
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortError());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** Throw a ChatStreamError for a non-2xx response, using the JSON error body when there is one. */

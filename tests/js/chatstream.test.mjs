@@ -45,16 +45,19 @@ const text = (events) => events.filter((e) => e.type === "delta").map((e) => e.c
 let raw;
 let rawUrl;
 const rawBodies = {};
+const rawRequests = [];
 before(async () => {
   raw = http.createServer(async (request, response) => {
-    const { type, pieces, end } = rawBodies[request.url];
-    response.writeHead(200, { "Content-Type": type });
+    rawRequests.push({ method: request.method, url: request.url, headers: request.headers });
+    const { type, pieces, end, status = 200, headers = {}, onEnd } = rawBodies[request.url];
+    response.writeHead(status, { "Content-Type": type, ...headers });
     for (const piece of pieces) {
       response.write(piece);
       await new Promise((resolve) => setTimeout(resolve, 15));
     }
     if (end === "destroy") response.socket.destroy();
     else response.end();
+    onEnd?.();
   });
   await new Promise((resolve) => raw.listen(0, "127.0.0.1", resolve));
   rawUrl = `http://127.0.0.1:${raw.address().port}`;
@@ -215,3 +218,88 @@ for (const format of ["ndjson", "sse"]) {
     assert.equal(text(events), "The answer uses the tool.");
   });
 }
+
+// -- resume: a dropped connection picked up where it broke off ---------------------------------------
+
+const numbered = (events) => events.map((e, i) => JSON.stringify({ seq: i + 1, ...e }) + "\n");
+const ANSWER = [{ type: "start", id: "c", model: "m", stream_id: "s1" }, { type: "delta", content: "one" },
+  { type: "delta", content: " two" }, { type: "delta", content: " three" }, { type: "done", finish_reason: "stop", usage: null }];
+
+test("resume: a dropped NDJSON stream goes on from the last seq, every event once, headers kept", async () => {
+  rawRequests.length = 0;
+  const lines = numbered(ANSWER);
+  rawBodies["/r1/chat"] = { type: "application/x-ndjson", headers: { "X-Chat-Stream-Id": "s1" }, pieces: lines.slice(0, 3), end: "destroy" };
+  // The server may send again what the client has already seen: it is skipped by seq.
+  rawBodies["/r1/chat/s1?after=3"] = { type: "application/x-ndjson", pieces: lines.slice(2) };
+  const events = await collect(streamChat(`${rawUrl}/r1/chat`, { content: "hi" }, { resume: { delay: 1 }, headers: { "X-User": "u" } }));
+  assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+  assert.equal(text(events), "one two three");
+  assert.deepEqual(rawRequests.map((r) => `${r.method} ${r.url}`), ["POST /r1/chat", "GET /r1/chat/s1?after=3"]);
+  assert.equal(rawRequests[1].headers["x-user"], "u");
+  assert.equal(rawRequests[1].headers.accept, "application/x-ndjson");
+});
+
+test("resume: SSE too, across several drops", async () => {
+  rawRequests.length = 0;
+  const blocks = ANSWER.map((e, i) => `id: ${i + 1}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: i + 1, ...e })}\n\n`);
+  rawBodies["/r2/chat"] = { type: "text/event-stream", headers: { "X-Chat-Stream-Id": "s2" }, pieces: blocks.slice(0, 2), end: "destroy" };
+  rawBodies["/r2/chat/s2?after=2"] = { type: "text/event-stream", pieces: blocks.slice(2, 3), end: "destroy" };
+  rawBodies["/r2/chat/s2?after=3"] = { type: "text/event-stream", pieces: blocks.slice(3) };
+  const events = await collect(streamChat(`${rawUrl}/r2/chat`, { content: "hi" }, { format: "sse", resume: { delay: 1 } }));
+  assert.equal(text(events), "one two three");
+  assert.equal(events.at(-1).type, "done");
+  assert.equal(rawRequests.length, 3);
+});
+
+test("resume: the server's answer to the resume (404 stream_not_found) is thrown, not retried", async () => {
+  rawRequests.length = 0;
+  const lines = numbered(ANSWER);
+  rawBodies["/r3/chat"] = { type: "application/x-ndjson", headers: { "X-Chat-Stream-Id": "s3" }, pieces: lines.slice(0, 2), end: "destroy" };
+  rawBodies["/r3/chat/s3?after=2"] = { type: "application/json", status: 404,
+    pieces: [JSON.stringify({ error: { code: "stream_not_found", message: "No such stream." } })] };
+  const seen = [];
+  await assert.rejects(
+    (async () => { for await (const e of streamChat(`${rawUrl}/r3/chat`, { content: "hi" }, { resume: { delay: 1 } })) seen.push(e); })(),
+    { name: "ChatStreamError", status: 404, code: "stream_not_found" },
+  );
+  assert.equal(text(seen), "one");
+  assert.equal(rawRequests.length, 2);
+});
+
+test("resume: gives up after the attempts, with 'truncated'; unnumbered streams and text are never resumed", async () => {
+  rawRequests.length = 0;
+  const lines = numbered(ANSWER);
+  rawBodies["/r4/chat"] = { type: "application/x-ndjson", headers: { "X-Chat-Stream-Id": "s4" }, pieces: lines.slice(0, 2), end: "destroy" };
+  rawBodies["/r4/chat/s4?after=2"] = { type: "application/x-ndjson", pieces: [], end: "destroy" };
+  await assert.rejects(collect(streamChat(`${rawUrl}/r4/chat`, {}, { resume: { attempts: 3, delay: 1 } })), { code: "truncated" });
+  assert.equal(rawRequests.length, 4); // the POST and three attempts
+
+  rawRequests.length = 0;
+  rawBodies["/r5/chat"] = { type: "application/x-ndjson", headers: { "X-Chat-Stream-Id": "s5" },
+    pieces: ANSWER.slice(0, 2).map((e) => JSON.stringify(e) + "\n"), end: "destroy" };
+  await assert.rejects(collect(streamChat(`${rawUrl}/r5/chat`, {}, { resume: true })), { code: "truncated" });
+  assert.equal(rawRequests.length, 1);
+
+  await assert.rejects(collect(streamChat(`${rawUrl}/r5/chat`, {}, { format: "text", resume: true })), TypeError);
+});
+
+test("resume: an abort while waiting to resume throws AbortError and makes no further request", async () => {
+  rawRequests.length = 0;
+  const lines = numbered(ANSWER);
+  const controller = new AbortController();
+  // Aborted after the server dropped the connection, so while the client waits (a minute) to resume.
+  rawBodies["/r6/chat"] = { type: "application/x-ndjson", headers: { "X-Chat-Stream-Id": "s6" }, pieces: lines.slice(0, 2),
+    end: "destroy", onEnd: () => setTimeout(() => controller.abort(), 200) };
+  rawBodies["/r6/chat/s6/stop"] = { type: "text/plain", status: 204, pieces: [] };
+  const seen = [];
+  await assert.rejects(
+    (async () => {
+      for await (const e of streamChat(`${rawUrl}/r6/chat`, {}, { resume: { delay: 60_000 }, signal: controller.signal })) {
+        seen.push(e);
+      }
+    })(),
+    { name: "AbortError" },
+  );
+  assert.equal(text(seen), "one");
+  assert.ok(!rawRequests.some((r) => r.method === "GET"), JSON.stringify(rawRequests.map((r) => r.url)));
+});
