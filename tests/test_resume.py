@@ -8,7 +8,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import redis
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import CuttingProxy, Gunicorn, RedisServer
+from .servers import ROOT, CuttingProxy, Gunicorn, RedisServer
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 REPLY = "one two three four five six"
@@ -313,6 +315,27 @@ def test_use_chat_resume_replays_the_chats_running_answer(fleet: tuple[Gunicorn,
         if status == 204:
             break
         assert status == 200 and time.monotonic() < deadline
+
+
+@pytest.mark.parametrize("version", ["5", "6"])
+def test_the_ai_sdks_own_transport_resumes_the_chat(fleet: tuple[Gunicorn, Gunicorn], held: StandInServer,
+                                                    version: str) -> None:
+    a, b = fleet
+    user, chat_id = f"ai{version}", f"chat-ai{version}"
+    body = {"id": chat_id, "model": "held", "trigger": "submit-message",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+    conn, response = start(a.port, "ui", user, body)
+    read_until(response, b"two")
+    conn.close()  # the page reloads mid-answer
+    node = shutil.which("node")
+    assert node, "node is required: install Node.js 20 or newer"
+    result = subprocess.run([node, "tests/js/ai-sdk-resume.mjs", version, f"{b.url}/api/chat", chat_id, user],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": os.environ["PATH"], "STANDIN_CONTROL": held.url.removesuffix("/v1")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["role"] == "assistant" and shown["text"] == REPLY
+    assert shown["types"][:3] == ["start", "start-step", "text-start"] and shown["types"][-1] == "finish"
 
 
 # -- stops and limits across the fleet --------------------------------------------------------------
