@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
-	@echo "make bench  - the benchmark suite (about 15 minutes); writes bench/results/"
+	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)

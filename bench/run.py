@@ -1,6 +1,6 @@
 """Run the benchmark suite: flask_chatstream against the usual recipe and the floor, same upstream.
 
-    python -m bench.run            # the full suite, about 30 minutes; writes bench/results/
+    python -m bench.run            # the full suite, about 25 minutes; writes bench/results/
     python -m bench.run --quick    # a smoke run with small numbers (CI runs this)
 
 Each contestant runs under gunicorn -c gunicorn.conf.py with one gevent worker, and is charged its
@@ -68,7 +68,7 @@ def scenarios(scale: float = 1.0, chunks: int = 100, gap: float = 0.02) -> dict[
                                 n(1000), ramp=10.0 * scale),
         "unsaturated": Scenario("50 streams of 100 chunks 20 ms apart, starting over 1 s: the worker mostly idle",
                                 Profile(chunks=chunks, gap=gap), n(50), ramp=1.0),
-        "busy": Scenario("120 streams of 100 chunks 20 ms apart, 20 at a time: the worker near saturation",
+        "busy": Scenario("120 streams of 100 chunks 20 ms apart, 20 at a time: more streams, still far from saturation",
                          Profile(chunks=chunks, gap=gap), n(120), concurrency=n(20)),
         "realistic": Scenario("as busy, with jitter, bursts of 1-3 events, TTFT 0.3 s and stalls",
                               Profile(chunks=chunks, gap=gap, jitter=0.5, burst=(1, 3), ttft=0.3 * scale,
