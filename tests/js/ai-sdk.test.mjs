@@ -11,6 +11,9 @@ const SERVER = process.env.CHATSTREAM_SERVER;
 const CONTROL = process.env.STANDIN_CONTROL;
 
 async function script(settings) {
+  // From zero counts, once the streams of the test before have ended (a stream's end is counted
+  // after its client has its last byte, so it could land after a reset).
+  await waitFor((s) => s.open === 0);
   await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
   const response = await fetch(`${CONTROL}/_standin/script`, {
     method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(settings),

@@ -23,6 +23,13 @@ async function stats() {
   return (await fetch(`${CONTROL}/_standin/stats`)).json();
 }
 
+// A test starts from zero counts, once the streams of the one before have ended (a stream's end
+// is counted after its client has its last byte, so it could land after a reset).
+async function fresh() {
+  await waitFor((s) => s.open === 0);
+  assert.equal((await fetch(`${CONTROL}/_standin/reset`, { method: "POST" })).status, 200);
+}
+
 async function waitFor(condition, timeout = 30000) {
   const deadline = Date.now() + timeout;
   for (;;) {
@@ -78,7 +85,7 @@ async function release() {
 for (const format of ["ndjson", "sse", "text"]) {
   test(`${format}: deltas in order, the first before the upstream is done, then done`, async () => {
     // The stand-in holds after three words until released: no clock decides what arrives when.
-    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await fresh();
     await script({ reply: REPLY, hold_after: 3 });
     const events = [];
     for await (const event of streamChat(`${SERVER}/api/chat`, { content: "hi" }, { format })) {
@@ -168,7 +175,7 @@ test("ndjson and sse: a body that ends before done throws 'truncated'", async ()
 
 for (const format of ["ndjson", "sse", "text"]) {
   test(`${format}: abort stops reading, throws AbortError, and the server closes the upstream`, async () => {
-    await fetch(`${CONTROL}/_standin/reset`, { method: "POST" });
+    await fresh();
     await script({ reply: REPLY.repeat(10), hold_after: 1 }); // held after one word: it cannot finish first
     const controller = new AbortController();
     const seen = [];

@@ -19,6 +19,9 @@ async function control(path: string, settings?: object) {
 }
 
 async function script(settings: object) {
+  // From zero counts, once the streams of the test before have ended (a stream's end is counted
+  // after its client has its last byte, so it could land after a reset).
+  await until(stats, (s) => s.open === 0);
   await control("reset");
   await control("script", settings);
 }
