@@ -16,6 +16,19 @@ def nothing() -> None:
     pass
 
 
+def once(release: Callable[[], None]) -> Callable[[], None]:
+    """``release``, made safe to call more than once: only the first call runs it."""
+    done = False
+
+    def release_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    return release_once
+
+
 class StreamLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -31,13 +44,8 @@ class StreamLimit:
             if count >= self.limit:
                 raise TooManyStreams()
             self._open[key] = count + 1
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             with self._lock:
                 left = self._open[key] - 1
                 if left:
@@ -45,7 +53,7 @@ class StreamLimit:
                 else:
                     del self._open[key]
 
-        return release
+        return once(release)
 
     def open_streams(self, key: str) -> int:
         return self._open.get(key, 0)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from ._errors import TooManyStreams
 from ._journal import Batch, Found, Journal, Recording, Unavailable
-from ._policy import StreamLimit, nothing
+from ._policy import StreamLimit, nothing, once
 from ._store import STREAMS
 
 log = logging.getLogger("flask_chatstream")
@@ -414,17 +414,12 @@ class FleetLimit(StreamLimit):
         if not taken:
             raise TooManyStreams()
         store.hold(slots, member)
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             store.drop(slots, member)
             try:
                 store.call(lambda: store.fast.zrem(slots, member))
             except Unavailable:
                 pass  # it expires
 
-        return release
+        return once(release)
