@@ -37,7 +37,7 @@ from ._journal import Recording
 from ._reader import PENDING, Reader
 from ._store import STREAMS
 from ._tools import Tool, run_calls
-from ._transport import shutdown
+from ._transport import fileno_of, shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
 from ._watchdog import WATCHDOG
 
@@ -114,13 +114,8 @@ class Relay:
         self._max_finishing = settings.max_finishing_streams
         self.write: Callable[[bytes], object] | None = None
         """The server's WSGI write(), set by the response when the server starts it."""
-        self.client_fd: int | None = None
-        self._client = client
-        if client is not None:
-            try:
-                self.client_fd = client.fileno()
-            except (OSError, ValueError):
-                self._client = None
+        self.client_fd = fileno_of(client)
+        self._client = client if self.client_fd is not None else None
         self._heartbeat = settings.heartbeat if fmt.ping else 0.0
         self._read_timeout = settings.read_timeout
         self._send_timeout = settings.send_timeout

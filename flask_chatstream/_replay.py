@@ -20,7 +20,7 @@ from ._events import Event, error_event
 from ._formats import Format
 from ._journal import TERMINAL, Journal, Unavailable
 from ._relay import HUNG_UP
-from ._transport import shutdown
+from ._transport import fileno_of, shutdown
 from ._watchdog import WATCHDOG
 
 READ_WAIT = 1.0
@@ -39,13 +39,8 @@ class Replay:
         self._encoder = fmt.encoder()
         self._heartbeat = heartbeat if fmt.ping else 0.0
         self._send_timeout = send_timeout
-        self._client = client
-        self.client_fd: int | None = None
-        if client is not None:
-            try:
-                self.client_fd = client.fileno()
-            except (OSError, ValueError):
-                self._client = None
+        self.client_fd = fileno_of(client)
+        self._client = client if self.client_fd is not None else None
         self.sending_since: float | None = None
         self.gone = False
         self._body = self._run()

@@ -52,6 +52,16 @@ class ProtocolError(Exception):
     """The upstream broke HTTP/1.1 framing."""
 
 
+def fileno_of(sock: socket.socket | None) -> int | None:
+    """The client socket's descriptor, for the watchdog to poll; None if there is none to watch."""
+    if sock is None:
+        return None
+    try:
+        return sock.fileno()
+    except (OSError, ValueError):
+        return None
+
+
 def shutdown(sock: socket.socket) -> None:
     """Shut ``sock`` down in both directions without touching the object: a blocked read wakes
     with end-of-stream. Works the same on TLS sockets, whose own ``shutdown`` would unwrap them
