@@ -1,4 +1,4 @@
-"""Fixtures: the stand-in upstream, an app factory, a test client.
+"""Fixtures: the stand-in upstream, an app factory, a test client; and small helpers the tests share.
 
 Every test talks to the real openai client over loopback HTTP; nothing is mocked.
 """
@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import resource
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_chatstream import create_blueprint
+from flask_chatstream import ChatBlueprint, ChatResult, create_blueprint
 from flask_chatstream.testing import Script, StandInServer
 
 # Recognisable, so a leak is easy to find in any output.
@@ -38,6 +39,31 @@ def upstream(_standin: StandInServer) -> Iterator[StandInServer]:
 
 
 AppFactory = Callable[..., Flask]
+
+
+T = TypeVar("T")
+
+
+def eventually(get: Callable[[], T], ok: Callable[[T], object], timeout: float = 30.0) -> T:
+    """Poll ``get()`` until ``ok`` holds for what it returns, and return that. The timeout only
+    bounds how long a broken build takes to fail; the failure shows the last value."""
+    deadline = time.monotonic() + timeout
+    while not ok(value := get()):
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s: {value!r}"
+        time.sleep(0.02)
+    return value
+
+
+def hooked_app(upstream: StandInServer, **options: Any) -> tuple[Flask, ChatBlueprint, list[ChatResult]]:
+    """An app with the blueprint at /api, and the blueprint (to register hooks and tools on), whose
+    ``after_stream`` collects every ``ChatResult`` in the list returned."""
+    app = Flask(__name__)
+    options.setdefault("first_event_wait", 0.2)
+    blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_retries=0, **options)
+    results: list[ChatResult] = []
+    blueprint.after_stream(results.append)
+    app.register_blueprint(blueprint, url_prefix="/api")
+    return app, blueprint, results
 
 
 @pytest.fixture

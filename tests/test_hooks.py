@@ -8,28 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, abort, g, request
+from flask import abort, g, request
 
-from flask_chatstream import ChatRequest, ChatResult, TooManyStreams, create_blueprint
+from flask_chatstream import ChatRequest, ChatResult, TooManyStreams
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, eventually, hooked_app
 from .servers import Gunicorn
 from .streams import answer_of, events_of, post_chat, send_chat_raw
 
 
-def make(upstream: StandInServer, **options: Any) -> tuple[Flask, Any, list[ChatResult]]:
-    app = Flask(__name__)
-    options.setdefault("first_event_wait", 0.2)
-    blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_retries=0, **options)
-    results: list[ChatResult] = []
-    blueprint.after_stream(results.append)
-    app.register_blueprint(blueprint, url_prefix="/api")
-    return app, blueprint, results
-
-
 def test_before_upstream_hooks_run_in_order_and_shape_the_request(upstream: StandInServer) -> None:
-    app, blueprint, results = make(upstream, system_prompt="Configured.", allowed_models=["other"])
+    app, blueprint, results = hooked_app(upstream, system_prompt="Configured.", allowed_models=["other"])
     seen: list[str] = []
 
     @blueprint.before_upstream
@@ -65,7 +55,7 @@ def test_before_upstream_hooks_run_in_order_and_shape_the_request(upstream: Stan
     (lambda: (_ for _ in ()).throw(TooManyStreams()), 429, "too_many_streams"),
 ])
 def test_a_hook_refuses_with_the_json_error(upstream: StandInServer, refuse: Any, status: int, code: str) -> None:
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.before_upstream
     def gate(chat: ChatRequest) -> None:
@@ -81,7 +71,7 @@ def test_a_hook_refuses_with_the_json_error(upstream: StandInServer, refuse: Any
 
 
 def test_a_hook_that_fails_is_a_logged_500(upstream: StandInServer, caplog: pytest.LogCaptureFixture) -> None:
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.before_upstream
     def broken(chat: ChatRequest) -> Any:
@@ -94,7 +84,7 @@ def test_a_hook_that_fails_is_a_logged_500(upstream: StandInServer, caplog: pyte
 
 def test_after_stream_gets_the_whole_answer(upstream: StandInServer) -> None:
     upstream.script = Script(reply="the whole answer", usage_extra={"cost": 0.5})
-    app, _, results = make(upstream)
+    app, _, results = hooked_app(upstream)
     response = app.test_client().post("/api/chat?format=sse", json={"content": "hi"}, buffered=False)
     events = events_of("sse", b"".join(response.response))
     assert results == []  # not before the server is done with the response
@@ -109,7 +99,7 @@ def test_after_stream_gets_the_whole_answer(upstream: StandInServer) -> None:
 
 def test_after_stream_when_the_upstream_refuses(upstream: StandInServer) -> None:
     upstream.script = Script(status=503)
-    app, _, results = make(upstream)
+    app, _, results = hooked_app(upstream)
     response = app.test_client().post("/api/chat", json={"content": "hi"}, buffered=True)
     assert response.status_code == 502
     [result] = results
@@ -122,7 +112,7 @@ def test_after_stream_when_the_upstream_refuses(upstream: StandInServer) -> None
 ])
 def test_after_stream_when_the_stream_fails(upstream: StandInServer, script: Script, code: str) -> None:
     upstream.script = script
-    app, _, results = make(upstream)
+    app, _, results = hooked_app(upstream)
     response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=False)
     b"".join(response.response)
     response.close()
@@ -133,7 +123,7 @@ def test_after_stream_when_the_stream_fails(upstream: StandInServer, script: Scr
 
 def test_after_stream_when_the_client_leaves(upstream: StandInServer) -> None:
     upstream.script = Script(reply="a b c d", hold_after=1)
-    app, _, results = make(upstream)
+    app, _, results = hooked_app(upstream)
     response = app.test_client().post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
     assert next(iter(response.response)) == b"a"
     response.close()
@@ -152,7 +142,7 @@ def test_after_stream_gets_refusals_and_assembled_tool_calls(upstream: StandInSe
     upstream.script = Script(body=chunk({"refusal": "No, "}) + chunk({"refusal": "sorry."})
                              + "".join(chunk({"tool_calls": [f]}) for f in fragments)
                              + chunk({}, "tool_calls") + "data: [DONE]\n\n")
-    app, _, results = make(upstream)
+    app, _, results = hooked_app(upstream)
     response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=False)
     b"".join(response.response)
     response.close()
@@ -164,7 +154,7 @@ def test_after_stream_gets_refusals_and_assembled_tool_calls(upstream: StandInSe
 
 def test_a_raising_after_stream_hook_changes_nothing(upstream: StandInServer,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.after_stream
     def broken(result: ChatResult) -> None:
@@ -181,7 +171,7 @@ def test_a_raising_after_stream_hook_changes_nothing(upstream: StandInServer,
 
 def test_finish_mode_reads_the_answer_to_its_end_for_after_stream(upstream: StandInServer) -> None:
     upstream.script = Script(reply="a b c d e f", hold_after=2)
-    app, _, results = make(upstream, on_client_leave="finish", max_streams_per_client=1)
+    app, _, results = hooked_app(upstream, on_client_leave="finish", max_streams_per_client=1)
     client = app.test_client()
     response = client.post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=False)
     read_body_until(response, b' b"')  # two words in (in one delta or two)
@@ -197,7 +187,7 @@ def test_finish_mode_reads_the_answer_to_its_end_for_after_stream(upstream: Stan
 
 def test_finish_mode_is_bounded_per_worker(upstream: StandInServer) -> None:
     upstream.script = Script(reply="a b c d", hold_after=1)
-    app, _, results = make(upstream, on_client_leave="finish", max_finishing_streams=1)
+    app, _, results = hooked_app(upstream, on_client_leave="finish", max_finishing_streams=1)
     client = app.test_client()
     for _ in range(2):
         response = client.post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
@@ -220,13 +210,7 @@ def read_body_until(response: Any, needle: bytes) -> bytes:
 
 
 def wait_for_results(results: list[ChatResult], count: int) -> list[ChatResult]:
-    import time
-
-    deadline = time.monotonic() + 30
-    while len(results) < count:
-        assert time.monotonic() < deadline, results
-        time.sleep(0.01)
-    return results
+    return eventually(lambda: results, lambda r: len(r) >= count)
 
 
 # ---- under gunicorn: after_stream runs after the client's last byte ----------------------------------
@@ -253,13 +237,7 @@ def control(server: Gunicorn, method: str, path: str) -> Any:
 
 def hook(server: Gunicorn, until: Any) -> dict[str, Any]:
     """The hook's state, once ``until`` holds (the server runs the hook as soon as it has closed the response)."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while not until(state := control(server, "GET", "/hook")):
-        assert time.monotonic() < deadline, state
-        time.sleep(0.02)
-    return state  # type: ignore[no-any-return]
+    return eventually(lambda: control(server, "GET", "/hook"), until)
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson"])

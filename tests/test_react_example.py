@@ -1,23 +1,26 @@
-"""The React + RTK Query example's vitest suite, against the real app under gunicorn + gevent."""
+"""The React examples' vitest suites (RTK Query's streaming mutation, and useChat), against the real
+app under gunicorn + gevent."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from flask_chatstream.testing import StandInServer
 
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn, run_node_tests
 
-EXAMPLE = ROOT / "examples" / "react-rtk-query"
 
-
-def test_send_message_mutation(_standin: StandInServer) -> None:
-    assert (EXAMPLE / "node_modules").is_dir(), "run `npm ci` in examples/react-rtk-query (make test does)"
+@pytest.mark.parametrize("example", ["react-rtk-query", "react-ai-sdk"])
+def test_react_example(_standin: StandInServer, example: str) -> None:
+    directory = ROOT / "examples" / example
+    assert (directory / "node_modules").is_dir(), f"run `npm ci` in examples/{example} (make test does)"
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
     with Gunicorn(env=env) as server:
-        output = run_node_tests(["npx", "vitest", "run", "--reporter=verbose"], cwd=EXAMPLE, server=server,
+        output = run_node_tests(["npx", "vitest", "run", "--reporter=verbose"], cwd=directory, server=server,
                                 standin_url=_standin.url)
     print(output[-3000:])
     assert re.search(r"Tests\s+[1-9]\d* passed", output) and "failed" not in output

@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import redis
 
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, eventually
 from .servers import ROOT, CuttingProxy, Gunicorn, RedisServer
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
@@ -176,7 +176,7 @@ def test_the_browser_client_resumes_by_itself_on_another_instance(fleet: tuple[G
             # The network goes away mid-answer; when it comes back, it leads to the other instance.
             proxy.target = b.port
             proxy.cut()
-            wait_until(lambda: any(r.startswith("GET /api/chat/") for r in proxy.requests))
+            eventually(lambda: proxy.requests, lambda rs: any(r.startswith("GET /api/chat/") for r in rs))
             held.release()  # the rest of the answer is made only now: it can reach the page only by the resume
             assert page.evaluate("() => window.__result") == "complete"
             events = page.evaluate("() => window.__events")
@@ -188,14 +188,6 @@ def test_the_browser_client_resumes_by_itself_on_another_instance(fleet: tuple[G
     assert [r for r in proxy.requests if r.split()[1].startswith("/api/chat") and ".js" not in r] == ["POST /api/chat", f"GET /api/chat/{stream_id}?after={last_seen}"]
     assert held.stats.requests == 1  # one model call: the resume read it, it did not ask again
     a.wait_for_log(f"after_stream id={stream_id} outcome=done")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for ``condition``; the timeout only bounds how long a broken run takes to fail."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.02)
 
 
 def test_a_finished_stream_replays_from_any_event_in_any_format(fleet: tuple[Gunicorn, Gunicorn],

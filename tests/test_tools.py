@@ -11,11 +11,11 @@ from typing import Any, Literal
 import pytest
 from flask import Flask
 
-from flask_chatstream import ChatRequest, ChatResult, ToolError, create_blueprint
+from flask_chatstream import ChatRequest, ToolError
 from flask_chatstream._tools import make_tool
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, hooked_app
 from .servers import Gunicorn
 from .streams import answer_of, check_event_stream, events_of, send_chat_raw
 
@@ -82,16 +82,6 @@ def test_a_tool_with_varargs_or_a_bad_name_is_refused() -> None:
 # ---- the loop, in process ------------------------------------------------------------------------------
 
 
-def make(upstream: StandInServer, **options: Any) -> tuple[Flask, Any, list[ChatResult]]:
-    app = Flask(__name__)
-    options.setdefault("first_event_wait", 0.2)
-    blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_retries=0, **options)
-    results: list[ChatResult] = []
-    blueprint.after_stream(results.append)
-    app.register_blueprint(blueprint, url_prefix="/api")
-    return app, blueprint, results
-
-
 def results_said(messages: list[dict[str, Any]]) -> str:
     """The stand-in's answer once tools have run: what their results were."""
     return " | ".join(m["content"] for m in messages if m["role"] == "tool")
@@ -107,7 +97,7 @@ def ask(app: Flask, fmt: str = "ndjson", content: str = "go") -> list[dict[str, 
 def test_a_tool_call_runs_and_the_answer_goes_on_on_the_same_response(upstream: StandInServer, fmt: str) -> None:
     upstream.script = Script(reply=results_said, tool_fragments=5,
                              tool_calls=[{"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris", "unit": "f"}}])
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.tool
     def get_weather(city: str, unit: Literal["c", "f"] = "c") -> dict:
@@ -134,7 +124,7 @@ def test_a_tool_call_runs_and_the_answer_goes_on_on_the_same_response(upstream: 
 
 def test_text_carries_only_the_answer(upstream: StandInServer) -> None:
     upstream.script = Script(reply="It is sunny.", tool_calls=[{"name": "weather", "arguments": {}}])
-    app, blueprint, _ = make(upstream)
+    app, blueprint, _ = hooked_app(upstream)
     blueprint.tool(lambda: "sunny", name="weather", description="The weather.")
     assert ask(app, "text") == b"It is sunny."
 
@@ -144,7 +134,7 @@ def test_parallel_calls_run_at_once(upstream: StandInServer) -> None:
     would ever get past it (and both would time out)."""
     upstream.script = Script(reply=results_said, tool_calls=[
         {"id": "a", "name": "meet", "arguments": {"who": "a"}}, {"id": "b", "name": "meet", "arguments": {"who": "b"}}])
-    app, blueprint, _ = make(upstream, tool_timeout=30)
+    app, blueprint, _ = hooked_app(upstream, tool_timeout=30)
     barrier = threading.Barrier(2, timeout=30)
 
     @blueprint.tool
@@ -167,7 +157,7 @@ def test_parallel_calls_run_at_once(upstream: StandInServer) -> None:
 def test_invalid_arguments_go_back_to_the_model_as_an_error(upstream: StandInServer, arguments: Any,
                                                             expected: str) -> None:
     upstream.script = Script(reply=results_said, tool_calls=[{"id": "c", "name": "double", "arguments": arguments}])
-    app, blueprint, _ = make(upstream)
+    app, blueprint, _ = hooked_app(upstream)
     ran: list[int] = []
 
     @blueprint.tool
@@ -187,7 +177,7 @@ def test_a_raising_tool_tells_the_model_and_the_stream_goes_on(upstream: StandIn
                                                                caplog: pytest.LogCaptureFixture) -> None:
     upstream.script = Script(reply=results_said, tool_calls=[
         {"id": "x", "name": "broken", "arguments": {}}, {"id": "y", "name": "picky", "arguments": {}}])
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.tool
     def broken() -> None:
@@ -209,7 +199,7 @@ def test_a_raising_tool_tells_the_model_and_the_stream_goes_on(upstream: StandIn
 
 def test_a_slow_tool_is_cut_at_tool_timeout(upstream: StandInServer) -> None:
     upstream.script = Script(reply=results_said, tool_calls=[{"id": "s", "name": "slow", "arguments": {}}])
-    app, blueprint, _ = make(upstream, tool_timeout=0.2)
+    app, blueprint, _ = hooked_app(upstream, tool_timeout=0.2)
     release = threading.Event()
 
     @blueprint.tool
@@ -229,7 +219,7 @@ def test_a_slow_tool_is_cut_at_tool_timeout(upstream: StandInServer) -> None:
 
 def test_max_tool_steps_ends_a_model_that_keeps_calling_tools(upstream: StandInServer) -> None:
     upstream.script = Script(tool_calls=lambda messages: [{"name": "again", "arguments": {}}])  # always
-    app, blueprint, results = make(upstream, max_tool_steps=3)
+    app, blueprint, results = hooked_app(upstream, max_tool_steps=3)
     blueprint.tool(lambda: "once more", name="again", description="Call me again.")
     events = ask(app)
     assert check_event_stream(events)["error"]["code"] == "max_tool_steps"  # type: ignore[arg-type]
@@ -239,7 +229,7 @@ def test_max_tool_steps_ends_a_model_that_keeps_calling_tools(upstream: StandInS
 
 def test_a_tool_gets_the_request_and_hooks_choose_the_tools(upstream: StandInServer) -> None:
     upstream.script = Script(reply=results_said, tool_calls=[{"name": "whoami", "arguments": {}}])
-    app, blueprint, _ = make(upstream)
+    app, blueprint, _ = hooked_app(upstream)
 
     @blueprint.tool
     def whoami(chat: ChatRequest) -> str:
@@ -267,7 +257,7 @@ CLIENT_TOOL = {"type": "function", "function": {"name": "pick_color", "descripti
 
 def test_client_side_tools_round_trip(upstream: StandInServer) -> None:
     upstream.script = Script(reply=results_said, tool_calls=[{"id": "call_c", "name": "pick_color", "arguments": {}}])
-    app, blueprint, results = make(upstream)
+    app, blueprint, results = hooked_app(upstream)
 
     @blueprint.before_upstream
     def offer(chat: ChatRequest) -> ChatRequest:
@@ -297,7 +287,7 @@ def test_client_side_tools_round_trip(upstream: StandInServer) -> None:
     ([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "pick_color"}}]}], "invalid_tool_message"),
 ])
 def test_tool_history_must_fit_the_offered_tools(upstream: StandInServer, history: list[Any], code: str) -> None:
-    app, blueprint, _ = make(upstream)
+    app, blueprint, _ = hooked_app(upstream)
 
     @blueprint.before_upstream
     def offer(chat: ChatRequest) -> ChatRequest:
