@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py example_app:app
+	$(VENV)/bin/gunicorn -c python:flask_chatstream.gunicorn example_app:app
 
 # Browser tests use Debian's Chromium (Playwright cannot download browsers here), proxy tests Debian's
 # nginx, resume and fleet tests Debian's redis-server (the tests start it); node comes with the machine.

@@ -1,6 +1,6 @@
 """The example app: flask_chatstream at /api, saved conversations, and a page at / that streams answers.
 
-    gunicorn -c gunicorn.conf.py example_app:app     # production-style, gevent workers
+    gunicorn -c python:flask_chatstream.gunicorn example_app:app     # production-style, gevent workers
     python example_app.py                            # Flask's dev server
 
 With OPENAI_API_KEY set it talks to OpenAI (or to OPENAI_BASE_URL). Without

@@ -3,7 +3,7 @@
     python -m bench.run            # the full suite, about 25 minutes; writes bench/results/
     python -m bench.run --quick    # a smoke run with small numbers (CI runs this)
 
-Each contestant runs under gunicorn -c gunicorn.conf.py with one gevent worker, and is charged its
+Each contestant runs under gunicorn -c python:flask_chatstream.gunicorn with one gevent worker, and is charged its
 own worker's CPU (from /proc/<pid>/schedstat, in ns) and memory (VmRSS). Figures are medians over
 --runs runs, and ratios are against the floor or baseline measured in the same run.
 """

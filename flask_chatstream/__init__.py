@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ._blueprint import ChatBlueprint, create_blueprint
-from ._upstream import warm_up
+from ._warmup import warm_up
 from ._config import ConfigError, Options, Settings
 from ._hooks import ChatRequest, ChatResult, ToolCall
 from ._tools import ToolError, parsed_arguments

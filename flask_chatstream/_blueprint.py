@@ -7,15 +7,21 @@ upstream stream and reads ahead to the answer's first event itself, so every
 failure up to that point is a real HTTP status with a JSON body; only then does
 it hand plain data to the relay.
 
-The view turns its own errors into JSON responses. The blueprint registers no
-error handlers, so the host app's handlers keep working for what its own
-``before_request`` functions raise.
+The view turns its own errors into JSON responses, and the blueprint's error handler does the same
+for every HTTP error raised on its routes before the view runs (the host's ``before_request``
+functions, Flask-Login, Flask-Limiter, Flask-WTF's CSRF check). A handler the host registered for a
+specific status still wins, as Flask's own lookup order says.
+
+The chat body is read first of all, by an app-level ``before_request`` function that runs before the
+host's own, under the blueprint's size and time limits. Werkzeug caches it, so host code that calls
+``request.get_json()`` gets it too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -27,10 +33,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
+from flask.globals import request_ctx
+from flask.logging import default_handler, has_level_handler
+from flask.sansio.app import App
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import ClosingIterator
 
 from ._body import read_body
+from ._cli import cli
 from ._config import ConfigError, Options, Settings, resolve
 from ._errors import (
     ChatStreamError,
@@ -52,7 +63,7 @@ from ._server import check_server
 from ._store import STREAMS
 from ._tools import Tool, make_tool
 from ._uimessages import is_ui_body
-from ._upstream import Upstream
+from ._upstream import Upstream, check_client
 
 if TYPE_CHECKING:
     import openai
@@ -64,6 +75,7 @@ log = logging.getLogger("flask_chatstream")
 EXTENSION_KEY = "chatstream"
 CLIENT_SCRIPT = Path(__file__).with_name("static") / "chatstream.js"
 RELAY_KEY = "chatstream.relay"
+BODY_KEY = "chatstream.body"
 
 STREAM_HEADERS = {
     # no-transform asks proxies and middleware not to compress (and so buffer) the body.
@@ -74,6 +86,10 @@ STREAM_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 ALLOW = "OPTIONS, POST"
+ALLOW_READ = "GET, HEAD, OPTIONS"
+EXPOSED = ("X-Chat-Stream-Id", "Retry-After")
+"""Headers a cross-origin page must be able to read: the stream's id (to stop and resume it), and
+when to try again."""
 
 
 ClientKey = Callable[[], str]
@@ -172,19 +188,65 @@ class _State:
         return bool(decide(stream_id, owner)) if decide is not None else owner == self.client_key()
 
 
-class _StreamResponse(Response):
-    """Hands the server's WSGI write() to the relay, for heartbeats while it waits on the model."""
+class _ChatResponse(Response):
+    """Every response of the blueprint. It is called after all of the host's ``after_request``
+    functions, so this is where it sees a CORS response (Flask-CORS) and exposes its headers."""
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        relay = self.response
-        assert isinstance(relay, Relay)
+        if "Access-Control-Allow-Origin" in self.headers:
+            listed = self.headers.get("Access-Control-Expose-Headers", "")
+            have = {name.strip().lower() for name in listed.split(",")}
+            missing = [name for name in EXPOSED if name in self.headers and name.lower() not in have]
+            if missing:
+                self.headers["Access-Control-Expose-Headers"] = ", ".join(filter(None, [listed, *missing]))
+        return super().__call__(environ, start_response)
+
+
+_warned_encoding = False
+
+
+class _StreamResponse(_ChatResponse):
+    """A stream. Hands the server's WSGI write() to the relay, for heartbeats while it waits on the
+    model, and keeps the stream a stream when the host's ``after_request`` functions wrapped it."""
+
+    relay: Relay
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        relay = self.relay
+        environ[RELAY_KEY] = None  # handed to the server, which closes it
+        wrapped = self.response is not relay
+        if wrapped and "Content-Encoding" in self.headers:
+            self._undo_compression()
+            wrapped = False
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
             relay.write = start_response(status, headers, exc_info)
             return relay.write
 
-        environ[RELAY_KEY] = None  # handed to the server, which closes it
-        return super().__call__(environ, capture)
+        body = super().__call__(environ, capture)
+        # A body wrapped by the host (an after_request that counts bytes, say) is closed by the
+        # server, but a wrapper need not close what it wraps: the relay must close all the same.
+        return ClosingIterator(body, relay.close) if wrapped else body
+
+    def _undo_compression(self) -> None:
+        """Flask-Compress (or the like) wrapped the stream in a compressor. Compressors hold their
+        input until they have a block's worth, so the answer would arrive all at once at the end:
+        send it uncompressed, as ``Cache-Control: no-transform`` asked."""
+        global _warned_encoding
+        if not _warned_encoding:
+            _warned_encoding = True
+            log.warning(
+                "An after_request function (Flask-Compress?) set Content-Encoding: %s on a chat stream. A "
+                "compressor holds the tokens back until its buffer fills, so chat streams are sent uncompressed. "
+                "To silence this, leave the chat out of compression (Flask-Compress: COMPRESS_STREAMS = False, "
+                "or text/plain out of COMPRESS_MIMETYPES).", self.headers["Content-Encoding"])
+        del self.headers["Content-Encoding"]
+        self.headers.pop("Content-Length", None)
+        close = getattr(self.response, "close", None)
+        if close is not None:
+            close()  # the compressor's generator, never started: nothing of the relay is lost
+        self.response = self.relay
+        self.direct_passthrough = True
 
 
 def create_blueprint(
@@ -202,13 +264,15 @@ def create_blueprint(
     ``client_key`` names the client for ``max_streams_per_client``: the remote
     address by default, or, say, ``lambda: str(current_user.id)``.
     """
-    if client is not None and ("api_key" in options or "base_url" in options):
-        raise TypeError("create_blueprint() takes client= or api_key=/base_url=, not both.")
+    if client is not None:
+        if "api_key" in options or "base_url" in options:
+            raise TypeError("create_blueprint() takes client= or api_key=/base_url=, not both.")
+        check_client(client)
     blueprint = ChatBlueprint(name, __name__)
 
     def register(state: BlueprintSetupState) -> None:
-        settings = resolve(options, state.app.config, os.environ)
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
+        settings = resolve(options, state.app.config, os.environ, key)
         limit, journal = _shared_state(settings)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
             settings, Upstream(settings, client), limit, client_key, blueprint, journal
@@ -218,6 +282,7 @@ def create_blueprint(
         for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume", f"{key}.replay"):
             for rule in state.app.url_map.iter_rules(endpoint):
                 rule.methods = None
+        _init_app(state.app)
 
     blueprint.add_url_rule("/chat", "chat", _chat, methods=["POST", "OPTIONS"], provide_automatic_options=False)
     blueprint.add_url_rule("/chat/<stream_id>", "replay", _replay, methods=["GET"])
@@ -226,7 +291,60 @@ def create_blueprint(
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
     blueprint.record(register)  # after the rules, which it adjusts
     blueprint.teardown_request(_release_unsent)
+    blueprint.register_error_handler(HTTPException, _http_error)
     return blueprint
+
+
+def _init_app(app: App) -> None:
+    """What the blueprint sets up once per app: reading chat bodies first, the CLI, visible logs."""
+    funcs = app.before_request_funcs.setdefault(None, [])
+    if _read_chat_body not in funcs:
+        funcs.insert(0, _read_chat_body)  # before any of the host's own before_request functions
+    if "chatstream" not in app.cli.commands:
+        app.cli.add_command(cli)
+    # As Flask does for app.logger: if nothing would show the stream lines, show them.
+    if not has_level_handler(log):
+        log.addHandler(default_handler)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+
+
+def _read_chat_body() -> Response | None:
+    """The app-level ``before_request`` that reads a chat's body under the blueprint's limits."""
+    blueprint = request.blueprint
+    if request.method != "POST" or blueprint is None or request.endpoint != f"{blueprint}.chat":
+        return None
+    state = current_app.extensions.get(EXTENSION_KEY, {}).get(blueprint)
+    if state is None:
+        return None
+    try:
+        _body(state)
+    except ChatStreamError as error:
+        return _error_response(error)
+    return None
+
+
+def _body(state: _State) -> tuple[bytes, socket.socket | None]:
+    """What is checked before the body, then the body, once per request, and the client's socket."""
+    found: tuple[bytes, socket.socket | None] | None = request.environ.get(BODY_KEY)
+    if found is None:
+        if request.args.get("format") is not None:
+            choose_format(request.args.get("format"), request.accept_mimetypes)  # a bad one: 400 before the body
+        check_content_type(request.mimetype)
+        client = _client_socket()
+        check_server(request.environ, client)
+        found = (read_body(state.settings, client), client)
+        request.environ[BODY_KEY] = found
+    return found
+
+
+def _http_error(error: HTTPException) -> Response:
+    """An HTTP error raised on the blueprint's routes outside its views: by the host's or an
+    extension's ``before_request``. A response the raiser built (``abort(response)``, Flask-Limiter's
+    ``on_breach``) is kept as it is."""
+    if error.response is not None:
+        return error.response  # type: ignore[return-value]
+    return _error_response(error)
 
 
 def _shared_state(settings: Settings) -> tuple[StreamLimit, Journal | None]:
@@ -278,8 +396,11 @@ def _error_response(error: ChatStreamError | HTTPException) -> Response:
     status = error.code or 500
     if status == 413:
         return json_error(413, RequestTooLarge.code, RequestTooLarge.message)
-    # abort(403, "...") from a hook: the status, a code from its name, and the description given
-    code = (error.name or "http_error").lower().replace(" ", "_").replace("'", "")
+    # abort(403, "...") from a hook: the status, a code from its name, and the description given; an
+    # extension's own subclass (Flask-WTF's CSRFError) is named after its class instead.
+    name = error.name if type(error).__module__.startswith("werkzeug.") else type(error).__name__
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", (name or "http_error").replace("'", ""))
+    code = re.sub(r"[^a-z0-9]+", "_", words.lower()).strip("_")
     headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after", "www-authenticate")}
     return json_error(status, code, error.description or error.name, headers)
 
@@ -294,17 +415,13 @@ class _Refused(Exception):
 
 def _stream() -> Response:
     if request.method == "OPTIONS":
-        return Response(status=204, headers={"Allow": ALLOW})
+        return _ChatResponse(status=204, headers={"Allow": ALLOW})
     if request.method != "POST":
         raise MethodNotAllowed(allow=ALLOW)
     state = _state()
     settings = state.settings
-    if request.args.get("format") is not None:
-        choose_format(request.args.get("format"), request.accept_mimetypes)  # a bad one: 400 before the body
-    check_content_type(request.mimetype)
-    client = _client_socket()
-    check_server(request.environ, client)
-    chat = parse_chat_request(read_body(settings, client), settings)
+    body, client = _body(state)
+    chat = parse_chat_request(body, settings)
     fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body))
     owner = state.client_key()
     release = state.limit.acquire(owner)
@@ -337,7 +454,7 @@ def _stream() -> Response:
         recording = state.journal.begin(stream_id, owner, chat_id if isinstance(chat_id, str) else None)
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
-                  recording=recording)
+                  recording=recording, context=request_ctx.copy().copy if tools else None)
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:
@@ -349,7 +466,9 @@ def _stream() -> Response:
     # direct_passthrough hands the relay straight to the server: no Werkzeug
     # wrapper runs per chunk.
     headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
-    return _StreamResponse(relay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
+    response = _StreamResponse(relay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
+    response.relay = relay
+    return response
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
@@ -362,8 +481,10 @@ def _replay(stream_id: str) -> Response:
     """``GET <prefix>/chat/<stream_id>``: a resumable stream's events after ``?after=<seq>`` (or the
     ``Last-Event-ID`` header), then the live ones to the end, for the client that started it."""
     try:
+        if request.method == "OPTIONS":
+            return _ChatResponse(status=204, headers={"Allow": ALLOW_READ})
         if request.method not in ("GET", "HEAD"):
-            raise MethodNotAllowed("Use GET to read a stream again.", allow="GET, HEAD")
+            raise MethodNotAllowed("Use GET to read a stream again.", allow=ALLOW_READ)
         state = _state()
         fmt = choose_format(request.args.get("format"), request.accept_mimetypes)
         after = _after()
@@ -376,20 +497,22 @@ def _resume(chat_id: str) -> Response:
     """``GET <prefix>/chat/<chat id>/stream``: where ``useChat({resume: true})`` picks up the chat's
     running answer, from its start, as the AI SDK's stream; 204 when there is none."""
     try:
+        if request.method == "OPTIONS":
+            return _ChatResponse(status=204, headers={"Allow": ALLOW_READ})
         if request.method not in ("GET", "HEAD"):
-            raise MethodNotAllowed("Use GET to resume a chat's stream.", allow="GET, HEAD")
+            raise MethodNotAllowed("Use GET to resume a chat's stream.", allow=ALLOW_READ)
         state = _state()
         if state.journal is None:
-            return Response(status=204)
+            return _ChatResponse(status=204)
         try:
             stream_id = state.journal.active(chat_id)
         except Unavailable:
             raise ResumeUnavailable() from None
         if stream_id is None:
-            return Response(status=204)
+            return _ChatResponse(status=204)
         return _replay_response(state, stream_id, 0, UI)
     except StreamNotFound:
-        return Response(status=204)  # ended (or not this client's) since it was looked up
+        return _ChatResponse(status=204)  # ended (or not this client's) since it was looked up
     except ChatStreamError as error:
         return _error_response(error)
 
@@ -410,7 +533,7 @@ def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> 
     replay = Replay(journal, stream_id, after, fmt, heartbeat=state.settings.heartbeat,
                     send_timeout=state.settings.send_timeout, client=client)
     headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
-    return Response(replay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
+    return _ChatResponse(replay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
 
 
 def _after() -> int:
@@ -426,18 +549,20 @@ def _stop(stream_id: str) -> Response:
     """``POST <prefix>/chat/<stream_id>/stop``: the client that started a stream stops it, on any
     worker of this process, or, for resumable streams on Redis, anywhere."""
     try:
+        if request.method == "OPTIONS":
+            return _ChatResponse(status=204, headers={"Allow": ALLOW})
         if request.method != "POST":
-            raise MethodNotAllowed("Use POST to stop a stream.", allow="POST")
+            raise MethodNotAllowed("Use POST to stop a stream.", allow=ALLOW)
         state = _state()
         owner = state.client_key()
         if STREAMS.stop(stream_id, owner):
-            return Response(status=204)
+            return _ChatResponse(status=204)
         if state.journal is not None:
             try:
                 found = state.journal.find(stream_id)
                 if found is not None and found.live and found.owner == owner:
                     state.journal.stop(stream_id)
-                    return Response(status=204)
+                    return _ChatResponse(status=204)
             except Unavailable:
                 raise ResumeUnavailable() from None
         raise StreamNotFound("There is no such stream open.")
@@ -450,6 +575,8 @@ def _release_unsent(_exc: BaseException | None) -> None:
     relay, so stop the upstream and give back the stream slot here."""
     relay = request.environ.pop(RELAY_KEY, None)
     if relay is not None:
+        log.warning("stream id=%s was never sent: an after_request function or error handler replaced the chat "
+                    "response, so the model is stopped", relay.id)
         relay.close()
 
 
@@ -466,6 +593,6 @@ def _client_script() -> Response:
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = orjson.dumps({"error": {"code": code, "message": message}})
-    response = Response(body, status=status, mimetype="application/json", headers=headers)
+    response = _ChatResponse(body, status=status, mimetype="application/json", headers=headers)
     response.headers["Cache-Control"] = "no-store"
     return response

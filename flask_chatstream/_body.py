@@ -6,7 +6,7 @@ import logging
 import socket
 
 from flask import request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ._config import Settings
 from ._errors import RequestError, RequestTimeout, RequestTooLarge
@@ -18,50 +18,50 @@ log = logging.getLogger("flask_chatstream")
 def read_body(settings: Settings, client: socket.socket | None) -> bytes:
     """The whole request body, within ``max_body_bytes`` and ``body_timeout``.
 
+    It is read the way Werkzeug reads it, ``request.get_data()``, so it is cached: the host app's own
+    code (audit logging, a limiter's key function) can still call ``request.get_json()``, and when such
+    code has read it first, this is that cached body, held to the same size limit.
+
     A body that trickles in is cut at the timeout (408), whatever its pace: the deadline is for the
     whole body, kept by the watchdog, which shuts the socket's reading side so the server's read
     ends at once (and the server cannot wait for the rest before closing). A malformed or abandoned
     chunked body, or one shorter than its Content-Length, is a 400 with only a debug line in the log.
     """
     limit = settings.max_body_bytes
+    host_limit = request.max_content_length  # the app's MAX_CONTENT_LENGTH, when it is smaller
+    if host_limit is not None and host_limit < limit:
+        limit = host_limit
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-    stream = request.stream
+    request.max_content_length = limit  # also bounds a chunked body, which has no length to check
     deadline = None
     if client is not None:
         deadline = Deadline(settings.body_timeout, lambda: _shut_reading(client))
         WATCHDOG.watch(deadline)
-    pieces: list[bytes] = []
-    size = 0
+    failure: Exception | None = None
+    body = b""
     try:
-        while size <= limit:
-            piece = stream.read(min(65536, limit + 1 - size))
-            if not piece:
-                break
-            pieces.append(piece)
-            size += len(piece)
-    except HTTPException as error:
-        if error.code == 413:
-            raise
-        failure: Exception | None = error
-    except Exception as error:  # the server's own parse errors (a broken chunked body)
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise RequestTooLarge(f"The request body is larger than {limit} bytes.") from None
+    except Exception as error:  # the server's own parse errors (a broken chunked body), a short body
         failure = error
-    else:
-        failure = None
     finally:
         if deadline is not None:
             WATCHDOG.forget(deadline)
-    if deadline is not None and deadline.expired and (failure is not None or (length or 0) > size):
+    if deadline is not None and deadline.expired and (failure is not None or (length or 0) > len(body)):
         raise RequestTimeout()
     if failure is not None:
         log.debug("request body could not be read: %s", type(failure).__name__)
+        if isinstance(failure, ClientDisconnected):
+            raise RequestError("The request body is shorter than its Content-Length.", code="invalid_body")
         raise RequestError("The request body could not be read.", code="invalid_body")
-    if size > limit:
+    if len(body) > limit:  # read before this, by the host's code, without the limit
         raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-    if length is not None and size < length:
+    if length is not None and len(body) < length:
         raise RequestError("The request body is shorter than its Content-Length.", code="invalid_body")
-    return b"".join(pieces)
+    return body
 
 
 def _shut_reading(client: socket.socket) -> None:

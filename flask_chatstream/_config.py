@@ -1,6 +1,7 @@
 """Settings: read once, at registration, from three places in order of precedence.
 
-1. ``CHATSTREAM_*`` keys in ``app.config``: the deployment's settings win (Flask's extension guide);
+1. ``CHATSTREAM_<NAME>_*`` keys in ``app.config``, for the blueprint registered as ``<name>`` alone,
+   then the shared ``CHATSTREAM_*`` keys: the deployment's settings win (Flask's extension guide);
 2. keyword arguments to ``create_blueprint``: the code's own defaults;
 3. the openai conventions ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (environment).
 
@@ -12,6 +13,7 @@ numbers and booleans are parsed from text too.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -123,10 +125,28 @@ class Settings:
     slot_ttl: float = 15.0
     """With Redis: how long a stream's ``max_streams_per_client`` slot outlives a worker that died holding it."""
 
+    def __repr__(self) -> str:
+        """Every setting, with the secrets masked: settings end up in logs and error trackers."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
+        return f"Settings({shown})"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings by name, with ``api_key`` and ``redis_url``'s password hidden."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.api_key is not None:
+            values["api_key"] = "(set)"
+        if self.redis_url is not None:
+            values["redis_url"] = _mask_password(self.redis_url)
+        return values
+
     @property
     def models(self) -> tuple[str, ...]:
         """The models a client may ask for; the default model is always one."""
         return self.allowed_models if self.model in self.allowed_models else (self.model, *self.allowed_models)
+
+
+def _mask_password(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 class ConfigError(ValueError):
@@ -252,29 +272,41 @@ _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
 
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
 assert set(_PARSERS) == set(Options.__annotations__)
+# A blueprint's own key (CHATSTREAM_<NAME>_<OPTION>) can never read as another option's shared key.
+assert not any(a.endswith("_" + b) for a in _PARSERS for b in _PARSERS)
+
+
+def blueprint_prefix(name: str) -> str:
+    """The config prefix of one registration's own keys: ``CHATSTREAM_MINI_`` for ``"mini"``
+    (a nested ``"admin.chat"`` gives ``CHATSTREAM_ADMIN_CHAT_``)."""
+    return CONFIG_PREFIX + re.sub(r"[^A-Za-z0-9]+", "_", name).upper() + "_"
 
 
 def resolve(
-    options: Mapping[str, Any], config: Mapping[str, Any], environ: Mapping[str, str]
+    options: Mapping[str, Any], config: Mapping[str, Any], environ: Mapping[str, str], name: str = ""
 ) -> Settings:
-    """Build the settings for one blueprint registration, or raise ``ConfigError``."""
+    """Build the settings for the blueprint registered as ``name``, or raise ``ConfigError``."""
     unknown = set(options) - set(_PARSERS)
     if unknown:
         raise TypeError(f"create_blueprint() got unknown option(s): {', '.join(sorted(unknown))}")
+    own = blueprint_prefix(name) if name else None
     values: dict[str, Any] = {}
-    for name, parse in _PARSERS.items():
-        key = CONFIG_PREFIX + name.upper()
-        if key in config:
+    for option, parse in _PARSERS.items():
+        key = CONFIG_PREFIX + option.upper()
+        own_key = f"{own}{option.upper()}" if own else None
+        if own_key is not None and own_key in config:
+            source, value = f"app.config[{own_key!r}]", config[own_key]
+        elif key in config:
             source, value = f"app.config[{key!r}]", config[key]
-        elif name in options:
-            source, value = f"create_blueprint({name}=...)", options[name]
-        elif name in _ENVIRONMENT and environ.get(_ENVIRONMENT[name]):
-            source, value = f"the {_ENVIRONMENT[name]} environment variable", environ[_ENVIRONMENT[name]]
+        elif option in options:
+            source, value = f"create_blueprint({option}=...)", options[option]
+        elif option in _ENVIRONMENT and environ.get(_ENVIRONMENT[option]):
+            source, value = f"the {_ENVIRONMENT[option]} environment variable", environ[_ENVIRONMENT[option]]
         else:
             continue
         try:
-            values[name] = parse(value)
+            values[option] = parse(value)
         except ValueError as exc:
-            shown = "(hidden)" if name in _SECRETS else repr(value)
+            shown = "(hidden)" if option in _SECRETS else repr(value)
             raise ConfigError(f"{source} must be {exc}, got {shown}.") from None
     return Settings(**values)

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import ContextManager
 from datetime import datetime, timezone
 
 from ._answer import Answer
@@ -81,6 +82,7 @@ class Relay:
         tools: Mapping[str, Tool] | None = None,
         reopen: Callable[[ChatRequest], UpstreamStream] | None = None,
         recording: Recording | None = None,
+        context: Callable[[], ContextManager[object]] | None = None,
     ) -> None:
         self.stream = stream
         self.fmt = fmt
@@ -94,6 +96,8 @@ class Relay:
         self._relay_reasoning = settings.relay_reasoning
         self._encoder = fmt.encoder()
         self._tool_timeout = settings.tool_timeout
+        self._context = context
+        """What each tool call runs inside: a copy of the request's Flask context."""
         self._reopen = reopen
         self._request = chat
         """The request of the current model call: the first one's, then with the tool turns added."""
@@ -280,7 +284,7 @@ class Relay:
         self._tools_running = True
         try:
             runs = run_calls(self._tools, calls, self._request or _NO_REQUEST, self._tool_timeout,
-                             stopped=lambda: self._gone)
+                             stopped=lambda: self._gone, context=self._context)
         finally:
             self._tools_running = False
             self.last_event = time.monotonic()

@@ -32,7 +32,7 @@ def check_server(environ: dict[str, Any], client: socket.socket | None) -> None:
             and not _gevent.patched("socket")):
         _warn("sync-worker", "flask_chatstream: gunicorn is running a sync worker: each stream holds the whole "
               "process, and the worker timeout kills long answers. Use gevent workers "
-              "(gunicorn -c gunicorn.conf.py, or -k gevent).")
+              "(gunicorn -c python:flask_chatstream.gunicorn, or -k gevent).")
     if "gevent" in sys.modules and not _gevent.patched("socket") and _gevent.running_in_gevent_server(environ):
         _warn("unpatched", "flask_chatstream: the server runs requests in greenlets but gevent has not patched "
               "the socket module, so one stream waiting on the model blocks every other. Call "

@@ -7,7 +7,10 @@ required. A parameter annotated ``ChatRequest`` is not in the schema: it gets th
 knows who is asking, from ``context``).
 
 The calls of one turn run at once, each in a thread of its own (a greenlet under gevent), each with
-``tool_timeout``. Whatever goes wrong in a call (arguments that are not JSON or do not fit the schema,
+``tool_timeout``, and each inside a copy of the request's Flask context, as
+``flask.copy_current_request_context`` gives: ``current_app``, ``g`` (its own), ``request``,
+``session`` and what extensions keep there (a Flask-SQLAlchemy session, Flask-Login's
+``current_user``) work as in a view. Whatever goes wrong in a call (arguments that are not JSON or do not fit the schema,
 an exception, the timeout) becomes an error text for the model, which can recover; the exception is
 logged. A call that times out is abandoned, not killed: keep tools that may block on I/O
 cooperative (any socket under gevent is).
@@ -15,6 +18,7 @@ cooperative (any socket under gevent is).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -25,7 +29,7 @@ import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ContextManager
 
 import orjson
 import pydantic
@@ -175,13 +179,17 @@ def parsed_arguments(text: str) -> Any:
 
 
 def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, timeout: float,
-              stopped: Callable[[], bool]) -> list[ToolRun]:
-    """Run one turn's calls at once; each result, or error, in the order of the calls."""
+              stopped: Callable[[], bool],
+              context: Callable[[], ContextManager[object]] | None = None) -> list[ToolRun]:
+    """Run one turn's calls at once; each result, or error, in the order of the calls.
+
+    ``context`` makes what each call runs inside (a fresh one per call: calls run at once)."""
     runs: list[ToolRun | None] = [None] * len(calls)
     threads: list[threading.Thread] = []
 
     def run(index: int, call: ToolCall) -> None:
-        runs[index] = _run_one(tools[call.name], call, chat)
+        with context() if context is not None else contextlib.nullcontext():
+            runs[index] = _run_one(tools[call.name], call, chat)
 
     for index, call in enumerate(calls):
         thread = threading.Thread(target=run, args=(index, call), name=f"chatstream-tool-{call.name}", daemon=True)

@@ -54,6 +54,18 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 
 
+def check_client(client: object) -> None:
+    """Refuse, at startup, a ``client=`` the relay cannot drive, with what to pass instead."""
+    if isinstance(client, openai.AsyncOpenAI):
+        raise TypeError(
+            "create_blueprint(client=...) takes a synchronous openai.OpenAI (or openai.AzureOpenAI), not "
+            f"{type(client).__name__}: Flask views and gevent workers stream with blocking calls, which "
+            "gevent makes cooperative. Build the same client with openai.OpenAI(...) instead."
+        )
+    if not isinstance(client, openai.OpenAI):
+        raise TypeError(f"create_blueprint(client=...) takes an openai.OpenAI, not {type(client).__name__}.")
+
+
 class Upstream:
     """One blueprint registration's way to the model provider."""
 
@@ -124,6 +136,15 @@ class Upstream:
             log.info("upstream: %s, retry %d of %d in %.2fs", error.code, attempt, self.max_retries, wait)
             time.sleep(wait)
             waited += wait
+
+    def models(self) -> list[str]:
+        """The model ids the upstream lists (``GET /models``): a cheap proof that it is reachable and
+        takes the key. Raises the ``UpstreamError`` a chat would get."""
+        try:
+            page = self.client.with_options(max_retries=0, timeout=self._timeout).models.list()
+        except openai.OpenAIError as exc:
+            raise _sdk_failure(exc).error from None
+        return [model.id for model in page.data]
 
     def _send_sdk(self, model: str, body: dict[str, Any]) -> UpstreamStream:
         """Through the SDK, for a client passed with ``client=``: its own transport, auth and headers.
@@ -367,14 +388,8 @@ _WARM_UP_BODY = (
 )
 
 
-def warm_up() -> None:
-    """Run one fake completion through the SDK's request path, in memory, with no network.
-
-    The first request after a worker starts otherwise pays for lazy imports and the SDK's
-    first-use caches. gunicorn.conf.py calls this in ``post_worker_init``.
-    """
-    from ._formats import NDJSON
-    from ._relay import Relay  # here, not at import: _relay imports this module
+def warm_up_stream() -> UpstreamStream:
+    """One fake completion, opened through the SDK's request path in memory: a worker's warm start."""
 
     def answer(request: Any) -> Any:
         return _http.Response(200, headers={"content-type": "text/event-stream"}, content=_WARM_UP_BODY)
@@ -382,9 +397,7 @@ def warm_up() -> None:
     client = openai.OpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
                            http_client=_http.Client(transport=_http.MockTransport(answer)))
     upstream = Upstream(Settings(), client)
-    stream = upstream.open(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="warm-up", max_tokens=1))
-    for _ in Relay(stream, NDJSON, Settings()):
-        pass
+    return upstream.open(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="warm-up", max_tokens=1))
 
 
 def _status_error(status: int, headers: Any) -> UpstreamError:

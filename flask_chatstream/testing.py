@@ -34,8 +34,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 Reply = str | Callable[[Sequence[dict[str, Any]]], str]
 
@@ -158,6 +161,25 @@ class StandInServer:
     def url(self) -> str:
         """The base URL to give the openai client."""
         return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/v1"
+
+    def attach(self, app: Flask) -> Flask:
+        """Point every chat blueprint registered on ``app`` at this server, whatever the app's config,
+        its per-blueprint keys or the environment (``OPENAI_API_KEY``) say: a test of the host app can
+        never reach a real provider, or spend a real key. A blueprint built with ``client=`` gets a
+        copy of that client with this base URL. Call it after the blueprints are registered."""
+        from ._blueprint import EXTENSION_KEY
+        from ._upstream import Upstream
+
+        states = app.extensions.get(EXTENSION_KEY)
+        if not states:
+            raise RuntimeError("attach() found no chatstream blueprint on this app. Did you call it before "
+                               "app.register_blueprint(create_blueprint(...))?")
+        for name, state in states.items():
+            settings = dataclasses.replace(state.settings, base_url=self.url, api_key="sk-stand-in")
+            client = state.upstream.client.copy(base_url=self.url, api_key="sk-stand-in") \
+                if state.upstream.custom_client else None
+            states[name] = dataclasses.replace(state, settings=settings, upstream=Upstream(settings, client))
+        return app
 
     def release(self) -> None:
         """Let streams held by ``Script.hold_after`` go on (and any that get there later)."""

@@ -40,7 +40,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 class Gunicorn:
-    """``gunicorn -c gunicorn.conf.py`` on gevent workers, as the README runs it."""
+    """``gunicorn -c python:flask_chatstream.gunicorn`` on gevent workers, as the README runs it."""
 
     def __init__(self, app: str = "example_app:app", *, env: dict[str, str], workers: int | None = 1,
                  extra_args: list[str] | None = None) -> None:
@@ -61,7 +61,7 @@ class Gunicorn:
         full_env.setdefault("CHATSTREAM_ON_CLIENT_LEAVE", "stop")
         full_env.update(env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+            [sys.executable, "-m", "gunicorn", "-c", "python:flask_chatstream.gunicorn",
              *(["-w", str(workers)] if workers else []),
              "-b", f"127.0.0.1:{self.port}", *(extra_args or []), app],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -1,4 +1,4 @@
-"""The real deployment: gunicorn -c gunicorn.conf.py on gevent workers, over loopback HTTP."""
+"""The real deployment: gunicorn -c python:flask_chatstream.gunicorn on gevent workers, over loopback HTTP."""
 
 from __future__ import annotations
 

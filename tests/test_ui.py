@@ -157,4 +157,4 @@ def test_reasoning_can_be_kept_from_clients(make_app: AppFactory, upstream: Stan
 def test_resume_answers_204_for_now(client: FlaskClient) -> None:
     assert client.get("/api/chat/chat-9/stream").status_code == 204
     refused = client.post("/api/chat/chat-9/stream")
-    assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD"
+    assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD, OPTIONS"

@@ -42,8 +42,11 @@ export interface StreamOptions {
   /** Aborting it stops reading, asks the server to stop the model (POST <url>/<stream id>/stop),
    * closes the connection and throws an AbortError. */
   signal?: AbortSignal;
-  /** Extra request headers, e.g. Authorization. */
+  /** Extra request headers, e.g. Authorization, or Flask-WTF's X-CSRFToken. Sent with the stop and
+   * resume requests too. */
   headers?: Record<string, string>;
+  /** fetch's credentials mode for every request ("include" for cookies on a cross-origin API). */
+  credentials?: RequestCredentials;
   /** A fetch implementation to use instead of globalThis.fetch. */
   fetch?: typeof fetch;
   /** Against a server with resumable streams: after a dropped connection, fetch the rest with

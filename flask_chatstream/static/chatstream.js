@@ -41,7 +41,7 @@ export class ChatStreamError extends Error {
  * GET <url>/<stream id>?after=<last seq>, and the iterator goes on as if nothing
  * happened, every event exactly once. */
 export async function* streamChat(url, body, options = {}) {
-  const { format = "ndjson", signal, headers = {}, fetch: fetchImpl = globalThis.fetch } = options;
+  const { format = "ndjson", signal, headers = {}, credentials, fetch: fetchImpl = globalThis.fetch } = options;
   const accept = MEDIA_TYPES[format];
   if (!accept) throw new TypeError(`format must be one of: ${Object.keys(MEDIA_TYPES).join(", ")}`);
   const retry = resumePolicy(options.resume, format);
@@ -50,14 +50,19 @@ export async function* streamChat(url, body, options = {}) {
     headers: { "Content-Type": "application/json", Accept: accept, ...headers },
     body: JSON.stringify(body),
     signal,
+    credentials,
   });
   const path = url.split("?")[0].replace(/\/$/, "");
-  const streamId = response.headers.get("X-Chat-Stream-Id");
+  // The header, or (cross-origin, where a CORS setup does not expose it) the "start" event's stream_id.
+  let streamId = response.headers.get("X-Chat-Stream-Id");
   const stop = () => {
-    fetchImpl(`${path}/${encodeURIComponent(streamId)}/stop`, { method: "POST", headers, keepalive: true })
+    fetchImpl(`${path}/${encodeURIComponent(streamId)}/stop`, { method: "POST", headers, credentials, keepalive: true })
       .catch(() => {}); // best effort: the closed connection stops it too, unless the server finishes answers
   };
-  if (streamId && signal) signal.addEventListener("abort", stop, { once: true });
+  const watch = () => {
+    if (streamId && signal) signal.addEventListener("abort", stop, { once: true });
+  };
+  watch();
   const read = { text: readText, ndjson: readNDJSON, sse: readSSE }[format];
   let seq = 0; // the last numbered event yielded
   let failures = 0; // resume attempts since the last event
@@ -65,6 +70,10 @@ export async function* streamChat(url, body, options = {}) {
     for (;;) {
       try {
         for await (const event of read(response, { signal })) {
+          if (!streamId && event.type === "start" && event.stream_id) {
+            streamId = event.stream_id;
+            watch();
+          }
           if (typeof event.seq === "number") {
             if (event.seq <= seq) continue; // already yielded before the drop
             seq = event.seq;
@@ -90,7 +99,7 @@ export async function* streamChat(url, body, options = {}) {
       await sleep(retry.delay * failures, signal);
       const resumeUrl = `${path}/${encodeURIComponent(streamId)}?after=${seq}`;
       try {
-        return await fetchImpl(resumeUrl, { headers: { Accept: accept, ...headers }, signal });
+        return await fetchImpl(resumeUrl, { headers: { Accept: accept, ...headers }, signal, credentials });
       } catch (cause) {
         if (signal?.aborted) throw abortError();
         if (failures >= retry.attempts) throw truncated(cause ?? error);

@@ -1,15 +1,24 @@
-"""gunicorn settings for streaming chat answers: gevent workers, long graceful shutdown.
+"""gunicorn settings for streaming chat answers: gevent workers, a long graceful shutdown, a warm start.
 
-    gunicorn -c gunicorn.conf.py example_app:app
-    gunicorn -c gunicorn.conf.py -w 1 -b 127.0.0.1:9000 example_app:app   # flags override this file
+    gunicorn -c python:flask_chatstream.gunicorn app:app
+    gunicorn -c python:flask_chatstream.gunicorn -w 1 -b 127.0.0.1:9000 app:app   # flags override these
 
 Environment: PORT (8000), HOST (127.0.0.1; use 0.0.0.0 in a container),
 WEB_CONCURRENCY (workers, default one per CPU), WORKER_CONNECTIONS (4000),
 GRACEFUL_TIMEOUT (120 s), LOG_LEVEL (info).
+
+To change more, write your own file that starts with ``from flask_chatstream.gunicorn import *``.
 """
+
+from __future__ import annotations
 
 import multiprocessing
 import os
+
+__all__ = [
+    "bind", "control_socket_disable", "errorlog", "graceful_timeout", "keepalive", "loglevel",
+    "post_worker_init", "preload_app", "timeout", "worker_class", "worker_connections", "workers",
+]
 
 # Each worker is one process running one gevent hub: a stream waiting on the
 # model costs a greenlet and a socket, not a thread. Work is I/O bound, so one
@@ -41,8 +50,6 @@ errorlog = "-"
 
 def post_worker_init(worker: object) -> None:
     """Warm the SDK's request path in memory, so the worker's first real request is not slow."""
-    try:
-        from flask_chatstream import warm_up
-    except ImportError:  # an app that does not use flask_chatstream
-        return
+    from ._warmup import warm_up
+
     warm_up()
