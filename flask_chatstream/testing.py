@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from flask import Flask
 
+STAND_IN_KEY = "sk-stand-in"
 Reply = str | Callable[[Sequence[dict[str, Any]]], str]
 
 
@@ -162,6 +163,12 @@ class StandInServer:
         """The base URL to give the openai client."""
         return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/v1"
 
+    @property
+    def config(self) -> dict[str, str]:
+        """``CHATSTREAM_*`` keys for a test app's config, so its blueprints register without a real
+        key and talk to this server. Per-blueprint keys still win over these: ``attach`` the app too."""
+        return {"CHATSTREAM_API_KEY": STAND_IN_KEY, "CHATSTREAM_BASE_URL": self.url}
+
     def attach(self, app: Flask) -> Flask:
         """Point every chat blueprint registered on ``app`` at this server, whatever the app's config,
         its per-blueprint keys or the environment (``OPENAI_API_KEY``) say: a test of the host app can
@@ -175,8 +182,8 @@ class StandInServer:
             raise RuntimeError("attach() found no chatstream blueprint on this app. Did you call it before "
                                "app.register_blueprint(create_blueprint(...))?")
         for name, state in states.items():
-            settings = dataclasses.replace(state.settings, base_url=self.url, api_key="sk-stand-in")
-            client = state.upstream.client.copy(base_url=self.url, api_key="sk-stand-in") \
+            settings = dataclasses.replace(state.settings, base_url=self.url, api_key=STAND_IN_KEY)
+            client = state.upstream.client.copy(base_url=self.url, api_key=STAND_IN_KEY) \
                 if state.upstream.custom_client else None
             states[name] = dataclasses.replace(state, settings=settings, upstream=Upstream(settings, client))
         return app
