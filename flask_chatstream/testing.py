@@ -285,6 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_standin/bodies":
             self._json(200, list(self.server.standin.stats.bodies))
         elif path.endswith("/models"):
+            script = self.server.standin.script
+            if script.status != 200:  # a refused key or a rate limit holds for every endpoint
+                return self._refuse(script)
             self._json(200, {"object": "list", "data": [{"id": "stand-in", "object": "model"}]})
         else:
             self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})

@@ -116,3 +116,33 @@ def test_injected_client_is_used(make_app: AppFactory, upstream: StandInServer) 
     assert app.extensions["chatstream"]["chatstream"].upstream.client is client
     response = app.test_client().post("/api/chat", json={"content": "hi"})
     assert response.status_code == 200 and upstream.stats.requests == 1
+
+
+def test_a_blueprints_own_keys_win_over_the_shared_ones(upstream: StandInServer) -> None:
+    app = Flask(__name__)
+    app.config.update({"CHATSTREAM_MODEL": "shared", "CHATSTREAM_MINI_MODEL": "mini-only",
+                       "CHATSTREAM_MINI_MAX_TOKENS": "32", "CHATSTREAM_API_KEY": API_KEY,
+                       "CHATSTREAM_BASE_URL": upstream.url})
+    app.register_blueprint(create_blueprint("mini", model="coded"), url_prefix="/mini")
+    app.register_blueprint(create_blueprint("full", model="coded"), url_prefix="/full")
+    client = app.test_client()
+    for prefix in ("/mini", "/full"):
+        assert client.post(f"{prefix}/chat", json={"content": "hi"}).status_code == 200
+    mini, full = list(upstream.stats.bodies)[-2:]
+    assert (mini["model"], mini["max_completion_tokens"]) == ("mini-only", 32)
+    assert (full["model"], full["max_completion_tokens"]) == ("shared", 4096)
+
+
+def test_a_bad_per_blueprint_value_names_its_key() -> None:
+    app = Flask(__name__)
+    app.config.update({"CHATSTREAM_API_KEY": API_KEY, "CHATSTREAM_SUPPORT_DESK_MAX_TOKENS": "lots"})
+    with pytest.raises(ConfigError, match=r"app.config\['CHATSTREAM_SUPPORT_DESK_MAX_TOKENS'\] must be a positive"):
+        app.register_blueprint(create_blueprint("support-desk"), url_prefix="/support")
+
+
+def test_secrets_never_show_in_the_settings_repr() -> None:
+    settings = resolve({"api_key": "sk-very-secret", "redis_url": "redis://:hunter2@cache:6379/0"}, {}, {})
+    shown = repr(settings)
+    assert "sk-very-secret" not in shown and "hunter2" not in shown
+    assert "api_key='(set)'" in shown and "redis_url='redis://***@cache:6379/0'" in shown
+    assert settings.api_key == "sk-very-secret"  # masked in what is shown only

@@ -1,15 +1,20 @@
-"""Install what ships the way a user does: a fresh venv with only the ``server`` extra (no test
-tools), or ``server,redis``, then the README's gunicorn line on the README's own app, in a directory
-that holds that app and gunicorn.conf.py but not the package source, and one answer streamed through
-it (with Redis: resumable, and read again)."""
+"""Install what ships the way a user does: the README's Install lines, run as they stand, in a fresh venv
+with no test tools, against a wheel built from this tree (pip finds it as it would find it on PyPI);
+then one answer streamed through each app: the README's minimal app (with Redis: resumable, and read
+again), and the example app from a copy of the repository."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,72 +25,74 @@ from .conftest import API_KEY
 from .servers import ROOT, RedisServer, free_port, wait_for_port
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat
 
-
-README_APP = """
-from flask import Flask
-from flask_chatstream import create_blueprint
-
-app = Flask(__name__)
-app.config["CHATSTREAM_SYSTEM_PROMPT"] = "You are a helpful assistant."
-# Reads OPENAI_API_KEY (and OPENAI_BASE_URL, for Ollama, vLLM, LM Studio...) from the environment.
-app.register_blueprint(create_blueprint(model="gpt-4o-mini"), url_prefix="/api")
-"""
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts", "instance", "*.egg-info",
+                                     "build", "__pycache__", "dist")
 
 
-@pytest.mark.parametrize("extras", ["server", "server,redis"])
-def test_a_clean_server_install_deploys(tmp_path: Path, upstream: StandInServer, extras: str) -> None:
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    # A copy of the tree, so the build leaves nothing behind in the checkout.
-    source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts", "instance",
-                                                                "*.egg-info", "build", "__pycache__", "dist"))
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "OPENAI_",
-                                                                          "CHATSTREAM_"))}
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"{source}[{extras}]"], env=clean_env,
-                             capture_output=True, text=True, timeout=600)
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True,
-                               text=True, env=clean_env).stdout.lower()
-    assert "pytest" not in installed and "hypothesis" not in installed  # only what the extras bring
-    assert ("\nredis==" in installed) == ("redis" in extras)
+def readme_app() -> str:
+    """The app at the top of the README, as it stands there."""
+    readme = (ROOT / "README.md").read_text()
+    return re.search(r"```python\n(from flask import Flask\n.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
 
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    shutil.copy(ROOT / "gunicorn.conf.py", app_dir / "gunicorn.conf.py")
-    app = README_APP
-    if "redis" in extras:  # the README's fleet settings, before the blueprint is registered
-        app = app.replace('app.config["CHATSTREAM_SYSTEM_PROMPT"]', 'import os\napp.config["CHATSTREAM_RESUMABLE"] = True\n'
-                          'app.config["CHATSTREAM_REDIS_URL"] = os.environ["REDIS_URL"]\napp.config["CHATSTREAM_SYSTEM_PROMPT"]')
-    (app_dir / "app.py").write_text(app)
-    assert README_APP.strip().splitlines()[-1] in (ROOT / "README.md").read_text()  # the README's own
-    upstream.script = Script(reply="deployed and streaming")
+
+def install_lines() -> list[str]:
+    """Every command line of the README's Install section, comments stripped."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Install\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return [line.split("  #", 1)[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def line(start: str) -> list[str]:
+    [found] = [each for each in install_lines() if each.startswith(start)]
+    return shlex.split(found)
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this tree, built from a copy (the build leaves nothing behind in the checkout)."""
+    where = tmp_path_factory.mktemp("wheels")
+    source = where / "source"
+    shutil.copytree(ROOT, source, ignore=COPY_IGNORE)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(where), str(source)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return where
+
+
+class Venv:
+    """A fresh virtual environment whose ``pip`` and ``gunicorn`` come first on PATH, as after activating it."""
+
+    def __init__(self, path: Path, wheels: Path) -> None:
+        venv.create(path, with_pip=True)
+        self.bin = path / "bin"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("PYTHON", "VIRTUAL_ENV", "OPENAI_", "CHATSTREAM_", "PIP_FIND_LINKS"))}
+        self.env["PATH"] = f"{self.bin}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env["VIRTUAL_ENV"] = str(path)
+        # pip finds flask-chatstream here, as it would on the index once it is released.
+        self.env["PIP_FIND_LINKS"] = " ".join(filter(None, [os.environ.get("PIP_FIND_LINKS"), str(wheels)]))
+
+    def run(self, argv: list[str], cwd: Path) -> None:
+        done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, " ".join(argv) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]
+
+    def installed(self) -> str:
+        return subprocess.run([str(self.bin / "python"), "-m", "pip", "list", "--format=freeze"], env=self.env,
+                              capture_output=True, text=True).stdout.lower()
+
+
+@contextmanager
+def serve(env: Venv, argv: list[str], cwd: Path, extra_env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """Run the README's gunicorn line as it stands (port and one worker from the environment it reads)."""
     port = free_port()
-    app_env = {**clean_env, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url}
-    redis_server = None
-    if "redis" in extras:
-        redis_server = RedisServer(tmp_path)
-        app_env["REDIS_URL"] = redis_server.url
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen([str(env_dir / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "1",
-                                "-b", f"127.0.0.1:{port}", "app:app"],
-                               cwd=app_dir, env=app_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = log_path.open("wb")
+    process = subprocess.Popen(argv, cwd=cwd, env={**env.env, **extra_env, "PORT": str(port), "WEB_CONCURRENCY": "1"},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, process, timeout=60)
-        conn, response = post_chat(port, "ndjson", {"content": "deployed?"}, timeout=30)
-        events = ndjson_events(response.read())
-        conn.close()
-        assert check_event_stream(events)["type"] == "done" and answer_of(events) == "deployed and streaming"
-        if redis_server is not None:  # kept in Redis: read again, whole
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", f"/api/chat/{events[0]['stream_id']}?format=ndjson")
-            again = conn.getresponse()
-            assert again.status == 200 and ndjson_events(again.read()) == events
-            conn.close()
+        yield port
     finally:
-        if redis_server is not None:
-            redis_server.stop()
         process.terminate()
         try:
             process.wait(timeout=15)
@@ -93,8 +100,69 @@ def test_a_clean_server_install_deploys(tmp_path: Path, upstream: StandInServer,
             os.killpg(process.pid, 9)
             process.wait()
         log.close()
-    text = (tmp_path / "gunicorn.log").read_text()
+    text = log_path.read_text()
     assert "Booting worker" in text and "Traceback" not in text, text[-3000:]
-    where = subprocess.run([str(python), "-c", "import flask_chatstream; print(flask_chatstream.__file__)"],
-                           capture_output=True, text=True, cwd=app_dir, env=clean_env).stdout
-    assert where.startswith(str(env_dir)), where  # the installed package, not a source tree
+
+
+@pytest.mark.parametrize("extras", ["server", "server,redis"])
+def test_the_readme_install_lines_deploy_the_readme_app(tmp_path: Path, upstream: StandInServer, wheels: Path,
+                                                        extras: str) -> None:
+    env = Venv(tmp_path / "venv", wheels)
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    env.run(line(f'pip install "flask-chatstream[{extras}]"'), cwd=app_dir)
+    installed = env.installed()
+    assert "pytest" not in installed and "hypothesis" not in installed  # only what the extras bring
+    assert ("\nredis==" in installed) == ("redis" in extras)
+
+    app = readme_app()
+    if "redis" in extras:  # the README's fleet settings, before the blueprint is registered
+        app = app.replace('app.config["CHATSTREAM_SYSTEM_PROMPT"]', 'import os\napp.config["CHATSTREAM_RESUMABLE"] = True\n'
+                          'app.config["CHATSTREAM_REDIS_URL"] = os.environ["REDIS_URL"]\napp.config["CHATSTREAM_SYSTEM_PROMPT"]')
+    (app_dir / "app.py").write_text(app)
+    upstream.script = Script(reply="deployed and streaming")
+    app_env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url}
+    redis_server = RedisServer(tmp_path) if "redis" in extras else None
+    if redis_server is not None:
+        app_env["REDIS_URL"] = redis_server.url
+    try:
+        with serve(env, line("gunicorn -c python:flask_chatstream.gunicorn app:app"), app_dir, app_env,
+                   tmp_path / "gunicorn.log") as port:
+            conn, response = post_chat(port, "ndjson", {"content": "deployed?"}, timeout=30)
+            events = ndjson_events(response.read())
+            conn.close()
+            assert check_event_stream(events)["type"] == "done" and answer_of(events) == "deployed and streaming"
+            if redis_server is not None:  # kept in Redis: read again, whole
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", f"/api/chat/{events[0]['stream_id']}?format=ndjson")
+                again = conn.getresponse()
+                assert again.status == 200 and ndjson_events(again.read()) == events
+                conn.close()
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+    # The stream's line shows in gunicorn's log with no logging set up by the app: Flask's way.
+    assert re.search(r"stream id=\S+ outcome=done format=ndjson", (tmp_path / "gunicorn.log").read_text())
+    where = subprocess.run([str(env.bin / "python"), "-c", "import flask_chatstream; print(flask_chatstream.__file__)"],
+                           capture_output=True, text=True, cwd=app_dir, env=env.env).stdout
+    assert where.startswith(str(tmp_path / "venv")), where  # the installed package, not a source tree
+
+
+def test_the_readme_install_lines_run_the_example_app_from_a_clone(tmp_path: Path, wheels: Path) -> None:
+    env = Venv(tmp_path / "venv", wheels)
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT, clone, ignore=COPY_IGNORE)
+    env.run(line('pip install ".[server,example]"'), cwd=clone)
+    assert "\nsqlalchemy==" in env.installed()
+    # No OPENAI_API_KEY: the offline demo model, inside the app.
+    with serve(env, line("gunicorn -c python:flask_chatstream.gunicorn example_app:app"), clone, {},
+               tmp_path / "gunicorn.log") as port:
+        conn, response = post_chat(port, "ndjson", {"content": "Hello?", "conversation_id": "install-test"}, timeout=30)
+        events = ndjson_events(response.read())
+        conn.close()
+        assert check_event_stream(events)["type"] == "done" and "offline demo" in answer_of(events)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/conversations")
+        listed = conn.getresponse()
+        assert listed.status == 200 and b"install-test" in listed.read()
+        conn.close()

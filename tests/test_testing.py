@@ -1,14 +1,24 @@
-"""The stand-in upstream: the SDK's own typed parser must accept what it sends."""
+"""The stand-in upstream: the SDK's own typed parser must accept what it sends; and the README's way
+to test a host app with it."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
+from flask import Flask
 
 from flask_chatstream.testing import Script, StandInServer, split_reply
+
+from .conftest import API_KEY
+from .servers import ROOT
 
 
 def sdk(upstream: StandInServer) -> openai.OpenAI:
@@ -66,3 +76,41 @@ def test_control_api(upstream: StandInServer) -> None:
     upstream.wait_for(lambda s: s.open == 0)
     stats = json.loads(urllib.request.urlopen(f"{base}/_standin/stats").read())
     assert stats["finished"] == 1 and stats["requests"] == 1
+
+
+USER_APP = '''
+from flask import Flask
+from flask_chatstream import create_blueprint
+
+
+def create_app(config=None):
+    app = Flask(__name__)
+    app.config.update(config or {})
+    # A deployment setting that, without attach(), would win over the stand-in's shared keys.
+    app.config["CHATSTREAM_CHATSTREAM_BASE_URL"] = app.config.get("REAL_PROVIDER", "https://api.openai.com/v1")
+    app.register_blueprint(create_blueprint(model="gpt-4o-mini", max_retries=0), url_prefix="/api")
+    return app
+'''
+
+
+def test_the_readmes_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_path: Path) -> None:
+    """The README's test file, run with pytest as a user runs it, with a real-looking key in the shell
+    and the "real provider" (another stand-in here) configured in every way that could win."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n(# test_chat.py\n.*?)```", readme, re.S)
+    assert snippet is not None
+    (tmp_path / "test_chat.py").write_text(snippet.group(1))
+    with StandInServer(Script(reply="the real provider answered")) as real:
+        (tmp_path / "app.py").write_text(USER_APP.replace('app.config.get("REAL_PROVIDER", "https://api.openai.com/v1")',
+                                                          repr(real.url)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATSTREAM_", "PYTEST_"))}
+        env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=real.url, CHATSTREAM_BASE_URL=real.url)
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+        assert real.stats.requests == 0
+
+
+def test_attach_needs_a_registered_blueprint() -> None:
+    with StandInServer() as server, pytest.raises(RuntimeError, match="before app.register_blueprint"):
+        server.attach(Flask(__name__))
