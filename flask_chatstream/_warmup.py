@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ._config import Settings
 from ._formats import NDJSON
 from ._relay import Relay
@@ -14,5 +16,10 @@ def warm_up() -> None:
     The first request after a worker starts otherwise pays for lazy imports and the SDK's first-use
     caches. ``flask_chatstream.gunicorn`` calls this in ``post_worker_init``.
     """
-    for _ in Relay(warm_up_stream(), NDJSON, Settings()):
-        pass
+    log = logging.getLogger("flask_chatstream")
+    quiet, log.disabled = log.disabled, True  # no stream line for a stream nobody asked for
+    try:
+        for _ in Relay(warm_up_stream(), NDJSON, Settings()):
+            pass
+    finally:
+        log.disabled = quiet

@@ -195,6 +195,41 @@ for (const format of ["ndjson", "sse", "text"]) {
   });
 }
 
+test("cross-origin without the exposed header: the stop still goes out, with the start event's id and the credentials", async () => {
+  await fresh();
+  await script({ reply: REPLY.repeat(10), hold_after: 1 });
+  const stops = [];
+  // What a browser's CORS filter does to a header the server did not expose.
+  const hiding = async (url, init) => {
+    const response = await fetch(url, init);
+    if (url.endsWith("/stop")) {
+      stops.push({ url, credentials: init.credentials, status: response.status });
+      return response;
+    }
+    const headers = new Headers(response.headers);
+    headers.delete("X-Chat-Stream-Id");
+    return new Response(response.body, { status: response.status, headers });
+  };
+  const controller = new AbortController();
+  let start;
+  await assert.rejects(
+    (async () => {
+      const options = { signal: controller.signal, fetch: hiding, credentials: "include" };
+      for await (const e of streamChat(`${SERVER}/api/chat`, { content: "hi" }, options)) {
+        if (e.type === "start") start = e;
+        if (e.type === "delta") controller.abort();
+      }
+    })(),
+    { name: "AbortError" },
+  );
+  for (let i = 0; i < 500 && stops.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(stops.length, 1);
+  assert.equal(stops[0].url, `${SERVER}/api/chat/${start.stream_id}/stop`);
+  assert.equal(stops[0].credentials, "include");
+  assert.ok([204, 404].includes(stops[0].status), `${stops[0].status}`); // 404 once the hang-up ended it first
+  await waitFor((s) => s.open === 0);
+});
+
 test("an already-aborted signal never reads", async () => {
   const controller = new AbortController();
   controller.abort();
