@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,7 +18,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import Gunicorn
+from .servers import ROOT, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 REPLY = "one two three four five six seven eight nine ten"
@@ -129,3 +133,18 @@ def test_workers_from_environment_and_overrides_from_the_command_line(_standin: 
         assert "Using worker: gevent" in two.log()
     with Gunicorn(env=env, workers=1) as one:
         assert len(one.worker_pids()) == 1
+
+
+def test_a_config_file_of_ones_own_starts_from_the_package_settings(tmp_path: Path) -> None:
+    """The README's own gunicorn.conf.py: the package's settings, with one changed."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n# gunicorn.conf.py\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    (tmp_path / "gunicorn.conf.py").write_text(snippet.group(1))
+    (tmp_path / "app.py").write_text("def app(environ, start_response):\n    return []\n")
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "--print-config", "app:app"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    settings = dict(re.findall(r"^(\w+)\s+= (.*)$", done.stdout, re.M))  # gunicorn's own listing
+    assert done.returncode == 0, done.stderr
+    assert (settings["timeout"], settings["worker_class"], settings["graceful_timeout"]) == ("60", "gevent", "120")
+    assert settings["post_worker_init"] == "<post_worker_init()>"  # the package's warm start, not gunicorn's no-op
