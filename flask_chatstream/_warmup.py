@@ -17,9 +17,14 @@ def warm_up() -> None:
     caches. ``flask_chatstream.gunicorn`` calls this in ``post_worker_init``.
     """
     log = logging.getLogger("flask_chatstream")
-    quiet, log.disabled = log.disabled, True  # no stream line for a stream nobody asked for
+    log.addFilter(_not_the_warm_ups_line)  # what else it logs (the gevent set-up) still shows
     try:
         for _ in Relay(warm_up_stream(), NDJSON, Settings()):
             pass
     finally:
-        log.disabled = quiet
+        log.removeFilter(_not_the_warm_ups_line)
+
+
+def _not_the_warm_ups_line(record: logging.LogRecord) -> bool:
+    """No stream line for the stream nobody asked for."""
+    return not record.getMessage().startswith("stream id=warm-up ")
