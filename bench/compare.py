@@ -38,7 +38,7 @@ class Tree:
         settings = (["-c", "python:flask_chatstream.gunicorn"] if (root / "flask_chatstream" / "gunicorn.py").exists()
                     else ["-c", "gunicorn.conf.py"])
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "LOG_LEVEL": "warning",
-               "PYTHONPATH": str(root)}  # this tree's flask_chatstream, not the installed one
+               "GRACEFUL_TIMEOUT": "3", "PYTHONPATH": str(root)}  # this tree's flask_chatstream, not the installed one
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *settings, "-w", "1", "-b", f"127.0.0.1:{self.port}",
              "bench.chatstream_app:app"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
 from flask.globals import request_ctx
-from flask.logging import default_handler, has_level_handler
+from flask.logging import has_level_handler
 from flask.sansio.app import App
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
@@ -93,6 +93,11 @@ when to try again."""
 
 
 ClientKey = Callable[[], str]
+
+_HANDLER = logging.StreamHandler()
+"""Where the log goes when the app set nothing up: stderr, in gunicorn's own line format."""
+_HANDLER.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                        "%Y-%m-%d %H:%M:%S %z"))
 
 
 def remote_address() -> str:
@@ -304,7 +309,7 @@ def _init_app(app: App) -> None:
         app.cli.add_command(cli)
     # As Flask does for app.logger: if nothing would show the stream lines, show them.
     if not has_level_handler(log):
-        log.addHandler(default_handler)
+        log.addHandler(_HANDLER)
         if log.level == logging.NOTSET:
             log.setLevel(logging.INFO)
 

@@ -6,7 +6,17 @@ import http.client
 import socket
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flask_chatstream.testing import Script
+
+if TYPE_CHECKING:
+    from flask import Response
+    from flask.testing import FlaskClient
+
+    from flask_chatstream.testing import StandInServer
+
+HELD_REPLY = "one two three four five six"
 
 
 def ndjson_events(body: bytes) -> list[dict[str, Any]]:
@@ -73,3 +83,26 @@ def send_chat_raw(port: int, fmt: str) -> socket.socket:
     sock.sendall(b"POST /api/chat?format=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%s" % (fmt.encode(), len(body), body))
     return sock
+
+
+def streams_while_held(client: FlaskClient, upstream: StandInServer, fmt: str,
+                       headers: dict[str, str] | None = None) -> Response:
+    """POST a chat held at the stand-in's gate after three words: the first word must arrive while the
+    upstream has not finished, chunk by chunk; then the rest. Returns the (consumed) response."""
+    upstream.script = Script(reply=HELD_REPLY, hold_after=3)
+    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, headers=headers, buffered=False)
+    assert response.status_code == 200, response.get_data()
+    chunks = iter(response.response)
+    received = b""
+    while b"one" not in received:
+        received += next(chunks)
+    stats = upstream.stats
+    assert (stats.open, stats.finished) == (1, 0), "the upstream had already finished"
+    assert b"four" not in received
+    upstream.release()
+    received += b"".join(chunks)
+    response.close()
+    assert b"six" in received
+    if fmt != "text":
+        assert check_event_stream(events_of(fmt, received))["type"] == "done"
+    return response

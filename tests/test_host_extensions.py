@@ -17,7 +17,6 @@ from typing import Any
 import openai
 import pytest
 from flask import Flask, Response, abort, current_app, g, request
-from flask.testing import FlaskClient
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.middleware.lint import LintMiddleware
 
@@ -27,11 +26,19 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, hooked_app
 from .servers import ROOT, Gunicorn
-from .streams import answer_of, check_event_stream, events_of, ndjson_events, post_chat, read_until
+from .streams import (HELD_REPLY, answer_of, check_event_stream, ndjson_events, post_chat, read_until,
+                      streams_while_held)
 
 RECIPES = ROOT / "examples" / "recipes"
 BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
-REPLY = "one two three four five six"
+
+
+def finish(upstream: StandInServer, responses: list[Response]) -> None:
+    """Let held streams end, and read each to its end, as their clients would."""
+    upstream.release()
+    for response in responses:
+        b"".join(response.response)
+        response.close()
 
 
 def recipe(name: str) -> ModuleType:
@@ -43,29 +50,6 @@ def recipe(name: str) -> ModuleType:
     return module
 
 
-def streams_before_the_upstream_is_done(client: FlaskClient, upstream: StandInServer, fmt: str,
-                                        headers: dict[str, str] | None = None) -> Response:
-    """POST a chat held at the stand-in's gate after three words: the first word must arrive while the
-    upstream has not finished, chunk by chunk; then the rest. Returns the (consumed) response."""
-    upstream.script = Script(reply=REPLY, hold_after=3)
-    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, headers=headers, buffered=False)
-    assert response.status_code == 200, response.get_data()
-    chunks = iter(response.response)
-    received = b""
-    while b"one" not in received:
-        received += next(chunks)
-    stats = upstream.stats
-    assert (stats.open, stats.finished) == (1, 0), "the upstream had already finished"
-    assert b"four" not in received
-    upstream.release()
-    received += b"".join(chunks)
-    response.close()
-    assert b"six" in received
-    if fmt != "text":
-        assert check_event_stream(events_of(fmt, received))["type"] == "done"
-    return response
-
-
 # ---- Flask-Compress, and whatever else wraps the body ------------------------------------------------
 
 
@@ -75,7 +59,7 @@ def test_flask_compress_defaults_leave_every_format_streaming(upstream: StandInS
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_blueprint, "_warned_encoding", False)
     app = upstream.attach(recipe("compress").create_app(upstream.config))
-    response = streams_before_the_upstream_is_done(app.test_client(), upstream, fmt,
+    response = streams_while_held(app.test_client(), upstream, fmt,
                                                    {"Accept-Encoding": BROWSER_ENCODINGS})
     assert "Content-Encoding" not in response.headers
     warnings = [r.getMessage() for r in caplog.records if "Content-Encoding" in r.getMessage()]
@@ -93,13 +77,13 @@ def test_flask_compress_told_to_leave_streams_alone_warns_nothing(upstream: Stan
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_blueprint, "_warned_encoding", False)
     app = upstream.attach(recipe("compress").create_app({**upstream.config, "COMPRESS_STREAMS": False}))
-    streams_before_the_upstream_is_done(app.test_client(), upstream, "text", {"Accept-Encoding": BROWSER_ENCODINGS})
+    streams_while_held(app.test_client(), upstream, "text", {"Accept-Encoding": BROWSER_ENCODINGS})
     assert not [r for r in caplog.records if "Content-Encoding" in r.getMessage()]
 
 
 def test_flask_compress_under_gunicorn_streams_text_to_a_browser(upstream: StandInServer) -> None:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url, "CHATSTREAM_MAX_RETRIES": "0"}
-    upstream.script = Script(reply=REPLY, hold_after=3)
+    upstream.script = Script(reply=HELD_REPLY, hold_after=3)
     with Gunicorn("compress:create_app()", env=env, extra_args=["--pythonpath", str(RECIPES)]) as server:
         conn, response = post_chat(server.port, "text", headers={"Accept-Encoding": BROWSER_ENCODINGS})
         assert response.status == 200 and response.getheader("Content-Encoding") is None
@@ -129,12 +113,12 @@ def test_an_after_request_that_wraps_the_body_still_streams_and_closes(upstream:
             response.response = counting()
         return response
 
-    streams_before_the_upstream_is_done(app.test_client(), upstream, "ndjson")
+    streams_while_held(app.test_client(), upstream, "ndjson")
     assert sum(counted) > 0
     # A client that leaves mid-answer: the wrapper is closed, and the relay with it.
     upstream.wait_for(lambda s: s.open == 0)
     upstream.reset()
-    upstream.script = Script(reply=REPLY, hold_after=1)
+    upstream.script = Script(reply=HELD_REPLY, hold_after=1)
     response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=False)
     next(iter(response.response))
     response.close()
@@ -147,7 +131,7 @@ def test_an_after_request_that_wraps_the_body_still_streams_and_closes(upstream:
 def test_wsgi_middleware_that_wraps_the_iterable_streams(upstream: StandInServer, fmt: str) -> None:
     app, _, _ = hooked_app(upstream)
     app.wsgi_app = LintMiddleware(app.wsgi_app)  # type: ignore[method-assign]  # checks PEP 3333 as it wraps
-    streams_before_the_upstream_is_done(app.test_client(), upstream, fmt)
+    streams_while_held(app.test_client(), upstream, fmt)
 
 
 # ---- the body, read by the host first ------------------------------------------------------------------
@@ -300,17 +284,14 @@ def test_flask_login_401_is_json_and_the_user_is_the_client(upstream: StandInSer
     response.close()  # the server closes the body after the last byte: then after_stream runs
     assert login.saved == [("ada", "Hello Ada")]
     # The cap counts per user, not per address: a held stream of Ada's and one of Bob's from the same address.
-    upstream.script = Script(reply=REPLY, hold_after=1)
+    upstream.script = Script(reply=HELD_REPLY, hold_after=1)
     held = [client.post("/api/chat", json={"content": "hi"}, buffered=False) for _ in range(2)]
     assert client.post("/api/chat", json={"content": "hi"}).status_code == 429
     bob = app.test_client()
     bob.post("/login", data={"name": "bob"})
     other = bob.post("/api/chat", json={"content": "hi"}, buffered=False)
     assert other.status_code == 200
-    upstream.release()
-    for response in (*held, other):
-        b"".join(response.response)
-        response.close()
+    finish(upstream, [*held, other])
 
 
 def test_a_www_authenticate_challenge_and_a_custom_response_are_kept(upstream: StandInServer) -> None:
@@ -390,15 +371,12 @@ def test_cors_responses_expose_the_stream_id_and_preflights_pass(upstream: Stand
 def test_proxy_fix_makes_the_cap_per_real_client(upstream: StandInServer) -> None:
     app = upstream.attach(recipe("proxy_fix").create_app(upstream.config))
     client = app.test_client()
-    upstream.script = Script(reply=REPLY, hold_after=1)
+    upstream.script = Script(reply=HELD_REPLY, hold_after=1)
     ada = client.post("/api/chat", json={"content": "hi"}, headers={"X-Forwarded-For": "203.0.113.1"}, buffered=False)
     bob = client.post("/api/chat", json={"content": "hi"}, headers={"X-Forwarded-For": "203.0.113.2"}, buffered=False)
     again = client.post("/api/chat", json={"content": "hi"}, headers={"X-Forwarded-For": "203.0.113.1"})
     assert (ada.status_code, bob.status_code, again.status_code) == (200, 200, 429)
-    upstream.release()
-    for response in (ada, bob):
-        b"".join(response.response)
-        response.close()
+    finish(upstream, [ada, bob])
 
 
 # ---- configuration in host apps ----------------------------------------------------------------------

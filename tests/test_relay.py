@@ -9,7 +9,7 @@ from flask_chatstream._errors import StreamAborted
 from flask_chatstream.testing import Script, StandInServer, split_reply
 
 from .conftest import AppFactory
-from .streams import answer_of, check_event_stream, events_of
+from .streams import answer_of, check_event_stream, events_of, streams_while_held
 
 REPLY = "Streaming means the answer shows up word by word, as the model writes it."
 UNICODE_REPLY = "Grüße aus Köln — 日本語のテキスト, emoji 🎉🚀 and ünïcödé."
@@ -64,18 +64,8 @@ def test_first_delta_arrives_while_upstream_is_still_sending(
     client: FlaskClient, upstream: StandInServer, fmt: str
 ) -> None:
     # The upstream holds after three words until the test opens the gate: no clock involved.
-    upstream.script = Script(reply="one two three four five six", hold_after=3)
-    response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
-    chunks = iter(response.response)
-    received = b""
-    while b"one" not in received:
-        received += next(chunks)
-    stats = upstream.stats
-    assert (stats.open, stats.finished) == (1, 0), "the upstream had already finished"
-    assert b"four" not in received
-    upstream.release()
-    rest = b"".join(chunks)
-    assert b"six" in rest and upstream.wait_for(lambda s: s.finished == 1)
+    streams_while_held(client, upstream, fmt)
+    assert upstream.wait_for(lambda s: s.finished == 1)
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
