@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._formats import UI, Format
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
+from ._host import HostJournal, HostLimit, HostStore, open_store
 from ._journal import Journal, MemoryJournal, Unavailable
 from ._policy import StreamLimit
 from ._relay import ClientGone, Relay
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_chatstream")
 
 EXTENSION_KEY = "chatstream"
+HOST_FILE = "chatstream.sqlite3"
 CLIENT_SCRIPT = Path(__file__).with_name("static") / "chatstream.js"
 RELAY_KEY = "chatstream.relay"
 BODY_KEY = "chatstream.body"
@@ -187,6 +189,8 @@ class _State:
     blueprint: ChatBlueprint
     journal: Journal | None
     """Where resumable streams are kept; None unless ``resumable``."""
+    host: HostStore | None
+    """Without Redis: what the workers of this machine share (stops, for every stream)."""
 
     def may_read(self, stream_id: str, owner: str) -> bool:
         decide = self.blueprint.may_resume_func
@@ -278,9 +282,9 @@ def create_blueprint(
     def register(state: BlueprintSetupState) -> None:
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
         settings = resolve(options, state.app.config, os.environ, key)
-        limit, journal = _shared_state(settings)
+        limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, Upstream(settings, client), limit, client_key, blueprint, journal
+            settings, Upstream(settings, client), limit, client_key, blueprint, journal, host
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -352,18 +356,27 @@ def _http_error(error: HTTPException) -> Response:
     return _error_response(error)
 
 
-def _shared_state(settings: Settings) -> tuple[StreamLimit, Journal | None]:
-    """The stream limit and the journal: in this process, or with ``redis_url`` in Redis."""
+def _shared_state(settings: Settings, instance: Path, scope: str
+                  ) -> tuple[StreamLimit, Journal | None, HostStore | None]:
+    """The stream limit, the journal, and the host's store: shared by this machine's workers through
+    SQLite (``_host``), by a fleet with ``redis_url`` in Redis, or with ``state_path=":memory:"`` (or
+    a folder that cannot be written) each worker's own."""
     if settings.redis_url is None:
-        limit = StreamLimit(settings.max_streams_per_client)
-        return limit, MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
+        path = settings.state_path
+        host = None if path == ":memory:" else open_store(Path(path) if path else instance / HOST_FILE, scope)
+        if host is None:
+            limit = StreamLimit(settings.max_streams_per_client)
+            memory = MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
+            return limit, memory, None
+        kept = HostJournal(host, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
+        return HostLimit(host, settings.max_streams_per_client), kept, host
     try:
         from ._redis import FleetLimit, RedisJournal, RedisStore
     except ImportError:
         raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
     store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)
     journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-    return FleetLimit(store, settings.max_streams_per_client), journal
+    return FleetLimit(store, settings.max_streams_per_client), journal, None
 
 
 def _state() -> _State:
@@ -457,9 +470,14 @@ def _stream() -> Response:
     if state.journal is not None:
         chat_id = chat.context.get("chat_id")
         recording = state.journal.begin(stream_id, owner, chat_id if isinstance(chat_id, str) else None)
+    host = state.host
+    if host is not None and recording is None:  # a resumable stream's record is its registration
+        host.register(stream_id, owner)
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=request_ctx.copy().copy if tools else None)
+    if host is not None and recording is None:
+        STREAMS.on_discard(stream_id, lambda: host.ended(stream_id, keep=False))
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:
@@ -552,7 +570,7 @@ def _after() -> int:
 
 def _stop(stream_id: str) -> Response:
     """``POST <prefix>/chat/<stream_id>/stop``: the client that started a stream stops it, on any
-    worker of this process, or, for resumable streams on Redis, anywhere."""
+    worker of this machine, or, for resumable streams on Redis, anywhere."""
     try:
         if request.method == "OPTIONS":
             return _ChatResponse(status=204, headers={"Allow": ALLOW})
@@ -562,6 +580,13 @@ def _stop(stream_id: str) -> Response:
         owner = state.client_key()
         if STREAMS.stop(stream_id, owner):
             return _ChatResponse(status=204)
+        if state.host is not None:
+            try:
+                if state.host.stop(stream_id, owner):
+                    return _ChatResponse(status=204)
+            except Unavailable:
+                raise ResumeUnavailable() from None
+            raise StreamNotFound("There is no such stream open.")
         if state.journal is not None:
             try:
                 found = state.journal.find(stream_id)

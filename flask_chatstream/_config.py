@@ -59,6 +59,7 @@ class Options(TypedDict, total=False):
     resume_max_events: int
     redis_timeout: float
     slot_ttl: float
+    state_path: str | None
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class Settings:
     """Longest one Redis command may take before Redis counts as down (streams go on without it)."""
     slot_ttl: float = 15.0
     """With Redis: how long a stream's ``max_streams_per_client`` slot outlives a worker that died holding it."""
+    state_path: str | None = None
+    """Without Redis: the SQLite file through which the workers of one machine share stops, resumable
+    streams and ``max_streams_per_client``; None for ``chatstream.sqlite3`` in the app's instance folder,
+    ``":memory:"`` to keep each worker to itself."""
 
     def __repr__(self) -> str:
         """Every setting, with the secrets masked: settings end up in logs and error trackers."""
@@ -266,6 +271,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "resume_max_events": _positive_int,
     "redis_timeout": _seconds,
     "slot_ttl": _seconds,
+    "state_path": _optional_text,
 }
 _SECRETS = frozenset({"api_key", "redis_url"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}

@@ -14,7 +14,10 @@ import sys
 import threading
 import types
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("flask_chatstream")
 
@@ -172,3 +175,35 @@ def adjust_httpcore(http_module: Any) -> None:
 
 def httpcore_adjusted() -> bool:
     return _adjusted
+
+
+def native_thread(target: Any, name: str) -> None:
+    """Run ``target`` in an OS thread of its own, even where gevent made ``threading`` start greenlets:
+    for work that blocks in C (SQLite), which a greenlet would do on the hub's time."""
+    if patched("threading"):
+        import gevent.monkey
+
+        gevent.monkey.get_original("_thread", "start_new_thread")(target, ())
+    else:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def native_sleep() -> Any:
+    """``time.sleep`` as the OS gives it, for OS threads started by ``native_thread``."""
+    if patched("time"):
+        import gevent.monkey
+
+        return gevent.monkey.get_original("time", "sleep")
+    import time
+
+    return time.sleep
+
+
+def offload(function: Callable[[], T]) -> T:
+    """``function()``, run in an OS thread while the calling greenlet waits cooperatively (gevent's
+    threadpool); a plain call where gevent is not in charge."""
+    if patched("threading"):
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(function)  # type: ignore[no-any-return]
+    return function()

@@ -39,6 +39,11 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+STOP_ON_LEAVE = {"CHATSTREAM_ON_CLIENT_LEAVE": "stop"}
+"""The library's default. The example app finishes answers for clients that left (Stop ends them);
+tests of what the relay does when its client leaves ask for the library's behaviour with this."""
+
+
 class Gunicorn:
     """``gunicorn -c python:flask_chatstream.gunicorn`` on gevent workers, as the README runs it."""
 
@@ -56,9 +61,11 @@ class Gunicorn:
         database = self.log_path.with_suffix(".db")
         database.unlink(missing_ok=True)
         full_env.setdefault("CHAT_DATABASE_URL", f"sqlite:///{database}")
-        # The example app finishes answers for readers who left; tests of the relay itself want the
-        # library's default (deployment settings win over the code's, so this is how to say it).
-        full_env.setdefault("CHATSTREAM_ON_CLIENT_LEAVE", "stop")
+        # What the workers of this server share (stops, resumes, caps): a file of its own.
+        state = self.log_path.with_suffix(".state.sqlite3")
+        for stale in (state, state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        full_env.setdefault("CHATSTREAM_STATE_PATH", str(state))
         full_env.update(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:flask_chatstream.gunicorn",

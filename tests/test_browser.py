@@ -42,7 +42,8 @@ WATCH_GROWTH = """(selector) => {
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
-    with Gunicorn(env=env) as gunicorn:
+    # Two workers, as `make demo` runs it: a Stop lands on either, and must reach the stream's.
+    with Gunicorn(env=env, workers=2) as gunicorn:
         yield gunicorn
 
 

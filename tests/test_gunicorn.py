@@ -18,7 +18,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import ROOT, Gunicorn
+from .servers import ROOT, STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 REPLY = "one two three four five six seven eight nine ten"
@@ -26,7 +26,7 @@ REPLY = "one two three four five six seven eight nine ten"
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url,
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url,
            "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_READ_TIMEOUT": "60"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn

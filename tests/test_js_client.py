@@ -9,13 +9,13 @@ import shutil
 from flask_chatstream.testing import StandInServer
 
 from .conftest import API_KEY
-from .servers import ROOT, Gunicorn, run_node_tests
+from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, run_node_tests
 
 
 def test_chatstream_js(_standin: StandInServer) -> None:
     node = shutil.which("node")
     assert node, "node is required: install Node.js 20 or newer"
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
     assert (ROOT / "tests/js/node_modules/ai6").is_dir(), "run `npm ci` in tests/js (make test does)"
     with Gunicorn(env=env) as server:
         output = run_node_tests([node, "--test", "--test-concurrency=1", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,

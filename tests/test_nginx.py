@@ -10,7 +10,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import ROOT, Gunicorn, Nginx, free_port
+from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, Nginx, free_port
 from .streams import post_chat, read_until, send_chat_raw
 
 REPLY = "one two three four five six seven eight"
@@ -18,7 +18,7 @@ REPLY = "one two three four five six seven eight"
 
 @pytest.fixture(scope="module")
 def proxy(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
     with Gunicorn(env=env) as app:
         port = free_port()
         site = (ROOT / "deploy" / "nginx.conf").read_text()

@@ -21,7 +21,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import Gunicorn
+from .servers import STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
 SILENT = Script(reply="late answer", first_delay=3600)  # a reasoning model thinking
@@ -31,7 +31,7 @@ REPLY = "one two three four five six seven eight"
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_HEARTBEAT": "0.3", "CHATSTREAM_FIRST_EVENT_WAIT": "0.2", "WORKER_CONNECTIONS": "4000"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
@@ -221,7 +221,7 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
 
 def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(_standin: StandInServer,
                                                                 upstream: StandInServer) -> None:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_SEND_TIMEOUT": "1", "CHATSTREAM_MAX_STREAMS_PER_CLIENT": "1"}
     # 12 MB of answer, far more than the socket buffers between the relay and a client that reads nothing.
     upstream.script = Script(reply="lorem " * 2_000_000, chunks=1200)
@@ -246,7 +246,7 @@ def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(_standin: StandI
 
 
 def test_graceful_shutdown(_standin: StandInServer, upstream: StandInServer) -> None:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "GRACEFUL_TIMEOUT": "30"}
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "GRACEFUL_TIMEOUT": "30"}
     reply = " ".join(f"word{i}" for i in range(25))
     upstream.script = Script(reply=reply, hold_after=3)  # in flight until the test opens the gate
     with Gunicorn(env=env) as server:

@@ -23,7 +23,7 @@ from flask_chatstream._transport import shutdown
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory
-from .servers import Gunicorn
+from .servers import STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, send_chat_raw
 
 CHAT = ChatRequest(messages=[{"role": "user", "content": "hi"}], model="m", max_tokens=10)
@@ -97,7 +97,7 @@ def test_the_default_client_reuses_tls_connections(make_app: AppFactory, tls: St
 @pytest.mark.parametrize("fmt", ["text", "ndjson"])
 def test_client_leaving_a_tls_upstream_in_silence(tls: StandInServer, ca_file: str, fmt: str) -> None:
     tls.script = Script(reply="late", first_delay=3600)
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": tls.url, "SSL_CERT_FILE": ca_file,
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": tls.url, "SSL_CERT_FILE": ca_file,
            "CHATSTREAM_MAX_RETRIES": "0"}
     with Gunicorn(env=env) as server:
         sock = send_chat_raw(server.port, fmt)
