@@ -1,7 +1,9 @@
-"""A/B: this tree's blueprint against another git revision's, side by side on one upstream.
+"""A/B: this tree's blueprint against another git revision's, or against itself with other settings,
+side by side on one upstream.
 
     python -m bench.compare --base HEAD~3            # per-request and unsaturated, 5 runs each
     python -m bench.compare --base main --runs 3 --scenarios per_request
+    python -m bench.compare --env CHATSTREAM_RESUMABLE=1 --base-env CHATSTREAM_STATE_PATH=:memory:
 
 Both run the README's app (bench/chatstream_app.py) under gunicorn with one gevent worker, each from
 its own tree (the revision is checked out in a temporary git worktree). They take turns within each
@@ -32,13 +34,14 @@ class Tree:
     """gunicorn serving the README's app from one source tree, looking like tests.servers.Gunicorn to
     the load generator."""
 
-    def __init__(self, root: Path, upstream: str) -> None:
+    def __init__(self, root: Path, upstream: str, settings_env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         settings = (["-c", "python:flask_chatstream.gunicorn"] if (root / "flask_chatstream" / "gunicorn.py").exists()
                     else ["-c", "gunicorn.conf.py"])
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "LOG_LEVEL": "warning",
-               "GRACEFUL_TIMEOUT": "3", "PYTHONPATH": str(root)}  # this tree's flask_chatstream, not the installed one
+               "GRACEFUL_TIMEOUT": "3", "PYTHONPATH": str(root),  # this tree's flask_chatstream, not the installed one
+               **settings_env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *settings, "-w", "1", "-b", f"127.0.0.1:{self.port}",
              "bench.chatstream_app:app"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -62,7 +65,10 @@ class Tree:
 
 
 @contextmanager
-def worktree(revision: str) -> Iterator[Path]:
+def worktree(revision: str | None) -> Iterator[Path]:
+    if revision is None:
+        yield ROOT
+        return
     where = Path(tempfile.mkdtemp(prefix="chatstream-base-"))
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(where), revision], cwd=ROOT, check=True)
     try:
@@ -71,11 +77,13 @@ def worktree(revision: str) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT, check=False)
 
 
-def compare(base: str, runs: int, keys: list[str]) -> dict[str, Any]:
+def compare(base: str | None, runs: int, keys: list[str], env: dict[str, str] | None = None,
+            base_env: dict[str, str] | None = None) -> dict[str, Any]:
     chosen = {key: scenario for key, scenario in scenarios().items() if key in keys}
     report: dict[str, Any] = {}
     with upstream_server() as upstream, worktree(base) as base_root, ExitStack() as stack:
-        trees = {"this": Tree(ROOT, upstream), "base": Tree(base_root, upstream)}
+        trees = {"this": Tree(ROOT, upstream, env or {}), "base": Tree(base_root, upstream, {**(env or {}),
+                                                                                              **(base_env or {})})}
         for tree in trees.values():
             stack.callback(tree.stop)
         for key, scenario in chosen.items():
@@ -102,11 +110,14 @@ def compare(base: str, runs: int, keys: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="the git revision to compare against")
+    parser.add_argument("--base", help="the git revision to compare against (default: this tree)")
+    parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for both sides (the app reads CHATSTREAM_*)")
+    parser.add_argument("--base-env", nargs="*", default=[], help="KEY=VALUE for the base side only")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scenarios", nargs="+", default=["per_request", "unsaturated"])
     args = parser.parse_args()
-    compare(args.base, args.runs, args.scenarios)
+    pairs = lambda items: dict(item.split("=", 1) for item in items)  # noqa: E731
+    compare(args.base, args.runs, args.scenarios, pairs(args.env), pairs(args.base_env))
 
 
 if __name__ == "__main__":
