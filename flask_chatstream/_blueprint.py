@@ -470,14 +470,12 @@ def _stream() -> Response:
     if state.journal is not None:
         chat_id = chat.context.get("chat_id")
         recording = state.journal.begin(stream_id, owner, chat_id if isinstance(chat_id, str) else None)
-    host = state.host
-    if host is not None and recording is None:  # a resumable stream's record is its registration
-        host.register(stream_id, owner)
+    if state.host is not None:
+        state.host.start()  # this worker's watcher, which takes the stops asked for on other workers
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=request_ctx.copy().copy if tools else None)
-    if host is not None and recording is None:
-        STREAMS.on_discard(stream_id, lambda: host.ended(stream_id, keep=False))
+
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:

@@ -4,10 +4,10 @@ gunicorn hands each connection to whichever worker accepts it first, so a stop, 
 stream of the same client lands on any worker. Without Redis they meet here: a SQLite database in WAL
 mode in the app's instance folder (``instance/chatstream.sqlite3``; ``state_path`` moves it)::
 
-    streams(id, scope, owner, chat_id, pid, state, stop, first, last, reader_until, ended_at)
-        every stream of every worker while it runs (a stop finds it), and a resumable one's record
-        for resume_ttl after it ends
+    streams(id, scope, owner, chat_id, pid, state, first, last, reader_until, ended_at)
+                                     a resumable stream's record, kept resume_ttl after it ends
     events(stream_id, seq, data)     a resumable stream's events, numbered as the client saw them
+    stops(stream_id, owner, taken)   a stop asked for on one worker, until the stream's worker takes it
     slots(member, scope, owner, pid, app)
                                      the open streams counted by max_streams_per_client
 
@@ -16,12 +16,15 @@ first worker would die with it), a killed worker's records outlive it (a reader 
 ``stream_lost`` instead of waiting), and WAL lets readers read while a writer writes. Every worker
 runs on the same host, so a dead one is found by its pid.
 
-The live path never waits on SQLite. A stream's registration, its events and its end only queue;
-one native thread per worker (not a greenlet: SQLite's calls block the thread they run in) writes
-what is queued every few milliseconds in one transaction. Queries a request must wait for (a stop, a
-slot, a resume's reads) run in a native thread too, while the greenlet waits cooperatively, with a
-short busy timeout. A worker's watcher asks every ``POLL`` seconds for stops addressed to its streams,
-and whether anyone reads the streams whose clients left.
+The live path never waits on SQLite, and a stream that is not resumable writes nothing at all: a
+stop that does not find its stream in the worker it lands on leaves a row in ``stops``, which every
+worker's watcher reads every ``POLL`` seconds (an empty table, almost always), and the worker that runs
+the stream takes (the stop answers 204) or nobody does (404, after ``STOP_WAIT``). A resumable stream's
+events only queue; one native thread per worker (not a greenlet: SQLite's calls block the thread they
+run in) writes what is queued every few milliseconds in one transaction. Queries a request must wait
+for (a stop, a slot, a resume's reads) run in a native thread too, while the greenlet waits
+cooperatively, with a short busy timeout. The watcher also asks whether anyone reads the streams
+whose clients left.
 
 Faults: a folder that cannot be written, or a broken database, gives one warning at startup and the
 per-worker behaviour (``None`` from ``open_store``). A write that fails later (a full disk) is
@@ -53,6 +56,8 @@ FLUSH = 0.005
 """How long the writer sleeps between rounds when there is nothing to write."""
 POLL = 0.1
 """How often a worker asks for stops addressed to its streams."""
+STOP_WAIT = 1.0
+"""How long a stop waits for some worker to take it before it answers 404."""
 READ_POLL = 0.05
 """How often a resume reading a live stream asks for new events."""
 ATTACH = 5.0
@@ -61,18 +66,20 @@ BUSY_MS = 200
 """Longest a query waits for another worker's write lock; past it the store counts as unavailable."""
 EXPIRE_EVERY = 10.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The state is short-lived: a file of another version is started afresh."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, chat_id TEXT, pid INTEGER NOT NULL,
-    state TEXT NOT NULL, stop INTEGER NOT NULL DEFAULT 0, first INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT 1,
     last INTEGER NOT NULL DEFAULT 0, reader_until REAL NOT NULL DEFAULT 0, ended_at REAL);
 CREATE INDEX IF NOT EXISTS streams_by_pid ON streams (pid, state);
 CREATE INDEX IF NOT EXISTS streams_by_chat ON streams (chat_id, state);
 CREATE TABLE IF NOT EXISTS events (
     stream_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (stream_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stops (
+    stream_id TEXT NOT NULL, owner TEXT, taken INTEGER NOT NULL DEFAULT 0, asked REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (
     member TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL, app TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_by_owner ON slots (scope, owner);
@@ -101,7 +108,7 @@ def open_store(path: Path, scope: str) -> HostStore | None:
         try:
             connection.execute("BEGIN IMMEDIATE")
             if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for table in ("streams", "events", "slots"):
+                for table in ("streams", "events", "stops", "slots"):
                     connection.execute(f"DROP TABLE IF EXISTS {table}")
             connection.execute("COMMIT")
             connection.executescript(SCHEMA)
@@ -246,6 +253,7 @@ class HostStore:
         connection.execute("DELETE FROM events WHERE stream_id IN (SELECT id FROM streams WHERE state != 'live' "
                            "AND ended_at < ?)", (before,))
         connection.execute("DELETE FROM streams WHERE state != 'live' AND ended_at < ?", (before,))
+        connection.execute("DELETE FROM stops WHERE asked < ?", (now - 10 * STOP_WAIT,))  # their askers died
 
     def _watch_loop(self) -> None:
         """Stops for this worker's streams, asked for on any worker; readers of streams whose clients left."""
@@ -259,16 +267,15 @@ class HostStore:
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state watcher failed; it goes on")
                 continue
-            for stream_id in stops:
-                STREAMS.stop_here(stream_id)
+            taken = [rowid for rowid, stream_id, owner in stops if STREAMS.stop_if_here(stream_id, owner)]
+            if taken:
+                self.queue(_mark_taken(taken))
             for recording in list(self._watched.values()):
                 recording.readers_seen = readers.get(recording.id, 0.0) > time.time()
 
-    def _watch(self, connection: sqlite3.Connection, pid: int) -> tuple[list[str], dict[str, float]]:
-        stops = [row[0] for row in connection.execute(
-            "SELECT id FROM streams WHERE pid = ? AND state = 'live' AND stop = 1", (pid,))]
-        if stops:
-            connection.executemany("UPDATE streams SET stop = 2 WHERE id = ?", [(i,) for i in stops])
+    def _watch(self, connection: sqlite3.Connection, pid: int
+               ) -> tuple[list[tuple[int, str, str | None]], dict[str, float]]:
+        stops = connection.execute("SELECT rowid, stream_id, owner FROM stops WHERE taken = 0").fetchall()
         watched = list(self._watched)
         readers: dict[str, float] = {}
         for index in range(0, len(watched), 500):
@@ -279,48 +286,37 @@ class HostStore:
 
     # -- streams ---------------------------------------------------------------------------------
 
-    def register(self, stream_id: str, owner: str, chat_id: str | None = None, *, now: bool = False) -> None:
-        """A stream starts: from now on a stop on any worker finds it. ``now`` writes before returning
-        (a resumable stream can be read again from the moment its client has the id)."""
+    def register(self, stream_id: str, owner: str, chat_id: str | None) -> None:
+        """A resumable stream starts, written before this returns: it can be read again from the
+        moment its client has the id, on any worker."""
         self.start()
         row = (stream_id, self.scope, owner, chat_id, self._pid)
+        self.query(lambda c: c.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state) "
+                                       "VALUES (?, ?, ?, ?, ?, 'live')", row))
 
-        def insert(connection: sqlite3.Connection) -> None:
-            connection.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state) "
-                               "VALUES (?, ?, ?, ?, ?, 'live')", row)
-
-        if now:
-            self.query(insert)
-        else:
-            self.queue(insert)
-
-    def ended(self, stream_id: str, *, keep: bool) -> None:
-        """A stream ended: kept for resume (``keep``), or forgotten."""
-        if keep:
-            stamp = time.time()
-            self.queue(lambda c: c.execute("UPDATE streams SET state = 'ended', ended_at = ? WHERE id = ? "
-                                           "AND state = 'live'", (stamp, stream_id)))
-        else:
-            self.queue(lambda c: c.execute("DELETE FROM streams WHERE id = ?", (stream_id,)))
+    def ended(self, stream_id: str) -> None:
+        stamp = time.time()
+        self.queue(lambda c: c.execute("UPDATE streams SET state = 'ended', ended_at = ? WHERE id = ? "
+                                       "AND state = 'live'", (stamp, stream_id)))
 
     def stop(self, stream_id: str, owner: str | None) -> bool:
-        """Ask the worker that runs the stream to stop it (``owner``: only if this client started it)."""
-        def ask(connection: sqlite3.Connection) -> int:
-            if owner is None:
-                cursor = connection.execute("UPDATE streams SET stop = 1 WHERE id = ? AND state = 'live'",
-                                            (stream_id,))
-            else:
-                cursor = connection.execute("UPDATE streams SET stop = 1 WHERE id = ? AND owner = ? AND "
-                                            "state = 'live'", (stream_id, owner))
-            return cursor.rowcount
+        """Ask whichever worker runs the stream to stop it (``owner``: only if this client started it).
+        True once that worker has taken the stop; False if none has within ``STOP_WAIT``."""
+        asked = self.query(lambda c: c.execute("INSERT INTO stops (stream_id, owner, asked) VALUES (?, ?, ?)",
+                                               (stream_id, owner, time.time())).lastrowid)
+        deadline = time.monotonic() + STOP_WAIT
+        taken = False
+        while not taken and time.monotonic() < deadline:
+            time.sleep(POLL / 2)
+            taken = bool(self.query(lambda c: c.execute("SELECT taken FROM stops WHERE rowid = ?",
+                                                        (asked,)).fetchone()[0]))
+        self.queue(lambda c: c.execute("DELETE FROM stops WHERE rowid = ?", (asked,)))
+        return taken
 
-        # A stream that started a moment ago may not be written yet: look again, briefly.
-        for attempt in range(3):
-            if self.query(ask):
-                return True
-            if attempt < 2:
-                time.sleep(FLUSH * 4)
-        return False
+
+def _mark_taken(rowids: list[int]) -> Write:
+    rows = [(rowid,) for rowid in rowids]
+    return lambda c: c.executemany("UPDATE stops SET taken = 1 WHERE rowid = ?", rows)
 
 
 class _HostRecording(Recording):
@@ -359,7 +355,7 @@ class _HostRecording(Recording):
         self._store.queue(write)
         if ended:
             self._store._watched.pop(self.id, None)
-            self._store.ended(self.id, keep=True)
+            self._store.ended(self.id)
 
     def broke(self) -> None:
         """Some events could not be written: the record cannot be replayed whole."""
@@ -380,7 +376,7 @@ class HostJournal(Journal):
 
     def begin(self, stream_id: str, owner: str, chat_id: str | None) -> Recording | None:
         try:
-            self.store.register(stream_id, owner, chat_id, now=True)
+            self.store.register(stream_id, owner, chat_id)
         except Unavailable:
             return None  # the stream goes on without resume
         return _HostRecording(self.store, self, stream_id)

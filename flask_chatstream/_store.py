@@ -9,7 +9,6 @@ and to another instance through Redis (``_redis``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 
@@ -21,7 +20,6 @@ class Stoppable(Protocol):
 class LocalStreams:
     def __init__(self) -> None:
         self._streams: dict[str, tuple[Stoppable, str]] = {}
-        self._on_discard: dict[str, Callable[[], None]] = {}
         self._lock = threading.Lock()
 
     def add(self, stream_id: str, stream: Stoppable, owner: str) -> None:
@@ -31,23 +29,23 @@ class LocalStreams:
     def discard(self, stream_id: str) -> None:
         with self._lock:
             self._streams.pop(stream_id, None)
-            then = self._on_discard.pop(stream_id, None)
-        if then is not None:
-            then()
-
-    def on_discard(self, stream_id: str, then: Callable[[], None]) -> None:
-        """Call ``then`` once the stream is no longer here (at once if it is gone already)."""
-        with self._lock:
-            if stream_id in self._streams:
-                self._on_discard[stream_id] = then
-                return
-        then()
 
     def stop(self, stream_id: str, owner: str) -> bool:
         """Stop the stream if it is here and ``owner`` (the client key) started it."""
         with self._lock:
             entry = self._streams.get(stream_id)
         if entry is None or entry[1] != owner:
+            return False
+        entry[0].stop("stopped")
+        return True
+
+    def stop_if_here(self, stream_id: str, owner: str | None) -> bool:
+        """``stop``, or with ``owner`` None whoever started it (the asker checked); False if not here."""
+        if owner is not None:
+            return self.stop(stream_id, owner)
+        with self._lock:
+            entry = self._streams.get(stream_id)
+        if entry is None:
             return False
         entry[0].stop("stopped")
         return True

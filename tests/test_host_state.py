@@ -201,30 +201,30 @@ def test_a_cap_of_two_admits_two_of_six_streams_across_workers(upstream: StandIn
             conn.close()
 
 
-def test_a_killed_worker_frees_its_slots_and_its_readers_hear_stream_lost(upstream: StandInServer) -> None:
+@pytest.mark.parametrize("two_instances", [{"max_streams_per_client": "1", "resumable": "1", "resume_grace": "60"}],
+                         indirect=True)
+def test_a_killed_worker_frees_its_slots_and_its_readers_hear_stream_lost(
+        upstream: StandInServer, two_instances: tuple[Gunicorn, Gunicorn], tmp_path: Path) -> None:
+    a, b = two_instances
     upstream.script = Script(reply=REPLY, hold_after=1)
-    env = settings(upstream, max_streams_per_client="1", resumable="1", resume_grace="60")
-    with Gunicorn(APP, env=env, workers=WORKERS) as server:
-        conn, response, stream_id, received = start_held(server.port)
-        assert post_chat(server.port, "ndjson", {"content": "hi"}, headers={"X-User": "ada"})[1].status == 429
-        state = Path(server.log_path.with_suffix(".state.sqlite3"))
-        with sqlite3.connect(state) as db:
-            [(pid,)] = db.execute("SELECT pid FROM streams WHERE id = ?", (stream_id,)).fetchall()
-        reader = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        reader.request("GET", f"/api/chat/{stream_id}?format=ndjson&after=2", headers={"X-User": "ada"})
-        os.kill(pid, signal.SIGKILL)
-        conn.close()
-        events = ndjson_events(reader.getresponse().read())
-        reader.close()
-        assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "stream_lost"
-        # Its slot went with it: the client may stream again (on a surviving or a new worker).
-        eventually(lambda: len(server.worker_pids()), lambda n: n == WORKERS)
-        upstream.release()
-        status, body = request(server.port, "GET", "/api/chatstream.js")  # the new worker is up
-        assert status == 200
-        conn, again = post_chat(server.port, "ndjson", {"content": "hi"}, timeout=30, headers={"X-User": "ada"})
-        assert again.status == 200 and check_event_stream(ndjson_events(again.read()))["type"] == "done"
-        conn.close()
+    conn, response, stream_id, received = start_held(a.port)
+    assert post_chat(b.port, "ndjson", {"content": "hi"}, headers={"X-User": "ada"})[1].status == 429
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        [(pid,)] = db.execute("SELECT pid FROM streams WHERE id = ?", (stream_id,)).fetchall()
+    reader = http.client.HTTPConnection("127.0.0.1", b.port, timeout=30)
+    reader.request("GET", f"/api/chat/{stream_id}?format=ndjson&after=2", headers={"X-User": "ada"})
+    following = reader.getresponse()
+    assert following.status == 200
+    os.kill(pid, signal.SIGKILL)  # the worker that runs the stream, mid-answer
+    conn.close()
+    events = ndjson_events(following.read())
+    reader.close()
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "stream_lost"
+    # Its slot went with it: the client may stream again.
+    upstream.release()
+    conn, again = post_chat(b.port, "ndjson", {"content": "hi"}, timeout=30, headers={"X-User": "ada"})
+    assert again.status == 200 and check_event_stream(ndjson_events(again.read()))["type"] == "done"
+    conn.close()
 
 
 @pytest.mark.parametrize("where", ["/dev/null/chatstream.sqlite3", "/proc/chatstream/state.sqlite3"],
