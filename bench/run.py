@@ -103,7 +103,15 @@ GOALS = {
 
 
 def cpu_ns(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    """CPU time of every thread of the process: the worker's own, and any OS threads it runs work in
+    (gevent's threadpool, the shared state's writer). A thread's schedstat counts that thread only."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:  # a thread that ended just now
+            pass
+    return total
 
 
 def rss_kb(pid: int) -> int:

@@ -4,7 +4,7 @@ gunicorn hands each connection to whichever worker accepts it first, so a stop, 
 stream of the same client lands on any worker. Without Redis they meet here: a SQLite database in WAL
 mode in the app's instance folder (``instance/chatstream.sqlite3``; ``state_path`` moves it)::
 
-    streams(id, scope, owner, chat_id, pid, state, first, last, reader_until, ended_at)
+    streams(id, scope, owner, chat_id, pid, state, first, reader_until, ended_at)
                                      a resumable stream's record, kept resume_ttl after it ends
     events(stream_id, seq, data)     a resumable stream's events, numbered as the client saw them
     stops(stream_id, owner, taken)   a stop asked for on one worker, until the stream's worker takes it
@@ -52,8 +52,8 @@ from ._store import STREAMS
 
 log = logging.getLogger("flask_chatstream")
 
-FLUSH = 0.005
-"""How long the writer sleeps between rounds when there is nothing to write."""
+FLUSH = 0.05
+"""How long the writer sleeps between rounds: what is queued meanwhile goes in one transaction."""
 POLL = 0.1
 """How often a worker asks for stops addressed to its streams."""
 STOP_WAIT = 1.0
@@ -66,13 +66,12 @@ BUSY_MS = 200
 """Longest a query waits for another worker's write lock; past it the store counts as unavailable."""
 EXPIRE_EVERY = 10.0
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The state is short-lived: a file of another version is started afresh."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, chat_id TEXT, pid INTEGER NOT NULL,
-    state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT 1,
-    last INTEGER NOT NULL DEFAULT 0, reader_until REAL NOT NULL DEFAULT 0, ended_at REAL);
+    state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT 1, reader_until REAL NOT NULL DEFAULT 0, ended_at REAL);
 CREATE INDEX IF NOT EXISTS streams_by_pid ON streams (pid, state);
 CREATE INDEX IF NOT EXISTS streams_by_chat ON streams (chat_id, state);
 CREATE TABLE IF NOT EXISTS events (
@@ -126,7 +125,8 @@ def open_store(path: Path, scope: str) -> HostStore | None:
 def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: a power cut may lose the last ones
+    # No fsync, ever: the state lives for minutes and a machine that crashes loses its streams anyway.
+    connection.execute("PRAGMA synchronous=OFF")
     connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     return connection
 
@@ -143,6 +143,9 @@ class HostStore:
         self._pid = -1
         self._start_lock = threading.Lock()
         self._queue: deque[Write] = deque()
+        self._rows: deque[tuple[str, int, bytes]] = deque()
+        """Events to write, (stream id, seq, JSON): the one write of every chunk, kept cheap."""
+        self._recordings: dict[str, _HostRecording] = {}
         self._failed = False
         self._connections: dict[int, sqlite3.Connection] = {}
         self._watched: dict[str, _HostRecording] = {}
@@ -157,7 +160,8 @@ class HostStore:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            self._queue, self._connections, self._watched = deque(), {}, {}
+            self._queue, self._rows, self._connections, self._watched = deque(), deque(), {}, {}
+            self._recordings = {}
             pid = os.getpid()
             # A new worker that got the pid of one that died before it: that one's streams are gone.
             # Before this worker's own streams are written, so as never to take them for those.
@@ -210,16 +214,19 @@ class HostStore:
         next_expiry = time.monotonic() + EXPIRE_EVERY
         sleep = _gevent.native_sleep()
         while True:
-            if not self._queue:
-                sleep(FLUSH)
+            sleep(FLUSH)
+            if not (self._queue or self._rows):
                 continue
-            writes = []
+            writes, rows = [], []
             while self._queue:
                 writes.append(self._queue.popleft())
+            while self._rows:  # after the writes: a stream's end is never written before its events
+                rows.append(self._rows.popleft())
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 for write in writes:
                     write(connection)
+                connection.executemany("INSERT OR REPLACE INTO events (stream_id, seq, data) VALUES (?, ?, ?)", rows)
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + EXPIRE_EVERY
                     self._expire(connection)
@@ -234,10 +241,10 @@ class HostStore:
                     self._failed = True
                     log.warning("shared state in %s cannot be written (%s): streams go on, but their records "
                                 "are incomplete until it can", self.path, type(exc).__name__)
-                for write in writes:
-                    broke = getattr(write, "broke", None)
-                    if broke is not None:
-                        broke()
+                for stream_id in {row[0] for row in rows}:
+                    recording = self._recordings.get(stream_id)
+                    if recording is not None:
+                        recording.broke()
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state writer failed; it goes on")
 
@@ -286,15 +293,17 @@ class HostStore:
 
     # -- streams ---------------------------------------------------------------------------------
 
-    def register(self, stream_id: str, owner: str, chat_id: str | None) -> None:
-        """A resumable stream starts, written before this returns: it can be read again from the
-        moment its client has the id, on any worker."""
+    def register(self, recording: _HostRecording, owner: str, chat_id: str | None) -> None:
+        """A resumable stream starts. Written in the writer's next round, in FLUSH at most: long before
+        its client can have dropped its connection and come back with the id (``find`` looks twice)."""
         self.start()
-        row = (stream_id, self.scope, owner, chat_id, self._pid)
-        self.query(lambda c: c.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state) "
+        self._recordings[recording.id] = recording
+        row = (recording.id, self.scope, owner, chat_id, self._pid)
+        self.queue(lambda c: c.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state) "
                                        "VALUES (?, ?, ?, ?, ?, 'live')", row))
 
     def ended(self, stream_id: str) -> None:
+        self._recordings.pop(stream_id, None)
         stamp = time.time()
         self.queue(lambda c: c.execute("UPDATE streams SET state = 'ended', ended_at = ? WHERE id = ? "
                                        "AND state = 'live'", (stamp, stream_id)))
@@ -338,21 +347,13 @@ class _HostRecording(Recording):
     def _keep(self, data: list[bytes], ended: bool) -> None:
         if self._broken:
             return
-        first_seq = self.seq - len(data) + 1
-        rows = [(self.id, first_seq + i, event) for i, event in enumerate(data)]
-        stream_id, last, max_events = self.id, self.seq, self._journal.max_events
-
-        def write(connection: sqlite3.Connection) -> None:
-            connection.executemany("INSERT OR REPLACE INTO events (stream_id, seq, data) VALUES (?, ?, ?)", rows)
-            if last > max_events:
-                first = last - max_events + 1
-                connection.execute("DELETE FROM events WHERE stream_id = ? AND seq < ?", (stream_id, first))
-                connection.execute("UPDATE streams SET first = ?, last = ? WHERE id = ?", (first, last, stream_id))
-            else:
-                connection.execute("UPDATE streams SET last = ? WHERE id = ?", (last, stream_id))
-
-        write.broke = self.broke  # type: ignore[attr-defined]
-        self._store.queue(write)
+        stream_id, seq = self.id, self.seq - len(data)
+        self._store._rows.extend((stream_id, seq + i, event) for i, event in enumerate(data, 1))
+        if self.seq > self._journal.max_events:  # the oldest go: a resume from before them is 410
+            first = self.seq - self._journal.max_events + 1
+            self._store.queue(lambda c: (
+                c.execute("DELETE FROM events WHERE stream_id = ? AND seq < ?", (stream_id, first)),
+                c.execute("UPDATE streams SET first = ? WHERE id = ?", (first, stream_id))))
         if ended:
             self._store._watched.pop(self.id, None)
             self._store.ended(self.id)
@@ -375,15 +376,19 @@ class HostJournal(Journal):
         self.max_events = max_events
 
     def begin(self, stream_id: str, owner: str, chat_id: str | None) -> Recording | None:
-        try:
-            self.store.register(stream_id, owner, chat_id)
-        except Unavailable:
-            return None  # the stream goes on without resume
-        return _HostRecording(self.store, self, stream_id)
+        recording = _HostRecording(self.store, self, stream_id)
+        self.store.register(recording, owner, chat_id)
+        return recording
 
     def find(self, stream_id: str) -> Found | None:
-        row = self.store.query(lambda c: c.execute(
-            "SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone())
+        def look() -> Any:
+            return self.store.query(lambda c: c.execute(
+                "SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone())
+
+        row = look()
+        if row is None:  # begun a moment ago, on another worker, and not written yet?
+            time.sleep(2 * FLUSH)
+            row = look()
         if row is None:
             return None
         owner, first, state = row
