@@ -147,7 +147,8 @@ class HostStore:
         """Events to write, (stream id, seq, JSON): the one write of every chunk, kept cheap."""
         self._recordings: dict[str, _HostRecording] = {}
         self._failed = False
-        self._connections: dict[int, sqlite3.Connection] = {}
+        self._idle: deque[sqlite3.Connection] = deque()
+        """Connections for queries: as many as ever ran at once, whichever OS thread runs the next."""
         self._watched: dict[str, _HostRecording] = {}
         self.ttl = 600.0
 
@@ -160,18 +161,18 @@ class HostStore:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            self._queue, self._rows, self._connections, self._watched = deque(), deque(), {}, {}
+            self._queue, self._rows, self._idle, self._watched = deque(), deque(), deque(), {}
             self._recordings = {}
             pid = os.getpid()
             # A new worker that got the pid of one that died before it: that one's streams are gone.
             # Before this worker's own streams are written, so as never to take them for those.
             try:
-                _gevent.offload(lambda: self._connection().execute(
+                self._pid = pid  # query() must not start again
+                self.query(lambda c: c.execute(
                     "UPDATE streams SET state = 'lost', ended_at = ? WHERE pid = ? AND state = 'live'",
                     (time.time(), pid)))
-            except sqlite3.Error:
+            except Unavailable:
                 pass  # the writer reports what keeps failing
-            self._pid = pid
             _gevent.native_thread(self._write_loop, "chatstream-host-writer")
             threading.Thread(target=self._watch_loop, name="chatstream-host-watcher", daemon=True).start()
 
@@ -188,26 +189,24 @@ class HostStore:
         self.start()
 
         def run() -> T:
-            connection = self._connection()
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                connection = _connect(self.path)
             try:
                 return read(connection)
             except BaseException:
                 if connection.in_transaction:
                     connection.rollback()
                 raise
+            finally:
+                self._idle.append(connection)
 
         try:
             return _gevent.offload(run)
         except sqlite3.Error as exc:
             log.debug("shared state query failed: %s", type(exc).__name__)
             raise Unavailable() from None
-
-    def _connection(self) -> sqlite3.Connection:
-        ident = threading.get_native_id()
-        connection = self._connections.get(ident)
-        if connection is None:
-            connection = self._connections[ident] = _connect(self.path)
-        return connection
 
     def _write_loop(self) -> None:
         connection = _connect(self.path)

@@ -125,6 +125,32 @@ def test_a_resume_on_another_process_follows_the_live_stream(upstream: StandInSe
     assert check_event_stream(events)["type"] == "done" and answer_of(events) == REPLY
 
 
+@pytest.mark.parametrize("two_instances", [{"resumable": "1"}], indirect=True)
+def test_use_chat_resume_on_another_process_replays_the_chats_running_answer(
+        upstream: StandInServer, two_instances: tuple[Gunicorn, Gunicorn]) -> None:
+    a, b = two_instances
+    upstream.script = Script(reply=REPLY, hold_after=1)
+    chat_id = "chat-on-one-machine"
+    body = {"id": chat_id, "trigger": "submit-message",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+    conn, response = post_chat(a.port, "ui", body, timeout=30, headers={"X-User": "ada"})
+    read_until(response, b"text-delta")
+    conn.close()  # the page reloads; useChat({resume: true}) asks for the chat's stream, elsewhere
+    reader = http.client.HTTPConnection("127.0.0.1", b.port, timeout=30)
+    reader.request("GET", f"/api/chat/{chat_id}/stream", headers={"X-User": "ada"})
+    resumed = reader.getresponse()
+    assert resumed.status == 200 and resumed.getheader("x-vercel-ai-ui-message-stream") == "v1"
+    upstream.release()
+    parts = [json.loads(block[6:]) for block in resumed.read().decode().split("\n\n")
+             if block.startswith("data: {")]
+    reader.close()
+    assert parts[0]["type"] == "start" and parts[-1]["type"] == "finish"
+    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == REPLY
+    # Over: nothing to resume, on either instance, once the end is written.
+    eventually(lambda: [request(port, "GET", f"/api/chat/{chat_id}/stream")[0] for port in (a.port, b.port)],
+               lambda statuses: statuses == [204, 204])
+
+
 @pytest.mark.parametrize("two_instances", [{"max_streams_per_client": "2"}], indirect=True)
 def test_a_cap_counts_the_streams_of_every_process(upstream: StandInServer,
                                                    two_instances: tuple[Gunicorn, Gunicorn]) -> None:

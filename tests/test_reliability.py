@@ -198,9 +198,15 @@ def settled_fds(pid: int, idle: int, timeout: float = 30.0) -> int:
 
 
 def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, upstream: StandInServer) -> None:
+    # One stream first: a worker's first stream opens what it keeps for good (the shared state's
+    # database connections), which is no leak.
+    conn, response = post_chat(server.port, "text", timeout=30)
+    assert response.status == 200 and response.read()
+    conn.close()
+    upstream.wait_for(lambda s: s.open == 0)
     upstream.script = SILENT
     worker = server.worker_pids()[0]
-    idle = worker_fds(worker)
+    idle = settled_fds(worker, 0, timeout=1.0)  # once the first stream's sockets are closed
     fds, rss, detect = [], [], []
     for round_ in range(10):
         fmt = ["text", "ndjson", "sse"][round_ % 3]
@@ -215,7 +221,7 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
           f"(median {sorted(detect)[5]:.2f}s); worker fds idle {idle}, after each round {fds}; "
           f"RSS MB {[r // 1024 for r in rss]}")
     assert server.worker_pids() == [worker]
-    assert fds == [idle] * 10  # every socket of every round was released
+    assert len(set(fds)) == 1 and fds[0] <= idle, fds  # every socket of every round was released
     assert max(rss[2:]) <= rss[1] + 16 * 1024, rss  # no growth once the first rounds warmed the pools
 
 

@@ -18,13 +18,16 @@ export function makeChat(): Chat<UIMessage> {
   return new Chat<UIMessage>({ transport: new DefaultChatTransport({ api: `${apiBase}/chat` }) });
 }
 
-/** Stop the answer now streaming: on the server (the model stops), then in the browser. */
+/** Stop the answer now streaming: in the browser at once, and on the server (the model stops). The
+ * stop may take a moment to reach the worker that runs the stream, and its answer ends cut then: so
+ * the browser lets go first, or useChat would take the cut for an error. */
 export async function stopAnswer(chat: Chat<UIMessage>): Promise<void> {
   const last = chat.messages.at(-1);
-  if (last?.role === "assistant") {
-    await fetch(`${apiBase}/chat/${encodeURIComponent(last.id)}/stop`, { method: "POST" }).catch(() => {});
-  }
+  const told = last?.role === "assistant"
+    ? fetch(`${apiBase}/chat/${encodeURIComponent(last.id)}/stop`, { method: "POST", keepalive: true }).catch(() => {})
+    : undefined;
   await chat.stop();
+  await told;
 }
 
 /** What to show for useChat's error: the server's message from its JSON error body, if there is one. */
