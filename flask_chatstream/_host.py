@@ -176,10 +176,6 @@ class HostStore:
             _gevent.native_thread(self._write_loop, "chatstream-host-writer")
             threading.Thread(target=self._watch_loop, name="chatstream-host-watcher", daemon=True).start()
 
-    @property
-    def pid(self) -> int:
-        return self._pid
-
     def queue(self, write: Write) -> None:
         """Write later, in the writer's next round: never waits."""
         self._queue.append(write)
@@ -263,11 +259,10 @@ class HostStore:
 
     def _watch_loop(self) -> None:
         """Stops for this worker's streams, asked for on any worker; readers of streams whose clients left."""
-        pid = self._pid
         while True:
             time.sleep(POLL)
             try:
-                stops, readers = self.query(lambda c: self._watch(c, pid))
+                stops, readers = self.query(self._watch)
             except Unavailable:
                 continue
             except Exception:  # pragma: no cover - the loop must outlive a bug
@@ -279,8 +274,7 @@ class HostStore:
             for recording in list(self._watched.values()):
                 recording.readers_seen = readers.get(recording.id, 0.0) > time.time()
 
-    def _watch(self, connection: sqlite3.Connection, pid: int
-               ) -> tuple[list[tuple[int, str, str | None]], dict[str, float]]:
+    def _watch(self, connection: sqlite3.Connection) -> tuple[list[tuple[int, str, str | None]], dict[str, float]]:
         stops = connection.execute("SELECT rowid, stream_id, owner FROM stops WHERE taken = 0").fetchall()
         watched = list(self._watched)
         readers: dict[str, float] = {}
@@ -334,11 +328,6 @@ class _HostRecording(Recording):
         self._journal = journal
         self.id = stream_id
         self._broken = False
-        self.readers_seen = False
-
-    @property
-    def attached(self) -> bool:
-        return self.readers_seen
 
     def watch_readers(self) -> None:
         self._store._watched[self.id] = self

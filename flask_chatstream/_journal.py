@@ -61,6 +61,8 @@ class Recording:
     def __init__(self) -> None:
         self.seq = 0
         self.ended = False
+        self.readers_seen = False
+        """Set by a store that asks, from time to time, whether anyone reads the stream."""
 
     def add(self, events: list[Event]) -> None:
         """Number the events (in place: the live client sees the same ``seq``) and keep them."""
@@ -82,7 +84,7 @@ class Recording:
     @property
     def attached(self) -> bool:
         """Is someone reading the stream through a resume right now?"""
-        raise NotImplementedError
+        return self.readers_seen
 
     def watch_readers(self) -> None:
         """Its client left: from now on, keep ``attached`` up to date."""

@@ -260,11 +260,6 @@ class _RedisRecording(Recording):
         self._written = 0
         self._broken = False
         self.watching = False
-        self.readers_seen = False
-
-    @property
-    def attached(self) -> bool:
-        return self.readers_seen
 
     def watch_readers(self) -> None:
         self.watching = True
