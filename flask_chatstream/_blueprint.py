@@ -64,7 +64,9 @@ from ._server import check_server
 from ._store import STREAMS
 from ._tools import Tool, make_tool
 from ._uimessages import is_ui_body
-from ._upstream import Upstream, check_client
+from ._transport import Cancel, fileno_of
+from ._upstream import Stopped, Upstream, check_client
+from ._watchdog import WATCHDOG, Hangup
 
 if TYPE_CHECKING:
     import openai
@@ -456,16 +458,27 @@ def _stream() -> Response:
     stream_id = uuid.uuid4().hex
     after = AfterStreamHooks(current_app._get_current_object(), state.blueprint.after_stream_funcs)  # type: ignore[attr-defined]
     started, started_at = time.monotonic(), datetime.now(timezone.utc)
+    opening = Cancel()
+    hangup = Hangup(fileno_of(client), lambda: opening.cancel("client_left"))
+    WATCHDOG.watch(hangup)  # a gateway may hold the head until the first token: the client may leave first
     try:
-        stream = state.upstream.open(chat)
+        stream = state.upstream.open(chat, opening)
     except ChatStreamError as error:
         release()
         result = ChatResult(id=stream_id, request=chat, outcome="error", error=error, started_at=started_at,
                             duration=time.monotonic() - started)
         raise _Refused(error, lambda: after(result)) from None
+    except Stopped as stopped:
+        release()
+        log.info("chat: the client left before the model answered; its request was closed")
+        after(ChatResult(id=stream_id, request=chat, outcome=stopped.reason, started_at=started_at,
+                         duration=time.monotonic() - started))
+        raise ClientGone() from None
     except BaseException:
         release()
         raise
+    finally:
+        WATCHDOG.forget(hangup)
     recording = None
     if state.journal is not None:
         chat_id = chat.context.get("chat_id")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._transport import Body, ChatTransport, Origin
+from ._transport import Body, Cancel, ChatTransport, Origin
 
 _PER_REQUEST = (b"content-length", b"transfer-encoding", b"x-stainless-retry-count")
 
@@ -37,8 +37,9 @@ class Direct:
         self._head = b"\r\n".join(lines) + b"\r\nx-stainless-retry-count: %d\r\nContent-Length: %d\r\n\r\n"
         self._timeouts = timeouts
 
-    def send(self, body: bytes, retries_taken: int = 0) -> tuple[int, list[tuple[bytes, bytes]], Body]:
+    def send(self, body: bytes, retries_taken: int = 0,
+             cancel: Cancel | None = None) -> tuple[int, list[tuple[bytes, bytes]], Body]:
         """Its status, headers and body to read; httpx's transport errors when it cannot be sent."""
         status, _, headers, stream = self.transport.send(
-            self.origin, "POST", self._head % (retries_taken, len(body)), body, self._timeouts)
+            self.origin, "POST", self._head % (retries_taken, len(body)), body, self._timeouts, cancel)
         return status, headers, stream

@@ -14,7 +14,8 @@ import sys
 import threading
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -64,6 +65,35 @@ def _in_greenlet() -> bool:
         return False
     current = greenlet.getcurrent()
     return current.parent is not None  # the main greenlet has no parent
+
+
+@contextmanager
+def interruptible(cancel: Any) -> Iterator[None]:
+    """Within the block, ``cancel.interrupt(exc)`` from another greenlet raises ``exc`` in this one,
+    where it waits: for a wait whose socket is out of reach (an httpx client's request before its
+    head). Only under gevent; elsewhere there is no way to interrupt a blocked thread, and it does
+    nothing."""
+    if cancel is None or not patched("socket") or not _in_greenlet():
+        yield
+        return
+    import gevent
+
+    waiting: Any = gevent.getcurrent()
+    inside = True
+
+    def interrupt(exc: BaseException) -> None:
+        def throw() -> None:
+            if inside:  # not once the block is left: the greenlet is elsewhere by then
+                waiting.throw(exc)
+
+        gevent.get_hub().loop.run_callback(throw)
+
+    cancel.interrupt = interrupt
+    try:
+        yield
+    finally:
+        inside = False
+        cancel.interrupt = None
 
 
 class FairLock:

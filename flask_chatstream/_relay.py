@@ -38,15 +38,11 @@ from ._journal import Recording
 from ._reader import PENDING, Reader
 from ._store import STREAMS
 from ._tools import Tool, run_calls
-from ._transport import fileno_of, shutdown
+from ._transport import Cancel, fileno_of, shutdown
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
-from ._watchdog import WATCHDOG
+from ._watchdog import HALF_CLOSED, HUNG_UP, WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
-
-HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
-HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
-"""Linux's "the peer shut its write side": a client that left, or one that only stopped sending."""
 
 GONE = ("client_left", "client_stalled", "stopped")
 """Stop reasons after which nothing more is written to the client."""
@@ -80,7 +76,7 @@ class Relay:
         on_close: Callable[[], None] | None = None,
         on_end: Callable[[ChatResult], None] | None = None,
         tools: Mapping[str, Tool] | None = None,
-        reopen: Callable[[ChatRequest], UpstreamStream] | None = None,
+        reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
         recording: Recording | None = None,
         context: Callable[[], ContextManager[object]] | None = None,
     ) -> None:
@@ -99,6 +95,8 @@ class Relay:
         self._context = context
         """What each tool call runs inside: a copy of the request's Flask context."""
         self._reopen = reopen
+        self._opening: Cancel | None = None
+        """The next model call's request while it waits for its head: a stop cancels it."""
         self._request = chat
         """The request of the current model call: the first one's, then with the tool turns added."""
         self._next: ChatRequest | None = None
@@ -299,11 +297,18 @@ class Relay:
         request, self._next = self._next, None
         if self._gone:
             return b""
+        self._opening = opening = Cancel()
+        if self.stop_reason is not None:
+            opening.cancel(self.stop_reason)
         try:
-            stream = self._reopen(request)
+            stream = self._reopen(request, opening)
         except ChatStreamError as error:
             self.error = error
             return b""
+        except Stopped:
+            return b""  # stopped, or the client left, while the model had not answered yet
+        finally:
+            self._opening = None
         with self._state:
             finished, self.stream = self.stream, stream
         finished.finish(self._tail(), FINISH_WAIT)  # its connection, back for the next request
@@ -470,7 +475,7 @@ class Relay:
             if now - self.last_event > self._read_timeout and not self._tools_running:
                 with self._state:
                     if self.active:
-                        self.stream.stop("timeout")
+                        self._halt("timeout")
             elif self._grace is not None:
                 self._abandon_unread(now)
             return
@@ -506,7 +511,7 @@ class Relay:
             with self._state:
                 if self.active:
                     self._abandoned = True
-                    self.stream.stop("client_left")
+                    self._halt("client_left")
 
     def _half_closed_client(self, now: float, previous: float) -> None:
         """The client shut its sending side: it left, or it is only done sending (``nc -N``, some
@@ -534,7 +539,7 @@ class Relay:
                 return
             self.stop_reason = reason
             self._reader.interrupt()
-            self.stream.stop(reason)
+            self._halt(reason)
 
     def _stop(self, reason: str) -> None:
         with self._state:
@@ -547,7 +552,14 @@ class Relay:
                 self._watch_for_readers()
                 self._reader.interrupt()  # a prime waiting on a silent upstream ends; the read goes on
                 return  # the relay ends at its next read, and the rest of the answer is read for after_stream
-            self.stream.stop(reason)
+            self._halt(reason)
+
+    def _halt(self, reason: str) -> None:
+        """Stop the model: the stream being read, or the next call's request still waiting for its head."""
+        self.stream.stop(reason)
+        opening = self._opening
+        if opening is not None:
+            opening.cancel(reason)
 
     def _ping(self, now: float) -> bool:
         if not self._writing.acquire(blocking=False):

@@ -19,9 +19,8 @@ from ._errors import ChatStreamError, ResumeUnavailable, StreamAborted, StreamEn
 from ._events import Event, error_event
 from ._formats import Format
 from ._journal import TERMINAL, Journal, Unavailable
-from ._relay import HUNG_UP
 from ._transport import fileno_of, shutdown
-from ._watchdog import WATCHDOG
+from ._watchdog import HUNG_UP, WATCHDOG
 
 READ_WAIT = 1.0
 """Longest one read of the journal waits, so a replay notices its client left within about this."""

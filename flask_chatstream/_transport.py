@@ -14,7 +14,19 @@ pool cannot give it cheaply:
   connection whose answer is complete goes back to the stack and the next request skips the
   TCP and TLS handshakes.
 
-Proxies from the environment still work: httpx routes those requests through its own transport.
+The response head is parsed here too, strictly (RFC 9112): one status line, token header names, no
+folded lines, and framing that cannot be read two ways. Conflicting ``Content-Length`` values and any
+transfer coding other than a final ``chunked`` are errors; a response with both a length and
+``chunked`` is read as chunked and its connection is never reused. h11 would do the same at about
+12 times the CPU per head (53 µs against 4 µs here, measured), a few per cent of a whole request.
+
+The head has one deadline, the read timeout from when the request went out: an upstream that drips
+its head a byte at a time, or sends ``103 Early Hints`` forever, cannot hold a request past it.
+A ``Cancel`` lets another greenlet or thread abandon the exchange before the head arrives (the
+client left while a gateway held the head back): it shuts the connection's socket down.
+
+Proxies from the environment are not this transport's: ``_upstream`` mounts httpx's own proxy
+transports for them, exactly as httpx's ``trust_env`` would.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._gevent import poll_now
@@ -44,12 +56,51 @@ Origin = tuple[bytes, str, int]
 READ_SIZE = 65536
 MAX_HEAD_BYTES = 64 * 1024
 KEEPALIVE_EXPIRY = 15.0
-_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
 _STALE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0)
 
 
 class ProtocolError(Exception):
     """The upstream broke HTTP/1.1 framing."""
+
+
+class Cancelled(Exception):
+    """The exchange was cancelled (``Cancel``) before the response head arrived."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cancel:
+    """A way for another greenlet or thread to abandon one request while it waits for its head.
+
+    The transport says which socket the request is on; ``cancel`` shuts it down, which wakes the
+    blocked connect-or-read at once. The request then raises ``Cancelled``, never retried."""
+
+    __slots__ = ("reason", "sock", "interrupt")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.sock: socket.socket | None = None
+        self.interrupt: Callable[[BaseException], None] | None = None
+        """Where the socket is out of reach (an httpx client's, until its head is in): raises the
+        exception where the request waits (``_gevent.interruptible``)."""
+
+    def cancel(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        sock, interrupt = self.sock, self.interrupt
+        if sock is not None:
+            shutdown(sock)
+        elif interrupt is not None:
+            interrupt(Cancelled(self.reason))
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise Cancelled(self.reason)
 
 
 def fileno_of(sock: socket.socket | None) -> int | None:
@@ -120,21 +171,32 @@ class ChatTransport(http.BaseTransport):
                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason,
                                          "chatstream_body": stream})
 
-    def send(self, origin: Origin, method: str, head: bytes, body: bytes,
-             timeouts: dict[str, float | None]) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
+    def send(self, origin: Origin, method: str, head: bytes, body: bytes, timeouts: dict[str, float | None],
+             cancel: Cancel | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
         """Send one request on a connection of the origin's (a fresh one if a reused one turns out
-        closed): its status, reason, headers, and the body to read. Raises httpx's transport errors."""
+        closed): its status, reason, headers, and the body to read. Raises httpx's transport errors,
+        or ``Cancelled``."""
         while True:
             connection, reused = self._connection(origin, timeouts.get("connect"))
             try:
+                if cancel is not None:
+                    cancel.sock = connection.sock
+                    cancel.check()
                 return self._exchange(connection, method, head, body, timeouts)
             except _Stale:
                 connection.close()
+                if cancel is not None:
+                    cancel.check()
                 if not reused:
                     raise http.RemoteProtocolError("Server disconnected without sending a response.") from None
             except BaseException:
                 connection.close()
+                if cancel is not None:
+                    cancel.check()
                 raise
+            finally:
+                if cancel is not None:
+                    cancel.sock = None
 
     def close(self) -> None:
         for stack in self._idle.values():
@@ -210,25 +272,28 @@ class ChatTransport(http.BaseTransport):
             raise _Stale() if isinstance(exc, (BrokenPipeError, ConnectionResetError)) else \
                 http.WriteError(str(exc)) from None
 
-        sock.settimeout(timeouts.get("read"))
+        read_timeout = timeouts.get("read")
+        deadline = None if read_timeout is None else time.monotonic() + read_timeout
         buffer = b""
+        received = 0
         while True:
             end = buffer.find(b"\r\n\r\n")
             while end < 0:
                 if len(buffer) > MAX_HEAD_BYTES:
                     raise http.RemoteProtocolError("The response head is too large.")
-                data = _recv(sock)
+                data = _recv(sock, deadline)
                 if not data:
-                    if buffer:
+                    if received:
                         raise http.RemoteProtocolError("Server disconnected in the response head.")
                     raise _Stale()
+                received += len(data)
                 buffer += data
                 end = buffer.find(b"\r\n\r\n")
-            status, reason, headers = _parse_head(buffer[:end])
+            version, status, reason, headers = _parse_head(buffer[:end])
             buffer = buffer[end + 4:]
             if status >= 200 or status == 101:
-                break  # 1xx informational responses (100 Continue) are skipped
-        stream = Body(self, connection, buffer, _framing(method, status, headers), timeouts.get("read"))
+                break  # 1xx informational responses (100 Continue, 103 Early Hints) are skipped, within the deadline
+        stream = Body(self, connection, buffer, _framing(method, status, version, headers), read_timeout)
         return status, reason, headers, stream
 
 
@@ -244,7 +309,15 @@ def _stale(sock: socket.socket) -> bool:
         return True
 
 
-def _recv(sock: socket.socket) -> bytes:
+def _recv(sock: socket.socket, deadline: float | None) -> bytes:
+    """One read of the response head, within what is left of its deadline."""
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise http.ReadTimeout("no complete response head within the read timeout")
+        sock.settimeout(left)
+    else:
+        sock.settimeout(None)
     try:
         return sock.recv(READ_SIZE)
     except TimeoutError:
@@ -265,34 +338,51 @@ def _request_head(request: Any, body: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _parse_head(head: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+    """The HTTP version, status, reason and header fields of a response head, checked (RFC 9112)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
+    if (len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
+            or not (parts[1].isdigit() and len(parts[1]) == 3 and parts[1].isascii())):
         raise http.RemoteProtocolError("The response does not start with an HTTP/1.x status line.")
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
+        # No folded lines, no space before the colon, nothing but a token as the name (RFC 9112 5.1).
+        if not colon or _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
             raise http.RemoteProtocolError("The response has a malformed header line.")
-        headers.append((name, value.strip()))
-    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+        headers.append((name, value.strip(b" \t")))
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
-def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
+def _framing(method: str, status: int, version: bytes,
+             headers: list[tuple[bytes, bytes]]) -> tuple[str, int, bool]:
     """How the body ends (``"none"``, ``"chunked"``, ``"length"``, ``"close"``), its length, and
-    whether the connection may be reused after it."""
-    values: dict[bytes, bytes] = {}
+    whether the connection may be reused after it (RFC 9112 6.3). Anything that could be read two
+    ways is an error, or at least never leaves a connection to reuse."""
+    codings: list[bytes] = []
+    lengths: set[bytes] = set()
+    keep_alive = version == b"HTTP/1.1"
     for name, value in headers:
-        values[name.lower()] = value.lower()
-    keep_alive = b"close" not in values.get(b"connection", b"")
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            codings.extend(coding.strip(b" \t").lower() for coding in value.split(b","))
+        elif lower == b"content-length":
+            lengths.update(length.strip(b" \t") for length in value.split(b","))
+        elif lower == b"connection" and b"close" in (token.strip(b" \t").lower() for token in value.split(b",")):
+            keep_alive = False
     if method == "HEAD" or status in (204, 304):
         return "none", 0, keep_alive
-    if b"chunked" in values.get(b"transfer-encoding", b""):
-        return "chunked", 0, keep_alive
-    length = values.get(b"content-length")
-    if length is not None:
-        if not length.isdigit():
+    if codings:
+        if codings != [b"chunked"]:
+            raise http.RemoteProtocolError("The response's Transfer-Encoding is not just chunked.")
+        # A length beside chunked is ignored for the body, and the connection is not trusted again.
+        return "chunked", 0, keep_alive and not lengths
+    if lengths:
+        if len(lengths) != 1:
+            raise http.RemoteProtocolError("The response has conflicting Content-Length values.")
+        [length] = lengths
+        if not (length.isdigit() and length.isascii() and len(length) <= 15):
             raise http.RemoteProtocolError("The response has a malformed Content-Length.")
         return "length", int(length), keep_alive
     return "close", 0, False

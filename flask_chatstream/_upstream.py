@@ -5,6 +5,10 @@ default client sits ``_transport.ChatTransport``, which owns one connection per 
 body we take the raw SSE bytes instead of the SDK's typed chunk objects, which cost most of a naive
 relay's CPU. Retries are ours, so their total wait can be capped (a client holding a stream slot
 should not wait 14 s for a 429).
+
+Proxies come from the environment as httpx's ``trust_env`` takes them (``HTTP_PROXY``,
+``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, credentials in the proxy URL): the default client
+mounts httpx's own proxy transports for them, and only what no proxy serves goes through ours.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import importlib
 import logging
 import random
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +26,7 @@ import orjson
 
 from . import _gevent, _transport
 from ._direct import Direct
+from ._transport import Cancel, Cancelled
 from ._config import Settings
 from ._errors import (
     ChatStreamError,
@@ -73,6 +77,8 @@ class Upstream:
         self._settings = settings
         self.custom_client = client is not None
         self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        if client is not None:
+            self._timeout = _shorter(self._timeout, client.timeout)  # the client's own limits hold too
         self._direct: Direct | None = None
         if client is None:
             if settings.api_key is None:
@@ -84,7 +90,7 @@ class Upstream:
                 )
             if _transport.HTTP_LIBRARY == _http.__name__:
                 transport = _transport.ChatTransport()
-                http_client = openai.DefaultHttpxClient(transport=transport)
+                http_client = openai.DefaultHttpxClient(transport=transport, mounts=_environment_proxies())
             else:  # pragma: no cover - an openai release on another HTTP library than ours
                 transport = None
                 http_client = openai.DefaultHttpxClient(
@@ -93,15 +99,16 @@ class Upstream:
                                    http_client=http_client)
             self.max_retries = settings.max_retries
             if transport is not None:
-                self._direct = _direct(client, transport, self._timeout)
+                self._direct = _direct(client, http_client, transport, self._timeout)
         else:
             self.max_retries = client.max_retries
         self.client = client
         # Retries are ours (see open), so the SDK's own are off.
         self._create = client.with_options(max_retries=0).chat.completions.with_streaming_response.create
 
-    def open(self, request: ChatRequest) -> UpstreamStream:
-        """Start the completion and return its body, or raise an ``UpstreamError``."""
+    def open(self, request: ChatRequest, cancel: Cancel | None = None) -> UpstreamStream:
+        """Start the completion and return its body, or raise an ``UpstreamError``; ``Stopped`` when
+        ``cancel`` was used (the client left before the upstream's head)."""
         if self.custom_client:
             _gevent.adjust_httpcore(_http)
         settings = self._settings
@@ -116,8 +123,8 @@ class Upstream:
 
         def send(attempt: int) -> UpstreamStream:
             if direct is not None:
-                return _send_direct(direct, payload, attempt)
-            return self._send_sdk(request.model, body)
+                return _send_direct(direct, payload, attempt, cancel)
+            return self._send_sdk(request.model, body, cancel)
 
         waited = 0.0
         attempt = 0
@@ -126,6 +133,10 @@ class Upstream:
                 return send(attempt)
             except _Failed as failed:
                 error, retry, wait = failed.error, failed.retry, failed.wait
+            except Cancelled as cancelled:
+                raise Stopped(cancelled.reason) from None
+            if cancel is not None and cancel.reason is not None:
+                raise Stopped(cancel.reason)
             if not retry or attempt >= self.max_retries:
                 raise error from None
             if waited + wait > settings.max_retry_wait:
@@ -134,7 +145,7 @@ class Upstream:
                 raise error from None
             attempt += 1
             log.info("upstream: %s, retry %d of %d in %.2fs", error.code, attempt, self.max_retries, wait)
-            time.sleep(wait)
+            _sleep(wait, cancel)
             waited += wait
 
     def models(self) -> list[str]:
@@ -146,14 +157,15 @@ class Upstream:
             raise _sdk_failure(exc).error from None
         return [model.id for model in page.data]
 
-    def _send_sdk(self, model: str, body: dict[str, Any]) -> UpstreamStream:
+    def _send_sdk(self, model: str, body: dict[str, Any], cancel: Cancel | None) -> UpstreamStream:
         """Through the SDK, for a client passed with ``client=``: its own transport, auth and headers.
         The body goes in extra_body, which the SDK lays over the request as it is: our messages are
         already validated plain data, and the SDK's recursive transform of typed params would only
         walk them again."""
         try:
-            response = self._create(model=model, messages=[], stream=True, timeout=self._timeout,
-                                    extra_body=body).__enter__()
+            with _gevent.interruptible(cancel):  # httpx's socket is out of reach until the head is in
+                response = self._create(model=model, messages=[], stream=True, timeout=self._timeout,
+                                        extra_body=body).__enter__()
         except openai.OpenAIError as exc:
             raise _sdk_failure(exc) from None
         http_response = response.http_response
@@ -168,9 +180,10 @@ class _Failed(Exception):
         self.error, self.retry, self.wait = error, retry, wait
 
 
-def _direct(client: openai.OpenAI, transport: _transport.ChatTransport, timeout: Any) -> Direct | None:
+def _direct(client: openai.OpenAI, http_client: Any, transport: _transport.ChatTransport,
+            timeout: Any) -> Direct | None:
     """The request the openai client sends for a stream, taken once, to send again with other bodies.
-    None where a proxy from the environment applies: httpx's own transport handles those."""
+    None where a proxy from the environment applies: httpx's own proxy transport handles those."""
     captured: list[Any] = []
 
     def answer(request: Any) -> Any:
@@ -182,24 +195,49 @@ def _direct(client: openai.OpenAI, transport: _transport.ChatTransport, timeout:
         pass
     [request] = captured
     url = request.url
-    if url.scheme not in ("http", "https") or _proxied(str(url)):
+    if url.scheme not in ("http", "https") or http_client._transport_for_url(url) is not transport:
         return None
     origin = (url.raw_scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
     timeouts = request.extensions.get("timeout", {})
     return Direct(transport, origin, request.method, url.raw_path, request.headers.raw, timeouts)
 
 
-def _proxied(url: str) -> bool:
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
-    proxies = urllib.request.getproxies()
-    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
+def _environment_proxies() -> dict[str, Any]:
+    """httpx's proxy transports for the proxies in the environment, mounted by URL pattern exactly as
+    httpx's ``trust_env`` mounts them (``NO_PROXY`` entries map to None: our transport)."""
+    environment = importlib.import_module(_http.__name__ + "._utils").get_environment_proxies()
+    limits = _http.Limits(max_connections=None, max_keepalive_connections=100)
+    return {pattern: None if url is None else _http.HTTPTransport(proxy=url, limits=limits)
+            for pattern, url in environment.items()}
 
 
-def _send_direct(direct: Direct, payload: bytes, attempt: int) -> UpstreamStream:
+def _shorter(ours: Any, theirs: Any) -> Any:
+    """Each of the two timeouts' limits, the shorter of the two (None is no limit)."""
+    if isinstance(theirs, (int, float)):
+        theirs = _http.Timeout(theirs)
+    if not isinstance(theirs, _http.Timeout):
+        return ours
+
+    def pick(a: float | None, b: float | None) -> float | None:
+        return a if b is None else b if a is None else min(a, b)
+
+    return _http.Timeout(connect=pick(ours.connect, theirs.connect), read=pick(ours.read, theirs.read),
+                         write=pick(ours.write, theirs.write), pool=pick(ours.pool, theirs.pool))
+
+
+def _sleep(seconds: float, cancel: Cancel | None) -> None:
+    """Wait before a retry, in short steps, so a client that leaves is not kept waiting for."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if cancel is not None and cancel.reason is not None:
+            raise Stopped(cancel.reason)
+        time.sleep(min(left, 0.1))
+
+
+def _send_direct(direct: Direct, payload: bytes, attempt: int, cancel: Cancel | None) -> UpstreamStream:
     backoff = _backoff(attempt)
     try:
-        status, raw_headers, body = direct.send(payload, attempt)
+        status, raw_headers, body = direct.send(payload, attempt, cancel)
     except _http.TimeoutException:
         log.warning("upstream timed out before the stream started")
         raise _Failed(UpstreamTimeout(), True, backoff) from None
@@ -212,7 +250,7 @@ def _send_direct(direct: Direct, payload: bytes, attempt: int) -> UpstreamStream
         log.warning("upstream refused the stream: status=%s request_id=%s", status, headers.get("x-request-id"))
         raise _Failed(*_status_failure(status, headers, attempt))
     _check_event_stream(headers.get("content-type", ""), body.close)
-    return UpstreamStream(body=body)
+    return UpstreamStream(body=body, encoding=headers.get("content-encoding"))
 
 
 def _check_event_stream(content_type: str, close: Any) -> None:
@@ -304,14 +342,18 @@ class UpstreamStream:
     ends at its next read; shutting the socket would cut every stream on it.
     """
 
-    __slots__ = ("_response", "_body", "_socket", "stopped", "__weakref__")
+    __slots__ = ("_response", "_body", "_socket", "_encoding", "stopped", "__weakref__")
 
-    def __init__(self, response: Any = None, *, body: _transport.Body | None = None) -> None:
-        """From an httpx response, or from our transport's body straight (the default client)."""
+    def __init__(self, response: Any = None, *, body: _transport.Body | None = None,
+                 encoding: str | None = None) -> None:
+        """From an httpx response, or from our transport's body straight (the default client),
+        compressed with ``encoding`` if the upstream sent it so although it was not asked to."""
         self._response: Any = response if response is not None else body
         self.stopped: str | None = None
         if body is None:
             body = response.extensions.get("chatstream_body")
+            encoding = response.headers.get("content-encoding")
+        self._encoding = None if encoding is None or encoding.strip().lower() == "identity" else encoding
         if isinstance(body, _transport.Body):
             body.unbounded()  # the watchdog enforces the read timeout from now on
             self._body: Any = body
@@ -329,9 +371,12 @@ class UpstreamStream:
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
-        if self._body is not None:
+        if self._body is not None and self._encoding is None:
             source: Any = self._body
-        elif response.headers.get("content-encoding", "identity") != "identity":
+        elif self._body is not None:
+            # A gateway compressed the body anyway: httpx's decoders, for the encodings httpx knows.
+            source = _http.Response(200, headers={"content-encoding": self._encoding}, stream=self._body).iter_bytes()
+        elif self._encoding is not None:
             source = response.iter_bytes()
         else:
             source = response.stream  # the byte stream itself, without iter_bytes' decoder layers
@@ -340,7 +385,7 @@ class UpstreamStream:
                 if self.stopped is not None:
                     raise Stopped(self.stopped)
                 yield data
-        except (_http.TransportError, _http.StreamError, OSError, ValueError):
+        except (_http.TransportError, _http.StreamError, _http.DecodingError, OSError, ValueError):
             if self.stopped is not None:
                 raise Stopped(self.stopped) from None
             raise

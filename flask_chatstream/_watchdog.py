@@ -30,7 +30,9 @@ log = logging.getLogger("flask_chatstream")
 INTERVAL = 0.2
 
 # POLLRDHUP is Linux's "peer closed its write side"; POLLHUP/POLLERR a peer that reset or is gone.
-_CLIENT_EVENTS = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+HALF_CLOSED = getattr(select, "POLLRDHUP", 0)
+_CLIENT_EVENTS = HALF_CLOSED | select.POLLHUP | select.POLLERR
 
 
 class Watched(Protocol):
@@ -57,6 +59,25 @@ class Deadline:
     def tick(self, now: float, client_events: int) -> None:
         if not self.expired and now >= self.when:
             self.expired = True
+            self.action()
+
+
+class Hangup:
+    """A client watched before anything has been written to it (the upstream's head is awaited):
+    when it goes, ``action`` runs once.
+
+    Before the response starts there is nothing harmless to write, so a client that shut its sending
+    side counts as gone here (as Go's net/http takes it); once the response has started the relay
+    probes such a client instead (``Relay._half_closed_client``)."""
+
+    def __init__(self, client_fd: int | None, action: Callable[[], None]) -> None:
+        self.client_fd = client_fd
+        self.action = action
+        self.gone = False
+
+    def tick(self, now: float, client_events: int) -> None:
+        if not self.gone and client_events & (HUNG_UP | HALF_CLOSED):
+            self.gone = True
             self.action()
 
 
