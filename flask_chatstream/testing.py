@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ class Script:
     reasoning: str | None = None
     """Think out loud first: stream this, a word at a time, as ``reasoning_content`` deltas (vLLM,
     DeepSeek, Ollama, LM Studio)."""
+    content_encoding: str | None = None
+    """Compress the stream with ``"gzip"``, ``"deflate"`` or ``"br"`` (brotli), whatever the caller
+    asked for, as some gateways do; each write is flushed, so every event arrives whole."""
 
 
 @dataclass
@@ -118,6 +122,10 @@ class Stats:
     finished: int = 0
     cut: int = 0
     cancelled: int = 0
+    waiting: int = 0
+    """Requests held before their response head (``header_delay``) right now."""
+    left_waiting: int = 0
+    """Callers that hung up while their response head was held."""
     bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
     """The last request bodies, newest last."""
 
@@ -276,6 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.standin._count(connections=1)
+        self._compress = _compressor(None)
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -320,11 +329,15 @@ class _Handler(BaseHTTPRequestHandler):
         script = standin.scripts.get(str(body.get("model")), standin.script)
         self._script = script
         if script.header_delay:
+            standin._count(waiting=1)
             try:
                 self._wait(script.header_delay)
             except _ClientGone:
+                standin._count(left_waiting=1)
                 self.close_connection = True
                 return
+            finally:
+                standin._count(waiting=-1)
         if script.status != 200:
             return self._refuse(script)
         standin._count(opened=1, open=1)
@@ -353,6 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", script.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
+        self._compress = _compressor(script.content_encoding)
+        if script.content_encoding:
+            self.send_header("Content-Encoding", script.content_encoding)
         self.end_headers()
         self.wfile.flush()
         self._head_sent = True
@@ -457,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _sender(self, write_size: int | None) -> Callable[[bytes], None]:
         def send(data: bytes) -> None:
+            data = self._compress(data)
             pieces = [data] if not write_size else [data[i : i + write_size] for i in range(0, len(data), write_size)]
             for i, piece in enumerate(pieces):
                 if i:
@@ -467,6 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
         return send
 
     def _end(self) -> None:
+        rest = self._compress(None)
+        if rest:
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(rest), rest))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -527,7 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
 
     def _comment(self, comment: bytes) -> None:
-        comment += b"\n\n"
+        comment = self._compress(comment + b"\n\n")
         try:
             self.wfile.write(b"%X\r\n%s\r\n" % (len(comment), comment))
             self.wfile.flush()
@@ -555,6 +575,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Cut(Exception):
     pass
+
+
+def _compressor(encoding: str | None) -> Callable[[bytes | None], bytes]:
+    """What to send for each piece of the body (None: the end), compressed with ``encoding``."""
+    if encoding is None:
+        return lambda data: data or b""
+    if encoding == "br":
+        import brotli  # type: ignore[import-untyped]
+
+        brotli_compressor = brotli.Compressor()
+        return lambda data: brotli_compressor.finish() if data is None else \
+            brotli_compressor.process(data) + brotli_compressor.flush()
+    if encoding not in ("gzip", "deflate"):
+        raise ValueError(f"content_encoding {encoding!r}: gzip, deflate or br")
+    zlib_compressor = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+    return lambda data: zlib_compressor.flush() if data is None else \
+        zlib_compressor.compress(data) + zlib_compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,3 +297,77 @@ class CuttingProxy:
             with self._lock:
                 self._sockets.discard(source)
             source.close()
+
+
+class RawUpstream:
+    """An upstream on a bare socket, for what no well-behaved server sends: each request (head and
+    ``Content-Length`` body read) is answered by ``respond(sock, n)``, n counting from 0, which writes
+    whatever it likes and returns whether the connection stays open for the next request.
+    ``connections`` and ``requests`` count what arrived; every socket is closed on exit."""
+
+    def __init__(self, respond: Callable[[socket.socket, int], bool]) -> None:
+        self.respond = respond
+        self.connections = 0
+        self.requests = 0
+        self.hung_up = 0
+        """Requests whose caller closed the connection while ``respond`` was still writing."""
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> RawUpstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._sockets.add(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+                while len(buffer) < length:
+                    buffer += sock.recv(65536)
+                buffer = buffer[length:]
+                with self._lock:
+                    n = self.requests
+                    self.requests += 1
+                try:
+                    if not self.respond(sock, n):
+                        return
+                except OSError:
+                    with self._lock:
+                        self.hung_up += 1
+                    return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._sockets.discard(sock)
+            sock.close()

@@ -86,10 +86,11 @@ def send_chat_raw(port: int, fmt: str) -> socket.socket:
 
 
 def streams_while_held(client: FlaskClient, upstream: StandInServer, fmt: str,
-                       headers: dict[str, str] | None = None) -> Response:
+                       headers: dict[str, str] | None = None, **script: Any) -> Response:
     """POST a chat held at the stand-in's gate after three words: the first word must arrive while the
-    upstream has not finished, chunk by chunk; then the rest. Returns the (consumed) response."""
-    upstream.script = Script(reply=HELD_REPLY, hold_after=3)
+    upstream has not finished, chunk by chunk; then the rest. Returns the (consumed) response.
+    ``script`` adds to the stand-in's script."""
+    upstream.script = Script(reply=HELD_REPLY, hold_after=3, **script)
     response = client.post(f"/api/chat?format={fmt}", json={"content": "hi"}, headers=headers, buffered=False)
     assert response.status_code == 200, response.get_data()
     chunks = iter(response.response)
