@@ -20,7 +20,7 @@ import pytest
 
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, eventually
 from .servers import STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
@@ -98,6 +98,57 @@ def half_closed_request(port: int, fmt: str) -> socket.socket:
     sock.shutdown(socket.SHUT_WR)
     sock.settimeout(30)
     return sock
+
+
+LEFT_BEFORE_HEAD = "the client left before the model answered"
+HELD_HEAD = Script(reply="late answer", header_delay=3600)  # a gateway holding the head until the first token
+
+
+def leave_while_the_head_is_held(server: Gunicorn, upstream: StandInServer, fmt: str, count: int,
+                                 how: str = "close") -> None:
+    """``count`` clients send a chat, all wait for a head the upstream holds back (a count, not a
+    clock), then all leave; each upstream request must see its caller hang up."""
+    upstream.script = HELD_HEAD
+    upstream.reset()
+    socks = [send_chat_raw(server.port, fmt) for _ in range(count)]
+    upstream.wait_for(lambda s: s.waiting == count)
+    left = time.monotonic()
+    for sock in socks:
+        if how == "half-close":
+            sock.shutdown(socket.SHUT_WR)  # gone as far as anyone can tell before the response starts
+        else:
+            sock.close()
+    stats = upstream.wait_for(lambda s: s.waiting == 0, timeout=60)
+    print(f"\n{count} clients left during a held head ({fmt}, {how}): every upstream request closed "
+          f"{time.monotonic() - left:.2f}s after they left")
+    assert (stats.left_waiting, stats.opened) == (count, 0)
+    for sock in socks:
+        sock.close()
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+def test_clients_that_leave_before_the_head_close_their_upstream_requests(server: Gunicorn, upstream: StandInServer,
+                                                                          fmt: str) -> None:
+    before = server.log().count(LEFT_BEFORE_HEAD)
+    leave_while_the_head_is_held(server, upstream, fmt, 200)
+    eventually(lambda: server.log().count(LEFT_BEFORE_HEAD) - before, lambda lines: lines == 200)
+
+
+def test_a_client_that_half_closes_before_the_head_counts_as_gone(server: Gunicorn, upstream: StandInServer) -> None:
+    leave_while_the_head_is_held(server, upstream, "ndjson", 5, how="half-close")
+
+
+def test_clients_of_a_custom_client_that_leave_before_the_head_close_their_requests(
+        _standin: StandInServer, upstream: StandInServer) -> None:
+    """httpx's socket is out of reach until the head is in: under gevent the wait is interrupted."""
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url}
+    with Gunicorn("tests.custom_client_app:app", env=env) as server:
+        leave_while_the_head_is_held(server, upstream, "sse", 50)
+        upstream.script = Script(reply="still fine")
+        conn, response = post_chat(server.port, "text", timeout=30)
+        assert (response.status, response.read()) == (200, b"still fine")  # the pool was left clean
+        conn.close()
+    assert "Traceback" not in server.log()
 
 
 def read_all(sock: socket.socket) -> bytes:

@@ -102,3 +102,26 @@ def test_a_custom_clients_retry_count_is_kept(make_app: AppFactory, upstream: St
     client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=1)
     response = make_app(client=client).test_client().post("/api/chat", json={"content": "hi"})
     assert response.status_code == 502 and upstream.stats.requests == 2
+
+
+@pytest.mark.parametrize("shorter", ["the client's", "ours"])
+@pytest.mark.parametrize("where", ["before the head", "in the answer"])
+def test_the_shorter_of_two_timeouts_wins(make_app: AppFactory, upstream: StandInServer, where: str,
+                                          shorter: str) -> None:
+    """A ``client=`` built with its own timeout keeps it beside ``read_timeout``. (Without that, the
+    longer one holds the request, and the test's own timeout fails it.)"""
+    import openai
+
+    from .streams import check_event_stream, events_of
+
+    theirs, ours = (0.5, 3600.0) if shorter == "the client's" else (3600.0, 0.5)
+    upstream.script = (Script(header_delay=3600) if where == "before the head"
+                       else Script(reply="one two three four", stall_after=2, stall=3600))
+    client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=0, timeout=theirs)
+    app = make_app(client=client, read_timeout=ours, first_event_wait=0)
+    response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"})
+    if where == "before the head":
+        assert response.status_code == 504 and response.get_json()["error"]["code"] == "upstream_timeout"
+    else:
+        assert response.status_code == 200
+        assert check_event_stream(events_of("ndjson", response.get_data()))["error"]["code"] == "upstream_timeout"
