@@ -11,6 +11,9 @@ what comes next:
   ``next_call``;
 - the model called a tool the server does not run (a client-side tool): ``tool_call`` events, then
   ``done`` with ``finish_reason: "tool_calls"``; the client runs it and sends the conversation back;
+- both kinds in one turn: the server's run (``turn``), their ``tool_result`` events go out, and then
+  ``done`` ends the answer with the client's calls pending, as the AI SDK does: the client runs
+  those and sends the conversation back, the server's results in it;
 - the model still calls tools after ``max_tool_steps`` model calls: an ``error``
   (``max_tool_steps``), since there is no answer yet.
 
@@ -57,6 +60,8 @@ class Answer:
         self._calls: list[ToolCall] = []
         self._usage: dict[str, Any] | None = None
         self._settled = False
+        self._then_done: Event | None = None
+        """With client-side calls pending beside the turn's server-side ones: the answer's last event."""
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -95,8 +100,11 @@ class Answer:
         calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
         self._calls += calls
         events += [call_event(call) for call in calls]
-        server = bool(calls) and all(call.name in self._server_tools for call in calls)
-        if server and self.steps < self._max_steps:
+        server = [call for call in calls if call.name in self._server_tools]
+        if server and len(server) < len(calls):
+            self.turn = server  # then the answer ends, the client's calls pending: no model call to count
+            self._then_done = done
+        elif server and self.steps < self._max_steps:
             self.turn = calls
         elif server:
             self.error = ToolStepsExhausted(
@@ -109,10 +117,16 @@ class Answer:
     # -- tools -----------------------------------------------------------------------------------
 
     def results(self, runs: list[ToolRun]) -> list[Event]:
-        """Record a turn's results: the ``tool_result`` events for the client."""
+        """Record a turn's results: the ``tool_result`` events for the client (and ``done``, when
+        client-side calls are left for the client: the answer is ``finished`` then)."""
         recorded = {run.call.id: run.recorded() for run in runs}
         self._calls = [recorded.get(call.id, call) for call in self._calls]
-        return [run.event() for run in runs]
+        events = [run.event() for run in runs]
+        if self._then_done is not None:
+            self.turn = None
+            self.finished = True
+            events.append({**self._then_done, "usage": self.client_usage()})
+        return events
 
     def next_request(self, chat: ChatRequest, runs: list[ToolRun]) -> ChatRequest:
         """The request for the next model call: the last one's, then the assistant's tool calls and

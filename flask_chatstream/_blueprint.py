@@ -51,6 +51,8 @@ from ._errors import (
     ResumeUnavailable,
     StreamNotFound,
     StreamTruncated,
+    TooManyReaders,
+    TooManyStreams,
 )
 from ._formats import UI, Format
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
@@ -187,6 +189,8 @@ class _State:
     settings: Settings
     upstream: Upstream
     limit: StreamLimit
+    readers: StreamLimit
+    """Readers of one resumable stream, counted where ``limit`` counts."""
     client_key: ClientKey
     blueprint: ChatBlueprint
     journal: Journal | None
@@ -286,7 +290,8 @@ def create_blueprint(
         settings = resolve(options, state.app.config, os.environ, key)
         limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, Upstream(settings, client), limit, client_key, blueprint, journal, host
+            settings, Upstream(settings, client), limit, limit.sibling(settings.max_readers_per_stream), client_key,
+            blueprint, journal, host
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -563,11 +568,35 @@ def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> 
         raise StreamNotFound()
     if after + 1 < found.first:
         raise StreamTruncated()
+    # A reader costs what a stream costs: it counts against its client's cap, and its stream has a cap.
+    release_reader = state.readers.acquire(stream_id, TooManyReaders)
+    try:
+        release_slot = _reader_slot(state.limit, state.client_key())
+    except BaseException:
+        release_reader()
+        raise
     client = _client_socket()
     replay = Replay(journal, stream_id, after, fmt, heartbeat=state.settings.heartbeat,
-                    send_timeout=state.settings.send_timeout, client=client)
+                    send_timeout=state.settings.send_timeout, client=client,
+                    on_close=lambda: (release_slot(), release_reader()))
     headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
     return _ChatResponse(replay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
+
+
+READER_SLOT_WAIT = 1.0
+"""How long a reader waits for its client's stream slot: a client resuming has usually just lost the
+connection of the stream it reads, whose slot is given back when the watchdog sees it go (a tick)."""
+
+
+def _reader_slot(limit: StreamLimit, owner: str) -> Callable[[], None]:
+    deadline = time.monotonic() + READER_SLOT_WAIT
+    while True:
+        try:
+            return limit.acquire(owner)
+        except TooManyStreams:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _after() -> int:

@@ -51,6 +51,8 @@ class Options(TypedDict, total=False):
     allow_image_urls: bool
     tool_timeout: float
     max_tool_steps: int
+    max_tool_output_chars: int
+    max_readers_per_stream: int
     relay_reasoning: bool
     resumable: bool
     redis_url: str | None
@@ -106,6 +108,12 @@ class Settings:
     """Longest one call of a server-side tool may take; past it the model gets an error for that call."""
     max_tool_steps: int = 5
     """Most model calls for one answer when the model calls server-side tools."""
+    max_readers_per_stream: int = 8
+    """Resumable streams: how many readers (``GET <prefix>/chat/<stream_id>``) one stream may have at once;
+    each also counts against its client's ``max_streams_per_client``. Beyond either, 429."""
+    max_tool_output_chars: int = 50_000
+    """Longest output (as text, or as JSON text) of one tool call that goes to the model and the client;
+    a longer one is cut there, with a marker that says so."""
     relay_reasoning: bool = True
     """Send a reasoning model's streamed thinking to clients (``reasoning`` events); it always reaches
     ``after_stream``."""
@@ -263,6 +271,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow_image_urls": _flag,
     "tool_timeout": _seconds,
     "max_tool_steps": _positive_int,
+    "max_tool_output_chars": _positive_int,
+    "max_readers_per_stream": _positive_int,
     "relay_reasoning": _flag,
     "resumable": _flag,
     "redis_url": _redis_url,

@@ -112,6 +112,11 @@ class TooManyStreams(RequestError):
     message = "This client already has as many answers streaming as it may. Wait for one to finish."
 
 
+class TooManyReaders(TooManyStreams):
+    code = "too_many_readers"
+    message = "This stream already has as many readers as it may. Close one, or wait for the stream to end."
+
+
 class StreamNotFound(RequestError):
     status = 404
     code = "stream_not_found"

@@ -425,7 +425,10 @@ class HostLimit(StreamLimit):
         super().__init__(limit)
         self.store = store
 
-    def acquire(self, key: str) -> Callable[[], None]:
+    def sibling(self, limit: int) -> StreamLimit:
+        return HostLimit(self.store, limit)
+
+    def acquire(self, key: str, error: type[TooManyStreams] = TooManyStreams) -> Callable[[], None]:
         if not self.limit:
             return nothing
         store = self.store
@@ -433,9 +436,9 @@ class HostLimit(StreamLimit):
         try:
             taken = store.query(lambda c: self._take(c, key, member))
         except Unavailable:
-            return super().acquire(key)
+            return super().acquire(key, error)
         if not taken:
-            raise TooManyStreams()
+            raise error()
 
         def release() -> None:
             try:

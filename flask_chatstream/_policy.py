@@ -35,14 +35,14 @@ class StreamLimit:
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, key: str) -> Callable[[], None]:
-        """Count a stream for ``key``, or raise ``TooManyStreams``. Call what it returns when the stream ends."""
+    def acquire(self, key: str, error: type[TooManyStreams] = TooManyStreams) -> Callable[[], None]:
+        """Count a stream for ``key``, or raise ``error``. Call what it returns when the stream ends."""
         if not self.limit:
             return nothing
         with self._lock:
             count = self._open.get(key, 0)
             if count >= self.limit:
-                raise TooManyStreams()
+                raise error()
             self._open[key] = count + 1
 
         def release() -> None:
@@ -54,6 +54,10 @@ class StreamLimit:
                     del self._open[key]
 
         return once(release)
+
+    def sibling(self, limit: int) -> StreamLimit:
+        """A limit of another size, counted where this one is (this worker, this machine, the fleet)."""
+        return StreamLimit(limit)
 
     def open_streams(self, key: str) -> int:
         return self._open.get(key, 0)

@@ -396,7 +396,10 @@ class FleetLimit(StreamLimit):
         super().__init__(limit)
         self.store = store
 
-    def acquire(self, key: str) -> Callable[[], None]:
+    def sibling(self, limit: int) -> StreamLimit:
+        return FleetLimit(self.store, limit)
+
+    def acquire(self, key: str, error: type[TooManyStreams] = TooManyStreams) -> Callable[[], None]:
         if not self.limit:
             return nothing
         store = self.store
@@ -405,9 +408,9 @@ class FleetLimit(StreamLimit):
         try:
             taken = store.call(lambda: store.acquire_slot(keys=[slots], args=[self.limit, store.slot_ms, member]))
         except Unavailable:
-            return super().acquire(key)
+            return super().acquire(key, error)
         if not taken:
-            raise TooManyStreams()
+            raise error()
         store.hold(slots, member)
 
         def release() -> None:

@@ -92,6 +92,7 @@ class Relay:
         self._relay_reasoning = settings.relay_reasoning
         self._encoder = fmt.encoder()
         self._tool_timeout = settings.tool_timeout
+        self._max_tool_output = settings.max_tool_output_chars
         self._context = context
         """What each tool call runs inside: a copy of the request's Flask context."""
         self._reopen = reopen
@@ -281,7 +282,7 @@ class Relay:
         calls = self._answer.turn or []
         self._tools_running = True
         try:
-            runs = run_calls(self._tools, calls, self._request or _NO_REQUEST, self._tool_timeout,
+            runs = run_calls(self._tools, calls, self._request or _NO_REQUEST, self._tool_timeout, self._max_tool_output,
                              stopped=lambda: self._gone, context=self._context)
         finally:
             self._tools_running = False
@@ -289,7 +290,8 @@ class Relay:
         if self._gone:
             return b""  # the client left: no more model calls on its account
         events = self._answer.results(runs)
-        self._next = self._answer.next_request(self._request or _NO_REQUEST, runs)
+        if not self._answer.finished:  # else the client has calls of its own to run first
+            self._next = self._answer.next_request(self._request or _NO_REQUEST, runs)
         return self._encode(events)
 
     def _open_next(self) -> bytes:

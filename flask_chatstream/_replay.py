@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import orjson
 
@@ -30,7 +30,8 @@ class Replay:
     """The body of a resume: an iterable the server writes out and then closes."""
 
     def __init__(self, journal: Journal, stream_id: str, after: int, fmt: Format, *, heartbeat: float,
-                 send_timeout: float, client: socket.socket | None) -> None:
+                 send_timeout: float, client: socket.socket | None,
+                 on_close: Callable[[], object] | None = None) -> None:
         self._journal = journal
         self._id = stream_id
         self._after = after
@@ -42,6 +43,8 @@ class Replay:
         self._client = client if self.client_fd is not None else None
         self.sending_since: float | None = None
         self.gone = False
+        self._on_close = on_close
+        """Gives back the reader's slots, once."""
         self._body = self._run()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -49,6 +52,12 @@ class Replay:
 
     def close(self) -> None:
         self._body.close()
+        self._let_go()  # also where the server never started the body
+
+    def _let_go(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def _run(self) -> Generator[bytes, None, None]:
         WATCHDOG.watch(self)
@@ -83,6 +92,7 @@ class Replay:
                         last_sent = time.monotonic()
         finally:
             WATCHDOG.forget(self)
+            self._let_go()
 
     def _send(self, data: bytes) -> Generator[bytes, None, None]:
         self.sending_since = time.monotonic()

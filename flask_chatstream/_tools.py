@@ -179,9 +179,10 @@ def parsed_arguments(text: str) -> Any:
 
 
 def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, timeout: float,
-              stopped: Callable[[], bool],
+              max_output_chars: int, stopped: Callable[[], bool],
               context: Callable[[], ContextManager[object]] | None = None) -> list[ToolRun]:
-    """Run one turn's calls at once; each result, or error, in the order of the calls.
+    """Run one turn's calls at once; each result, or error, in the order of the calls, each cut to
+    ``max_output_chars``.
 
     ``context`` makes what each call runs inside (a fresh one per call: calls run at once)."""
     runs: list[ToolRun | None] = [None] * len(calls)
@@ -189,7 +190,7 @@ def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRe
 
     def run(index: int, call: ToolCall) -> None:
         with context() if context is not None else contextlib.nullcontext():
-            runs[index] = _run_one(tools[call.name], call, chat)
+            runs[index] = _capped(_run_one(tools[call.name], call, chat), max_output_chars)
 
     for index, call in enumerate(calls):
         thread = threading.Thread(target=run, args=(index, call), name=f"chatstream-tool-{call.name}", daemon=True)
@@ -233,6 +234,23 @@ def _run_one(tool: Tool, call: ToolCall, chat: ChatRequest) -> ToolRun:
         log.exception("tool %s (call %s) raised", tool.name, call.id)
         return ToolRun(call, arguments, error="The tool failed.")
     return ToolRun(call, arguments, output=_jsonable(output))
+
+
+def _capped(run: ToolRun, limit: int) -> ToolRun:
+    """The run, with an output (as text, or as JSON text) or an error longer than ``limit`` characters
+    cut to it, as text, with a marker that the model and the reader both understand."""
+    if run.error is not None:
+        return run if len(run.error) <= limit else dataclasses.replace(run, error=_cut(run.error, limit))
+    text = run.output if isinstance(run.output, str) else orjson.dumps(run.output).decode()
+    if len(text) <= limit:
+        return run
+    log.warning("tool %s (call %s) returned %d characters; max_tool_output_chars (%d) cut it",
+                run.call.name, run.call.id, len(text), limit)
+    return dataclasses.replace(run, output=_cut(text, limit))
+
+
+def _cut(text: str, limit: int) -> str:
+    return f"{text[:limit]}\n[cut: the tool's output was {len(text):,} characters; only the first {limit:,} are shown]"
 
 
 def _jsonable(value: Any) -> Any:

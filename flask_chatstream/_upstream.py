@@ -168,6 +168,9 @@ class Upstream:
                                         extra_body=body).__enter__()
         except openai.OpenAIError as exc:
             raise _sdk_failure(exc) from None
+        except _http.HTTPError:  # the SDK reading a refusal's body, cut (a proxy that resets)
+            log.warning("upstream could not be reached")
+            raise _Failed(UpstreamUnavailable(), True, _backoff(0)) from None
         http_response = response.http_response
         _check_event_stream(http_response.headers.get("content-type", ""), http_response.close)
         return UpstreamStream(http_response)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -36,6 +38,37 @@ def upstream(_standin: StandInServer) -> Iterator[StandInServer]:
     _standin.wait_for(lambda s: s.open == 0)
     _standin.reset()
     yield _standin
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority, as a company's TLS inspection has."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tls_upstream(ca: trustme.CA) -> Iterator[StandInServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with StandInServer(tls=context) as server:
+        yield server
+
+
+@pytest.fixture
+def tls(tls_upstream: StandInServer, ca_file: str, monkeypatch: pytest.MonkeyPatch) -> StandInServer:
+    """The TLS stand-in, reset, with the default client trusting its CA (as SSL_CERT_FILE does)."""
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)
+    tls_upstream.script = Script()
+    tls_upstream.wait_for(lambda s: s.open == 0)
+    tls_upstream.reset()
+    return tls_upstream
 
 
 AppFactory = Callable[..., Flask]

@@ -371,3 +371,45 @@ class RawUpstream:
             with self._lock:
                 self._sockets.discard(sock)
             sock.close()
+
+
+class Tinyproxy:
+    """Debian's tinyproxy on 127.0.0.1: the forward proxy a company network makes every request go
+    through, plain (``GET http://...``) and tunnelled (``CONNECT host:port``). ``requests()`` lists
+    what it carried, from its own log; ``credentials`` (``"user:password"``) makes it ask for them."""
+
+    def __init__(self, directory: Path, credentials: str | None = None) -> None:
+        binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"  # missing: the test fails, never skips
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.log_path = directory / f"tinyproxy-{self.port}.log"
+        config = directory / f"tinyproxy-{self.port}.conf"
+        lines = [f"Port {self.port}", "Listen 127.0.0.1", "Timeout 600", f'LogFile "{self.log_path}"',
+                 "LogLevel Info", "MaxClients 2000", "Allow 127.0.0.1"]
+        if credentials:
+            lines.append("BasicAuth " + credentials.replace(":", " ", 1))
+        config.write_text("\n".join(lines) + "\n")
+        self.process = subprocess.Popen([binary, "-d", "-c", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def requests(self) -> list[str]:
+        """The request line of every request it carried: ``POST http://...`` or ``CONNECT host:port``."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return re.findall(r"Request \(file descriptor \d+\): (\S+ \S+) HTTP/1\.[01]", text)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def __enter__(self) -> Tinyproxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

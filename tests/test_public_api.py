@@ -7,7 +7,7 @@ from flask_chatstream import ChatStreamError, RequestError, ResumeUnavailable, U
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTimeout", "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
+        "RequestTimeout", "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyReaders", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
         "UpstreamUnavailable", "create_blueprint", "parsed_arguments", "warm_up",
     ]

@@ -278,6 +278,74 @@ def test_without_redis_a_stream_resumes_on_its_own_worker(held: StandInServer) -
         conn.close()
 
 
+def open_readers(port: int, stream_id: str, user: str, count: int) -> list[tuple[http.client.HTTPConnection,
+                                                                                 http.client.HTTPResponse]]:
+    readers = [replay(port, stream_id, "ndjson", user) for _ in range(count)]
+    for _, response in readers:
+        assert response.status == 200
+        read_until(response, b"two")  # each is reading the live stream
+    return readers
+
+
+def refused(port: int, stream_id: str, user: str) -> str:
+    conn, response = replay(port, stream_id, "ndjson", user)
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 429 and response.getheader("Content-Type") == "application/json"
+    return str(body["error"]["code"])
+
+
+def test_readers_count_against_their_clients_cap(held: StandInServer) -> None:
+    with Gunicorn(APP, env=env(held, max_streams_per_client="3", max_readers_per_stream="50")) as server:
+        user = "many-tabs"
+        conn, response = start(server.port, "ndjson", user)
+        stream_id = response.getheader("X-Chat-Stream-Id")
+        read_until(response, b"two")
+        readers = open_readers(server.port, stream_id, user, 2)  # the stream and two readers: three
+        assert refused(server.port, stream_id, user) == "too_many_streams"
+        first_conn, first = readers.pop()
+        first_conn.close()  # a reader that leaves gives its slot back
+        readers += eventually(lambda: _try_reader(server.port, stream_id, user), lambda reader: reader is not None)
+        held.release()
+        for reader_conn, reader in readers:
+            assert events_of("ndjson", reader.read())[-1]["type"] == "done"  # each read to the end
+            reader_conn.close()
+        conn.close()
+
+
+def test_one_stream_has_a_reader_limit(held: StandInServer) -> None:
+    with Gunicorn(APP, env=env(held, max_readers_per_stream="4")) as server:
+        user = "scraper"
+        conn, response = start(server.port, "ndjson", user)
+        stream_id = response.getheader("X-Chat-Stream-Id")
+        read_until(response, b"two")
+        readers = open_readers(server.port, stream_id, user, 4)
+        for _ in range(20):
+            assert refused(server.port, stream_id, user) == "too_many_readers"
+        held.release()
+        for reader_conn, reader in readers:
+            reader.read()
+            reader_conn.close()
+        response.read()
+        conn.close()
+        # ended, and every reader gone: its slots are free again
+        readers = eventually(lambda: _try_reader(server.port, stream_id, user, 4), lambda got: got is not None)
+        for reader_conn, reader in readers:
+            assert check_event_stream(events_of("ndjson", reader.read()))["type"] == "done"
+            reader_conn.close()
+
+
+def _try_reader(port: int, stream_id: str, user: str, count: int = 1
+                ) -> list[tuple[http.client.HTTPConnection, http.client.HTTPResponse]] | None:
+    """``count`` readers at once, or None (and none held) if any was refused."""
+    got = [replay(port, stream_id, "ndjson", user) for _ in range(count)]
+    if all(response.status == 200 for _, response in got):
+        return got
+    for reader_conn, _ in got:
+        reader_conn.close()
+    return None
+
+
 def test_use_chat_resume_replays_the_chats_running_answer(fleet: tuple[Gunicorn, Gunicorn],
                                                           held: StandInServer) -> None:
     a, b = fleet

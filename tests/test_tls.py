@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-import trustme
 
 from flask_chatstream._config import Settings
 from flask_chatstream._upstream import Stopped, Upstream, UpstreamStream
@@ -28,36 +27,6 @@ from .streams import answer_of, check_event_stream, events_of, send_chat_raw
 
 CHAT = ChatRequest(messages=[{"role": "user", "content": "hi"}], model="m", max_tokens=10)
 REPLY = "one two three four five six"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tls_upstream(ca: trustme.CA) -> Iterator[StandInServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    with StandInServer(tls=context) as server:
-        yield server
-
-
-@pytest.fixture
-def tls(tls_upstream: StandInServer, ca_file: str, monkeypatch: pytest.MonkeyPatch) -> StandInServer:
-    """The TLS stand-in, reset, with the default client trusting its CA (as SSL_CERT_FILE does)."""
-    monkeypatch.setenv("SSL_CERT_FILE", ca_file)
-    tls_upstream.script = Script()
-    tls_upstream.wait_for(lambda s: s.open == 0)
-    tls_upstream.reset()
-    return tls_upstream
 
 
 def custom_client(tls: StandInServer, ca_file: str) -> openai.OpenAI:

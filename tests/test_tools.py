@@ -277,6 +277,71 @@ def test_client_side_tools_round_trip(upstream: StandInServer) -> None:
     assert upstream.stats.bodies[-1]["messages"] == history
 
 
+@pytest.mark.parametrize("fmt", ["ndjson", "ui"])
+def test_a_turn_of_server_and_client_tools_runs_the_servers_and_leaves_the_clients(upstream: StandInServer,
+                                                                                 fmt: str) -> None:
+    """As the AI SDK does: the server's calls run and their results go out, and the answer ends with
+    the client's call pending; the client then sends the conversation back with every result."""
+    upstream.script = Script(reply=results_said, tool_calls=[
+        {"id": "call_s", "name": "get_time", "arguments": {}},
+        {"id": "call_c", "name": "pick_color", "arguments": {}}])
+    app, blueprint, results = hooked_app(upstream)
+    blueprint.tool(lambda: "noon", name="get_time", description="The time.")
+
+    @blueprint.before_upstream
+    def offer(chat: ChatRequest) -> ChatRequest:
+        return dataclasses.replace(chat, params={**chat.params, "tools": [*chat.params["tools"], CLIENT_TOOL]})
+
+    if fmt == "ui":
+        response = app.test_client().post("/api/chat?format=ui", json={"content": "go"}, buffered=True)
+        parts = [json.loads(line[6:]) for line in response.get_data(as_text=True).splitlines()
+                 if line.startswith("data: {")]
+        outputs = {p["toolCallId"]: p["output"] for p in parts if p["type"] == "tool-output-available"}
+        inputs = {p["toolCallId"] for p in parts if p["type"] == "tool-input-available"}
+        assert (outputs, inputs) == ({"call_s": "noon"}, {"call_s", "call_c"})
+        assert parts[-1]["type"] == "finish"
+    else:
+        events = ask(app)
+        assert [e["type"] for e in events] == ["start", "tool_call", "tool_call", "tool_result", "done"]  # type: ignore[union-attr]
+        assert events[3] == {"type": "tool_result", "id": "call_s", "name": "get_time", "output": "noon"}  # type: ignore[index]
+        assert events[-1]["finish_reason"] == "tool_calls"  # type: ignore[index]
+    assert upstream.stats.requests == 1  # no model call until the client has run its tool
+    assert [(c.name, c.output) for c in results[0].tool_calls] == [("get_time", "noon"), ("pick_color", None)]
+    history = [{"role": "user", "content": "go"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_s", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                   {"id": "call_c", "type": "function", "function": {"name": "pick_color", "arguments": "{}"}}]},
+               {"role": "tool", "tool_call_id": "call_s", "content": "noon"},
+               {"role": "tool", "tool_call_id": "call_c", "content": "teal"}]
+    response = app.test_client().post("/api/chat?format=ndjson", json={"messages": history}, buffered=True)
+    assert answer_of(events_of("ndjson", response.data)) == "noon | teal"
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_huge_tool_output_is_cut_with_a_marker(upstream: StandInServer, output: str) -> None:
+    upstream.script = Script(reply=lambda messages: f"{len(results_said(messages))} characters came back",
+                             tool_calls=[{"id": "call_1", "name": "dump", "arguments": {}}])
+    app, blueprint, results = hooked_app(upstream, max_tool_output_chars=1000)
+    ten_mb = "x" * 10_000_000
+    blueprint.tool(lambda: ten_mb if output == "text" else {"rows": [ten_mb]}, name="dump", description="Dump it.")
+    events = ask(app)
+    [result_event] = [e for e in events if e["type"] == "tool_result"]  # type: ignore[union-attr]
+    shown = result_event["output"]
+    assert isinstance(shown, str) and len(shown) < 1200
+    assert shown.endswith("only the first 1,000 are shown]")
+    sent_to_model = upstream.stats.bodies[-1]["messages"][-1]["content"]
+    assert sent_to_model == shown
+    assert answer_of(events) == f"{len(shown)} characters came back"  # type: ignore[arg-type]
+    assert results[0].tool_calls[0].output == shown
+
+
+def test_max_tool_output_chars_is_a_setting_with_a_default() -> None:
+    from flask_chatstream._config import resolve
+
+    assert resolve({}, {}, {}).max_tool_output_chars == 50_000
+    assert resolve({}, {"CHATSTREAM_MAX_TOOL_OUTPUT_CHARS": "2000"}, {}).max_tool_output_chars == 2000
+
+
 @pytest.mark.parametrize(("history", "code"), [
     ([{"role": "user", "content": "go"},
       {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}]},
