@@ -28,12 +28,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gunicorn -c python:flask_chatstream.gunicorn example_app:app
 
-# Browser tests use Debian's Chromium (Playwright cannot download browsers here), proxy tests Debian's
-# nginx, resume and fleet tests Debian's redis-server (the tests start it); node comes with the machine.
+# Browser tests use Debian's Chromium (Playwright cannot download browsers here), reverse-proxy tests
+# Debian's nginx, forward-proxy tests its tinyproxy, private-CA tests openssl (rehash), resume and fleet
+# tests its redis-server (the tests start them all); node comes with the machine.
 system-deps:
 	@command -v node >/dev/null || { echo "Node.js 20+ is required (https://nodejs.org)"; exit 1; }
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ]; then \
-		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium nginx redis-server; fi
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] \
+		|| [ ! -x /usr/bin/tinyproxy ] || [ ! -x /usr/bin/openssl ]; then \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+			chromium nginx redis-server tinyproxy openssl; fi
 
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund

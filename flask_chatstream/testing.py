@@ -56,8 +56,9 @@ class Script:
     """Seconds before the first content chunk (time to first token)."""
     delay: float = 0.0
     """Seconds between content chunks."""
-    header_delay: float = 0.0
-    """Seconds before the response headers, so a caller times out before the stream starts."""
+    header_delay: float | Callable[[Sequence[dict[str, Any]]], float] = 0.0
+    """Seconds before the response headers, so a caller times out before the stream starts (a
+    gateway that holds the head until the first token); or a function of the messages that says."""
     status: int = 200
     """Answer with this status and an OpenAI-style error body instead of a stream."""
     retry_after: str | None = None
@@ -328,10 +329,12 @@ class _Handler(BaseHTTPRequestHandler):
         standin._record(body)
         script = standin.scripts.get(str(body.get("model")), standin.script)
         self._script = script
-        if script.header_delay:
+        delay = script.header_delay(body.get("messages") or []) if callable(script.header_delay) else \
+            script.header_delay
+        if delay:
             standin._count(waiting=1)
             try:
-                self._wait(script.header_delay)
+                self._wait(delay)
             except _ClientGone:
                 standin._count(left_waiting=1)
                 self.close_connection = True

@@ -389,3 +389,23 @@ def test_the_client_leaving_during_a_tool_run_stops_the_loop(tools_server: tuple
     server.wait_for_log("outcome=client_left")  # the relay has ended, the tool still running
     gate.touch()
     assert upstream.stats.requests == 1  # no further model call
+
+
+def test_the_client_leaving_while_the_next_model_call_waits_for_its_head(tools_server: tuple[Gunicorn, Any],
+                                                                        upstream: StandInServer) -> None:
+    """After a turn of tools, the next model call may wait long for its head (a gateway holding it):
+    a client that leaves then closes that request too."""
+    server, gate = tools_server
+    gate.touch()  # the tool answers at once
+    upstream.script = Script(reply="never sent", tool_calls=[{"name": "wait_at_gate", "arguments": {}}],
+                             header_delay=lambda messages: 3600 if messages[-1]["role"] == "tool" else 0)
+    sock = send_chat_raw(server.port, "ndjson")
+    sock.settimeout(30)
+    received = b""
+    while b'"tool_result"' not in received:
+        received += sock.recv(65536)
+    upstream.wait_for(lambda s: s.waiting == 1)  # the second model call, held before its head
+    sock.close()
+    stats = upstream.wait_for(lambda s: s.waiting == 0)
+    assert (stats.requests, stats.left_waiting) == (2, 1)
+    server.wait_for_log("outcome=client_left")
