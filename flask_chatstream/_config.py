@@ -144,12 +144,14 @@ class Settings:
         return f"Settings({shown})"
 
     def masked(self) -> dict[str, Any]:
-        """The settings by name, with ``api_key`` and ``redis_url``'s password hidden."""
+        """The settings by name, with ``api_key`` and the credentials in ``redis_url`` and ``base_url``
+        (``https://user:secret@gateway/v1``) hidden."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.api_key is not None:
             values["api_key"] = "(set)"
-        if self.redis_url is not None:
-            values["redis_url"] = _mask_password(self.redis_url)
+        for name in ("redis_url", "base_url"):
+            if values[name] is not None:
+                values[name] = _mask_password(values[name])
         return values
 
     @property

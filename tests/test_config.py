@@ -141,8 +141,10 @@ def test_a_bad_per_blueprint_value_names_its_key() -> None:
 
 
 def test_secrets_never_show_in_the_settings_repr() -> None:
-    settings = resolve({"api_key": "sk-very-secret", "redis_url": "redis://:hunter2@cache:6379/0"}, {}, {})
+    settings = resolve({"api_key": "sk-very-secret", "redis_url": "redis://:hunter2@cache:6379/0",
+                        "base_url": "https://relay:gw-pass-77@gateway.internal/v1"}, {}, {})
     shown = repr(settings)
-    assert "sk-very-secret" not in shown and "hunter2" not in shown
+    assert "sk-very-secret" not in shown and "hunter2" not in shown and "gw-pass-77" not in shown
     assert "api_key='(set)'" in shown and "redis_url='redis://***@cache:6379/0'" in shown
+    assert "base_url='https://***@gateway.internal/v1'" in shown
     assert settings.api_key == "sk-very-secret"  # masked in what is shown only
