@@ -52,13 +52,12 @@ from ._errors import (
     StreamNotFound,
     StreamTruncated,
     TooManyReaders,
-    TooManyStreams,
 )
 from ._formats import UI, Format
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
 from ._host import HostJournal, HostLimit, HostStore, open_store
 from ._journal import Journal, MemoryJournal, Unavailable
-from ._policy import StreamLimit
+from ._policy import StreamLimit, nothing
 from ._relay import ClientGone, Relay
 from ._replay import Replay
 from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
@@ -568,10 +567,13 @@ def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> 
         raise StreamNotFound()
     if after + 1 < found.first:
         raise StreamTruncated()
-    # A reader costs what a stream costs: it counts against its client's cap, and its stream has a cap.
+    # A reader costs what a stream costs: its stream has a cap on readers, and it counts against its
+    # client's cap, but for the client that started a stream still running: its readers share that
+    # stream's slot (the connection it lost may hold the slot for minutes, unnoticed, on a dead network).
     release_reader = state.readers.acquire(stream_id, TooManyReaders)
+    owner = state.client_key()
     try:
-        release_slot = _reader_slot(state.limit, state.client_key())
+        release_slot = nothing if found.live and found.owner == owner else state.limit.acquire(owner)
     except BaseException:
         release_reader()
         raise
@@ -581,22 +583,6 @@ def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> 
                     on_close=lambda: (release_slot(), release_reader()))
     headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
     return _ChatResponse(replay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
-
-
-READER_SLOT_WAIT = 1.0
-"""How long a reader waits for its client's stream slot: a client resuming has usually just lost the
-connection of the stream it reads, whose slot is given back when the watchdog sees it go (a tick)."""
-
-
-def _reader_slot(limit: StreamLimit, owner: str) -> Callable[[], None]:
-    deadline = time.monotonic() + READER_SLOT_WAIT
-    while True:
-        try:
-            return limit.acquire(owner)
-        except TooManyStreams:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _after() -> int:

@@ -25,4 +25,10 @@ def log_outcome(result: ChatResult) -> None:
                                          result.text)
 
 
+@chat.may_resume
+def own_or_delegated(stream_id: str, owner: str) -> bool:
+    """The client that started it, or one that reads for it (``X-Reads-For``), as a support desk might."""
+    return owner in (request.headers.get("X-User", "anonymous"), request.headers.get("X-Reads-For"))
+
+
 app.register_blueprint(chat, url_prefix="/api")
