@@ -299,6 +299,23 @@ class CuttingProxy:
             source.close()
 
 
+def read_message(sock: socket.socket, buffer: bytes = b"") -> tuple[bytes | None, bytes, bytes]:
+    """One HTTP/1.1 message off a socket, after what ``buffer`` already holds: its head (None if the
+    peer closed before the head was whole), its ``Content-Length`` body (shorter if the peer closed
+    first), and whatever came after it."""
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            return None, buffer, b""
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    found = re.search(rb"(?im)^content-length: *(\d+)", head)
+    length = int(found[1]) if found else 0
+    while len(rest) < length and (data := sock.recv(65536)):
+        rest += data
+    return head, rest[:length], rest[length:]
+
+
 class RawUpstream:
     """An upstream on a bare socket, for what no well-behaved server sends: each request (head and
     ``Content-Length`` body read) is answered by ``respond(sock, n)``, n counting from 0, which writes
@@ -345,16 +362,9 @@ class RawUpstream:
         buffer = b""
         try:
             while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
-                while len(buffer) < length:
-                    buffer += sock.recv(65536)
-                buffer = buffer[length:]
+                head, _, buffer = read_message(sock, buffer)
+                if head is None:
+                    return
                 with self._lock:
                     n = self.requests
                     self.requests += 1

@@ -14,7 +14,7 @@ import pytest
 from flask_chatstream.testing import StandInServer
 
 from .conftest import API_KEY
-from .servers import Gunicorn
+from .servers import Gunicorn, read_message
 from .streams import post_chat
 
 BODY = b'{"content": "hi"}'
@@ -44,21 +44,10 @@ def head(method: str = "POST", **headers: str) -> bytes:
 
 def response_of(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """Read one response until the server closes the connection or its Content-Length is in."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head_bytes, _, body = data.partition(b"\r\n\r\n")
+    head_bytes, body, _ = read_message(sock)
+    assert head_bytes is not None, "the server closed the connection without a response"
     lines = head_bytes.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        body += piece
     return int(lines[0].split()[1]), headers, body
 
 
