@@ -369,14 +369,8 @@ class HostJournal(Journal):
         return recording
 
     def find(self, stream_id: str) -> Found | None:
-        def look() -> Any:
-            return self.store.query(lambda c: c.execute(
-                "SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone())
-
-        row = look()
-        if row is None:  # begun a moment ago, on another worker, and not written yet?
-            time.sleep(2 * FLUSH)
-            row = look()
+        row = _look_twice(lambda c: c.execute(
+            "SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone(), self.store)
         if row is None:
             return None
         owner, first, state = row
@@ -399,14 +393,24 @@ class HostJournal(Journal):
             time.sleep(READ_POLL)
 
     def active(self, chat_id: str) -> str | None:
-        row = self.store.query(lambda c: c.execute(
+        row = _look_twice(lambda c: c.execute(
             "SELECT id FROM streams WHERE chat_id = ? AND state = 'live' ORDER BY rowid DESC LIMIT 1",
-            (chat_id,)).fetchone())
+            (chat_id,)).fetchone(), self.store)
         return None if row is None else str(row[0])
 
     def stop(self, stream_id: str) -> None:
         STREAMS.stop_here(stream_id)
         self.store.stop(stream_id, None)
+
+
+def _look_twice(look: Callable[[sqlite3.Connection], Any], store: HostStore) -> Any:
+    """A stream's row, looked for again after two writer rounds if it is not there: it may have begun
+    a moment ago on another worker, its registration still queued (a reload of useChat's page, say)."""
+    row = store.query(look)
+    if row is None:
+        time.sleep(2 * FLUSH)
+        row = store.query(look)
+    return row
 
 
 def _events_after(connection: sqlite3.Connection, stream_id: str, after: int) -> tuple[list[bytes], Any, int]:
