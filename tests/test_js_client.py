@@ -22,3 +22,25 @@ def test_chatstream_js(_standin: StandInServer) -> None:
                                 standin_url=_standin.url)
     print(output[-3000:])
     assert re.search(r"^ℹ pass [1-9]\d*$", output, re.M) and re.search(r"^ℹ fail 0$", output, re.M)
+
+
+def test_every_error_code_the_relay_sends_has_words_in_chatstream_js() -> None:
+    """``errorText`` must know every code: the error classes', the request validator's, the stream's
+    stop reasons. A new code without a sentence fails here."""
+    from flask_chatstream import ChatStreamError
+    from flask_chatstream._answer import ToolStepsExhausted
+
+    source = (ROOT / "flask_chatstream/static/chatstream.js").read_text()
+    table = source[source.index("const ERROR_TEXT = {"):source.index("};", source.index("const ERROR_TEXT = {"))]
+    known = set(re.findall(r"^  ([a-z_]+): ", table, re.M))
+
+    def classes(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in classes(sub))]
+
+    codes = {c.code for c in classes(ChatStreamError)} | {ToolStepsExhausted.code}
+    package = ROOT / "flask_chatstream"
+    for module in package.glob("*.py"):
+        codes |= set(re.findall(r'code="([a-z_]+)"', module.read_text()))
+    codes |= {"stopped", "client_left", "client_stalled", "stream_lost", "internal_error"}  # stream ends
+    missing = codes - known
+    assert not missing, f"codes without words in chatstream.js: {sorted(missing)}"

@@ -2,6 +2,12 @@
 
 export type Format = "text" | "ndjson" | "sse";
 
+/** A sentence for a person about an error from `streamChat` (by its code), an abort, or a network failure. */
+export function errorText(error: unknown): string;
+
+/** Every error code the relay can send, with the sentence `errorText` gives for it. */
+export const ERROR_CODES: Readonly<Record<string, string>>;
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;

@@ -30,6 +30,78 @@ export class ChatStreamError extends Error {
   }
 }
 
+// What each error code means, in words for the person who reads the chat. Every code
+// the relay sends is here; an app's own codes (a 401 from its login, say) keep the
+// server's message, which the app wrote for people.
+const ERROR_TEXT = {
+  // the request
+  invalid_json: "The message could not be sent: the app sent something the server could not read.",
+  invalid_request: "The message could not be sent: the app sent something the server could not read.",
+  invalid_body: "The message arrived incomplete. Check your connection and try again.",
+  missing_messages: "There was nothing to send. Type a message first.",
+  empty_messages: "There was nothing to send. Type a message first.",
+  empty_content: "Type a message first.",
+  content_too_long: "That message is too long. Shorten it and try again.",
+  too_many_messages: "This conversation has grown too long to go on. Start a new chat.",
+  request_too_large: "That message is too large to send.",
+  request_timeout: "Your message took too long to reach the server. Check your connection and try again.",
+  role_not_allowed: "That kind of message is not allowed here.",
+  invalid_role: "That kind of message is not allowed here.",
+  model_not_allowed: "That model is not available here.",
+  invalid_content_part: "Part of that message could not be sent (an attachment the server does not take).",
+  invalid_image: "That image could not be sent.",
+  image_url_not_allowed: "Images can only be sent as files here, not as links.",
+  invalid_tool_message: "The conversation's tool results do not match its tool calls. Start a new chat.",
+  unknown_tool: "The conversation uses a tool that is not available here. Start a new chat.",
+  invalid_format: "The app asked for a format the server does not speak.",
+  not_acceptable: "The app asked for a format the server does not speak.",
+  unsupported_media_type: "The app sent the message in a form the server does not take.",
+  method_not_allowed: "The app used the chat the wrong way (HTTP method not allowed).",
+  too_many_streams: "You already have as many answers coming as you may. Wait for one to finish, or stop it.",
+  too_many_readers: "This answer is already open in too many places.",
+  invalid_after: "The answer could not be picked up again.",
+  stream_not_found: "That answer is no longer available.",
+  stream_truncated: "The start of that answer is no longer kept, so it cannot be picked up again.",
+  resume_unavailable: "The answer cannot be picked up again right now. Try again in a moment.",
+  // the model provider
+  upstream_auth: "The server could not sign in to the AI provider (its API key was refused).",
+  upstream_rejected: "The AI provider refused the request.",
+  rate_limited: "The AI provider is busy right now. Try again in a moment.",
+  upstream_unavailable: "The AI provider cannot be reached right now. Try again in a moment.",
+  upstream_timeout: "The AI provider took too long to answer. Try again.",
+  upstream_malformed: "The AI provider sent an answer that could not be read.",
+  upstream_interrupted: "The connection to the AI provider broke in the middle of the answer.",
+  upstream_error: "The AI provider reported an error during the answer.",
+  tool_calls_need_events: "The model wanted to use a tool, which this kind of answer cannot show.",
+  max_tool_steps: "The model kept calling tools without coming to an answer.",
+  // the stream's end
+  stopped: "Stopped.",
+  client_left: "The answer stopped because the connection was lost.",
+  client_stalled: "The answer stopped because the connection was too slow.",
+  stream_lost: "The server working on this answer went away.",
+  truncated: "The connection dropped before the answer was complete.",
+  invalid_stream: "The answer could not be read.",
+  stream_error: "The answer could not be read.",
+  internal_error: "Something went wrong on the server.",
+};
+
+/** A sentence for a person about `error`: a ChatStreamError (by its code), an
+ * AbortError ("Stopped."), a network failure, or anything else. */
+export function errorText(error) {
+  if (error?.name === "AbortError") return ERROR_TEXT.stopped;
+  const code = error?.code;
+  if (typeof code === "string" && Object.hasOwn(ERROR_TEXT, code)) return ERROR_TEXT[code];
+  if (error instanceof ChatStreamError) {
+    if (code === "http_error") return `The server answered with an error (${error.status}).`;
+    return error.message || ERROR_TEXT.stream_error;  // an app's own error, in its own words
+  }
+  if (error instanceof TypeError) return "The server cannot be reached. Check your connection.";
+  return ERROR_TEXT.internal_error;
+}
+
+/** Every error code the relay can send, with its sentence. */
+export const ERROR_CODES = Object.freeze({ ...ERROR_TEXT });
+
 /** POST `body` as JSON to `url` and iterate over the answer's events.
  *
  * Aborting `signal` stops reading, and tells the server to stop the model

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { streamChat, readNDJSON, readSSE, readText, ChatStreamError } from "../../flask_chatstream/static/chatstream.js";
+import { streamChat, readNDJSON, readSSE, readText, ChatStreamError, errorText } from "../../flask_chatstream/static/chatstream.js";
 
 const SERVER = process.env.CHATSTREAM_SERVER;
 const CONTROL = process.env.STANDIN_CONTROL;
@@ -141,6 +141,21 @@ test("HTTP error before the stream throws with status, code and message", async 
   });
   await script({ status: 429, retry_after: "3" });
   await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { content: "hi" })), { status: 429, code: "rate_limited" });
+});
+
+test("errorText puts the server's errors, aborts and network failures in words", async () => {
+  const refused = await collect(streamChat(`${SERVER}/api/chat`, { messages: [] })).catch((error) => error);
+  assert.equal(errorText(refused), "There was nothing to send. Type a message first.");
+  await script({ status: 503 });
+  const down = await collect(streamChat(`${SERVER}/api/chat`, { content: "hi" })).catch((error) => error);
+  assert.equal(errorText(down), "The AI provider cannot be reached right now. Try again in a moment.");
+  const aborted = await collect(streamChat(`${SERVER}/api/chat`, { content: "hi" }, { signal: AbortSignal.abort() }))
+    .catch((error) => error);
+  assert.equal(errorText(aborted), "Stopped.");
+  const unreachable = await collect(streamChat("http://127.0.0.1:9/api/chat", { content: "hi" })).catch((error) => error);
+  assert.equal(errorText(unreachable), "The server cannot be reached. Check your connection.");
+  // an app's own error (its login, say) keeps the message the app wrote for people
+  assert.equal(errorText(new ChatStreamError("Log in first.", { status: 401, code: "unauthorized" })), "Log in first.");
 });
 
 for (const format of ["ndjson", "sse"]) {
