@@ -164,8 +164,35 @@ def demo_tool_calls(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]] 
     return None
 
 
+DEMO_ANSWER = """This is the offline demo model, so the answer is canned, but the path is real:
+
+1. the **openai** client posted your prompt to a local OpenAI-compatible server;
+2. `flask_chatstream` relayed each chunk as it arrived;
+3. your browser is reading the response body with `fetch` and a stream reader.
+
+| Format | Content-Type | Good for |
+|---|---|---|
+| text | `text/plain` | the simplest reader |
+| NDJSON | `application/x-ndjson` | typed events, one JSON object per line |
+| SSE | `text/event-stream` | `EventSource`, and proxies that know it |
+
+Reading it in the browser takes a few lines:
+
+```js
+const reader = response.body.getReader();
+const decoder = new TextDecoder();
+for (;;) {
+  const { value, done } = await reader.read();
+  if (done) break;
+  output.textContent += decoder.decode(value, { stream: true });
+}
+```
+
+Set `OPENAI_API_KEY` and restart to get answers from a real model through exactly the same code."""
+
+
 def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
-    """A deterministic answer that shows the stream working end to end."""
+    """A deterministic answer in markdown (a list, a table, code), to show the stream and its rendering."""
     if messages and messages[-1].get("role") == "tool":
         return f"The server's clock says {messages[-1].get('content')}. (That came from a tool the model called.)"
     asked = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -173,13 +200,7 @@ def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
     earlier = sum(1 for m in messages if m.get("role") == "user") - 1
     memory = f" (I can see {earlier} earlier question{'s' if earlier != 1 else ''} in this conversation.)" \
         if earlier > 0 else ""
-    return (
-        f"You asked: \u201c{asked}\u201d.{memory} This is the offline demo model, so the answer is canned, "
-        "but the path is real: the openai client posted your prompt to a local OpenAI-compatible "
-        "server, flask_chatstream relayed each chunk as it arrived, and your browser is reading "
-        "the response body with fetch and a stream reader. Set OPENAI_API_KEY and restart to get "
-        "answers from a real model through exactly the same code."
-    )
+    return f"You asked: \u201c{asked}\u201d.{memory} {DEMO_ANSWER}"
 
 
 def create_app() -> Flask:

@@ -47,7 +47,11 @@ def test_offline_demo_streams_without_a_key(monkeypatch: pytest.MonkeyPatch) -> 
     events = ndjson_events(b"".join(pieces))
     assert check_event_stream(events)["type"] == "done"
     assert events[0]["model"] == "offline-demo"
-    assert answer_of(events).startswith("You asked: \u201cWhat is NDJSON?\u201d. This is the offline demo model")
+    answer = answer_of(events)
+    assert answer.startswith("You asked: \u201cWhat is NDJSON?\u201d. This is the offline demo model")
+    # markdown, its whitespace intact through the stream: a list, a table, a fenced code block
+    assert "\n\n1. the **openai** client" in answer and "\n| Format | Content-Type | Good for |\n|---|" in answer
+    assert "\n```js\nconst reader" in answer and "\n  const { value, done } = await reader.read();\n" in answer
     assert len(pieces) > 20
 
 
