@@ -18,8 +18,10 @@ while Stop, which tells the server, stops it).
 
     GET    /api/conversations          newest first: id, title, updated_at
     GET    /api/conversations/<id>     its messages
+    PATCH  /api/conversations/<id>     {"title": "..."}: rename it
     DELETE /api/conversations/<id>
-    POST   /api/chat                   {"conversation_id": "...", "content": "..."}
+    POST   /api/chat                   {"conversation_id": "...", "content": "..."}; with "regenerate": true
+                                       the last question and its answer are replaced by this one's
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from flask import Flask, Response, abort, jsonify, send_from_directory
+from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -123,6 +125,22 @@ class Store:
             answer = Message(role="assistant", content="", status="streaming")
             conversation.messages += [Message(role="user", content=question), answer]
         return answer.id
+
+    def drop_last_exchange(self, conversation_id: str) -> None:
+        """Forget the last question and everything after it (its answer, its tools): to regenerate it."""
+        with self.session.begin() as session:
+            last = session.scalar(select(func.max(Message.id)).where(
+                Message.conversation_id == conversation_id, Message.role == "user"))
+            if last is not None:
+                session.execute(delete(Message).where(Message.conversation_id == conversation_id,
+                                                      Message.id >= last))
+
+    def rename(self, conversation_id: str, title: str) -> bool:
+        with self.session.begin() as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is not None:
+                conversation.title = title
+            return conversation is not None
 
     def finish(self, message_id: int, text: str, status: str, tools: list[dict[str, Any]]) -> None:
         with self.session.begin() as session:
@@ -235,6 +253,8 @@ def create_app() -> Flask:
         if question["role"] != "user" or not isinstance(question["content"], str):
             abort(400, "With a conversation_id, send one new user message as text.")
         system = [m for m in before if m["role"] == "system"]
+        if chat_request.body.get("regenerate") is True:
+            store.drop_last_exchange(conversation_id)  # asked again: the old answer makes way
         history = store.history(conversation_id)
         chat_request.context["answer_id"] = store.start(conversation_id, question["content"])
         return dataclasses.replace(chat_request, messages=[*system, *history, question])
@@ -272,6 +292,16 @@ def create_app() -> Flask:
             return _not_found()
         return jsonify(conversation)
 
+    @app.patch("/api/conversations/<conversation_id>")
+    def rename_conversation(conversation_id: str) -> Response | tuple[Response, int]:
+        body = request.get_json(silent=True)
+        title = body.get("title") if isinstance(body, dict) else None
+        if not isinstance(title, str) or not title.strip() or len(title) > 200:
+            return jsonify(error={"code": "invalid_title", "message": "A title is 1 to 200 characters."}), 400
+        if not store.rename(conversation_id, " ".join(title.split())):
+            return _not_found()
+        return Response(status=204)
+
     @app.delete("/api/conversations/<conversation_id>")
     def delete_conversation(conversation_id: str) -> Response | tuple[Response, int]:
         if not store.delete(conversation_id):
@@ -296,6 +326,11 @@ def create_app() -> Flask:
             return Response(f"Build the example first: cd {build.parent.relative_to(EXAMPLES.parent)} && npm ci && "
                             "npm run build\n", status=404, content_type="text/plain; charset=utf-8")
         return send_from_directory(build, name)
+
+    @app.get("/vendor/<path:name>")
+    def vendor(name: str) -> Response:
+        """The demo page's markdown, sanitizing and highlighting code (examples/vendor/update.sh)."""
+        return send_from_directory(EXAMPLES / "vendor", name, max_age=3600)
 
     @app.get("/react/")
     @app.get("/react/<path:name>")

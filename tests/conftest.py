@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trustme
+from playwright.sync_api import Browser, Page, sync_playwright
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -69,6 +70,29 @@ def tls(tls_upstream: StandInServer, ca_file: str, monkeypatch: pytest.MonkeyPat
     tls_upstream.wait_for(lambda s: s.open == 0)
     tls_upstream.reset()
     return tls_upstream
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from .browsers import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page of its own (a fresh context); its last state is kept as a screenshot in test-artifacts/."""
+    from .browsers import ARTIFACTS
+
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
 
 
 AppFactory = Callable[..., Flask]

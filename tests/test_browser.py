@@ -1,4 +1,5 @@
-"""End to end in real headless Chromium: the demo page and the React + RTK Query example,
+"""End to end in real headless Chromium: the React + RTK Query and useChat examples (the demo page at /
+has tests/test_demo_page.py),
 served by the example app under gunicorn + gevent, talking to the stand-in model.
 
 Assertions are on the DOM; screenshots go to test-artifacts/ for debugging.
@@ -9,33 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
+from .browsers import WATCH_GROWTH, growth
 from .servers import ROOT, Gunicorn
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTIFACTS = ROOT / "test-artifacts"
 REPLY = " ".join(f"word{i}" for i in range(1, 31))
 HALF = " ".join(f"word{i}" for i in range(1, 16))
-
-# Waits bound how long a broken page may take to fail; nothing here is proved by a clock.
-expect.set_options(timeout=30_000)
-
-# Records every distinct length of an element's text, so a test can see it grow.
-WATCH_GROWTH = """(selector) => {
-  window.__growth = [];
-  const record = () => {
-    const el = document.querySelector(selector);
-    const n = el ? el.textContent.length : 0;
-    if (n !== window.__growth.at(-1)) window.__growth.push(n);
-  };
-  new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -45,80 +29,6 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     # Two workers, as `make demo` runs it: a Stop lands on either, and must reach the stream's.
     with Gunicorn(env=env, workers=2) as gunicorn:
         yield gunicorn
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-
-
-def growth(page: Page) -> list[int]:
-    return list(page.evaluate("window.__growth"))
-
-
-# ---- the demo page at / --------------------------------------------------------------------------
-
-
-def test_demo_page_streams_incrementally(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY, hold_after=15)  # held at the gate halfway
-    page.goto(server.url + "/")
-    page.evaluate(WATCH_GROWTH, "#answer")
-    page.fill("#prompt", "Count to thirty")
-    page.click("#send")
-    expect(page.locator("#answer")).to_have_text(HALF)  # half the answer shows, the upstream not done
-    assert upstream.stats.finished == 0
-    upstream.release()
-    expect(page.locator("#status")).to_have_text("Done (stop).")
-    expect(page.locator("#answer")).to_have_text(REPLY)
-    steps = growth(page)
-    assert steps == sorted(steps) and len(HALF) in steps and steps[-1] == len(REPLY), steps
-    assert upstream.stats.bodies[-1]["messages"] == [{"role": "user", "content": "Count to thirty"}]
-
-
-def test_demo_page_stop_closes_the_upstream(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY * 10, hold_after=3)
-    page.goto(server.url + "/")
-    page.click("#send")
-    expect(page.locator("#answer")).to_contain_text("word3")
-    page.click("#stop")
-    expect(page.locator("#status")).to_have_text("Stopped.")
-    stats = upstream.wait_for(lambda s: s.open == 0)
-    assert (stats.cancelled, stats.finished) == (1, 0)
-    upstream.release()  # nothing is left to release it to: the page keeps what it had
-    expect(page.locator("#answer")).to_have_text("word1 word2 word3")
-    expect(page.locator("#send")).to_be_enabled()
-
-
-def test_demo_page_shows_upstream_errors(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    page.goto(server.url + "/")
-    upstream.script = Script(status=503)
-    page.click("#send")
-    expect(page.locator("#error")).to_have_text("The model provider is unavailable.")
-    upstream.script = Script(reply=REPLY, error_after=3, delay=0.02)
-    page.click("#send")
-    expect(page.locator("#error")).to_have_text("The model provider reported an error during the answer.")
-    expect(page.locator("#answer")).to_have_text("word1 word2 word3")
-
-
-def test_demo_page_shows_the_servers_400_message(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    page.goto(server.url + "/")
-    page.fill("#prompt", "   ")
-    page.click("#send")
-    expect(page.locator("#error")).to_have_text("messages[0].content must not be empty.")
-    assert upstream.stats.requests == 0
 
 
 # ---- the React + RTK Query example at /react/ -------------------------------------------------------
@@ -179,25 +89,6 @@ def test_react_shows_errors(react_page: Page, upstream: StandInServer) -> None:
 # ---- saved conversations, reopened -------------------------------------------------------------------
 
 
-def test_demo_page_reopens_a_saved_conversation(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply="kept for later")
-    page.goto(server.url + "/")
-    page.fill("#prompt", "Remember this")
-    page.click("#send")
-    expect(page.locator("#status")).to_have_text("Done (stop).")
-    page.click("#new")
-    expect(page.locator("#messages li")).to_have_count(0)
-    page.goto(server.url + "/")  # a reload: nothing left in the page
-    page.locator("#conversations button", has_text="Remember this").first.click()
-    expect(page.locator("#messages li.user")).to_have_text(["Remember this"])
-    expect(page.locator("#messages li.assistant")).to_have_text(["kept for later"])
-    upstream.script = Script(reply=lambda messages: f"{len(messages)} messages went up")
-    page.fill("#prompt", "And now?")
-    page.click("#send")
-    expect(page.locator("#status")).to_have_text("Done (stop).")
-    expect(page.locator("#messages li.assistant").last).to_have_text("3 messages went up")  # with its history
-
-
 def test_react_reopens_a_saved_conversation(react_page: Page, upstream: StandInServer) -> None:
     upstream.script = Script(reply="kept for later")
     react_page.fill("#prompt", "Remember this in React")
@@ -214,17 +105,6 @@ def test_react_reopens_a_saved_conversation(react_page: Page, upstream: StandInS
 
 def said_by_tool(messages: list[dict[str, object]]) -> str:
     return f"The clock said {messages[-1]['content']}."
-
-
-def test_demo_page_shows_a_tool_call_as_it_happens(page: Page, server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=said_by_tool, tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
-    page.goto(server.url + "/")
-    page.fill("#prompt", "What time is it?")
-    page.click("#send")
-    expect(page.locator("#status")).to_have_text("Done (stop).")
-    tool = page.locator("#messages li.tool")
-    expect(tool).to_contain_text('current_time({"zone":"UTC"}) → "20')  # the server's own clock
-    expect(page.locator("#messages li.assistant")).to_contain_text("The clock said 20")
 
 
 def test_react_shows_a_tool_call(react_page: Page, upstream: StandInServer) -> None:

@@ -160,7 +160,7 @@ def test_the_browser_client_resumes_by_itself_on_another_instance(fleet: tuple[G
                                                                   held: StandInServer, fmt: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+    from .browsers import CHROMIUM, CHROMIUM_ARGS
 
     a, b = fleet
     with CuttingProxy(a.port) as proxy, sync_playwright() as playwright:

@@ -1,0 +1,291 @@
+"""The demo page at / as a person uses it, in real headless Chromium (desktop, a 390 px phone, dark mode),
+served by the example app under gunicorn + gevent (two workers, as `make demo` runs it), talking to
+the stand-in model. Assertions are on the DOM and on what the server saved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from flask_chatstream.testing import Script, StandInServer
+
+from .browsers import ARTIFACTS, WATCH_GROWTH, growth
+from .conftest import API_KEY
+from .servers import Gunicorn
+
+WORDS = " ".join(f"word{i}" for i in range(1, 31))
+MARKDOWN = ("Here is **bold** text and a list:\n\n- first item\n- second item\n\n"
+            "| name | value |\n|---|---|\n| alpha | 1 |\n\n```python\nprint('hello')\n```\n\nThe end.")
+HOSTILE = ('<img src="x" onerror="window.__pwned = \'img\'">\n\n'
+           "<script>window.__pwned = 'script'</script>\n\n"
+           "[a link](javascript:window.__pwned='link')\n\n"
+           '<a href="javascript:window.__pwned=\'anchor\'">an anchor</a>\n\n'
+           '<iframe srcdoc="<script>parent.__pwned=\'iframe\'</script>"></iframe>\n\n'
+           "![an image](javascript:window.__pwned='image')\n\n"
+           '<svg onload="window.__pwned=\'svg\'"></svg> and **markdown** still works.')
+
+
+@pytest.fixture(scope="module")
+def server(_standin: StandInServer) -> Iterator[Gunicorn]:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
+    with Gunicorn(env=env, workers=2) as gunicorn:
+        yield gunicorn
+
+
+def open_page(browser: Browser, server: Gunicorn, request: pytest.FixtureRequest, **options: Any) -> Iterator[Page]:
+    context = browser.new_context(**options)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("html[data-ready]")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+    context.close()
+
+
+@pytest.fixture
+def desktop(browser: Browser, server: Gunicorn, request: pytest.FixtureRequest) -> Iterator[Page]:
+    yield from open_page(browser, server, request, viewport={"width": 1280, "height": 800})
+
+
+@pytest.fixture
+def phone(browser: Browser, server: Gunicorn, request: pytest.FixtureRequest) -> Iterator[Page]:
+    yield from open_page(browser, server, request, viewport={"width": 390, "height": 844}, is_mobile=True,
+                         has_touch=True)
+
+
+@pytest.fixture
+def dark(browser: Browser, server: Gunicorn, request: pytest.FixtureRequest) -> Iterator[Page]:
+    yield from open_page(browser, server, request, viewport={"width": 1280, "height": 800}, color_scheme="dark")
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def last_answer(page: Page) -> Any:
+    return page.locator("#messages .message.assistant").last
+
+
+def saved(page: Page, server: Gunicorn) -> dict[str, Any]:
+    """The open conversation as the server keeps it."""
+    conversation_id = unquote(page.evaluate("location.hash").lstrip("#"))
+    response = page.request.get(f"{server.url}/api/conversations/{conversation_id}")
+    assert response.ok, response.status
+    return json.loads(response.body())
+
+
+# ---- writing and reading -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", ["desktop", "phone", "dark"])
+def test_enter_sends_and_markdown_renders_while_it_streams(view: str, request: pytest.FixtureRequest,
+                                                           upstream: StandInServer) -> None:
+    page: Page = request.getfixturevalue(view)
+    upstream.script = Script(reply=MARKDOWN, hold_after=14)  # held after the list, before the table
+    page.evaluate(WATCH_GROWTH, "#messages .message.assistant .content")
+    send(page, "Show me markdown")
+    expect(page.locator("#prompt")).to_have_value("")  # the prompt clears at once
+    expect(page.locator("#messages .message.user")).to_have_text(["Show me markdown"])
+    answer = last_answer(page)
+    expect(answer.locator(".content strong")).to_have_text("bold")  # rendered, while the model is held
+    expect(answer.locator(".content li")).to_have_text(["first item", "second item"])
+    assert (upstream.stats.open, upstream.stats.finished) == (1, 0)
+    expect(answer.locator(".content table")).to_have_count(0)
+    upstream.release()
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(answer.locator(".content td")).to_have_text(["alpha", "1"])
+    expect(answer.locator(".content pre code.hljs")).to_have_text("print('hello')")
+    expect(answer.locator(".content pre code .hljs-built_in")).to_have_text("print")  # highlighted
+    assert "**" not in answer.locator(".content").inner_text() and "```" not in answer.locator(".content").inner_text()
+    steps = growth(page)
+    assert len(steps) >= 3 and steps == sorted(steps), steps  # it grew, render by render, never jumped back
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= page.viewport_size["width"], width  # nothing sticks out sideways  # type: ignore[index]
+    expect(page.locator("#send")).to_be_visible()
+
+
+def test_hostile_markdown_does_nothing(desktop: Page, upstream: StandInServer) -> None:
+    """Model output is untrusted: raw HTML, event handlers, javascript: links and images never run."""
+    dialogs: list[str] = []
+    desktop.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    upstream.script = Script(reply=HOSTILE)
+    send(desktop, "Be nasty")
+    answer = last_answer(desktop)
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(answer.locator(".content strong")).to_have_text("markdown")
+    content = answer.locator(".content")
+    assert content.locator("script, iframe, svg, [onerror], [onload]").count() == 0
+    assert content.locator("a[href^='javascript'], img[src^='javascript']").count() == 0
+    for link in content.locator("a").all():
+        link.click(modifiers=["Control"])  # whatever is left of them, clicked
+    assert desktop.evaluate("window.__pwned") is None and dialogs == []
+    assert desktop.evaluate("parent.__pwned") is None
+
+
+def test_a_blank_message_is_never_sent(desktop: Page, upstream: StandInServer) -> None:
+    desktop.fill("#prompt", "  \n  ")
+    expect(desktop.locator("#send")).to_be_disabled()
+    desktop.press("#prompt", "Enter")
+    desktop.locator("#ask").evaluate("form => form.requestSubmit()")
+    expect(desktop.locator("#messages .message")).to_have_count(0)
+    assert upstream.stats.requests == 0
+
+
+def test_shift_enter_adds_a_line(desktop: Page, upstream: StandInServer) -> None:
+    desktop.fill("#prompt", "first line")
+    desktop.press("#prompt", "Shift+Enter")
+    desktop.keyboard.type("second line")
+    expect(desktop.locator("#prompt")).to_have_value("first line\nsecond line")
+    assert upstream.stats.requests == 0
+
+
+# ---- stop, errors, regenerate --------------------------------------------------------------------------
+
+
+def test_stop_shows_stopped_and_the_server_keeps_the_partial_answer(desktop: Page, server: Gunicorn,
+                                                                   upstream: StandInServer) -> None:
+    upstream.script = Script(reply=WORDS, hold_after=3)
+    send(desktop, "Count")
+    answer = last_answer(desktop)
+    expect(answer.locator(".content")).to_have_text("word1 word2 word3")
+    desktop.click("#stop")
+    expect(answer).to_have_attribute("data-status", "stopped")
+    expect(answer.locator(".note")).to_have_text("Stopped.")
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    kept = [m for m in saved(desktop, server)["messages"] if m["role"] == "assistant"]
+    assert [(m["status"], m["content"]) for m in kept] == [("stopped", "word1 word2 word3")]
+
+
+def test_errors_are_words_a_person_understands(desktop: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(status=503)
+    send(desktop, "Hello?")
+    words = "The AI provider cannot be reached right now. Try again in a moment."
+    expect(desktop.locator("#error")).to_have_text(words)
+    expect(last_answer(desktop)).to_have_attribute("data-status", "error")
+    expect(last_answer(desktop).locator(".note")).to_have_text(words)
+    upstream.script = Script(reply=WORDS, error_after=3, delay=0.02)
+    send(desktop, "Again")
+    expect(desktop.locator("#error")).to_have_text("The AI provider reported an error during the answer.")
+    expect(last_answer(desktop).locator(".content")).to_have_text("word1 word2 word3")  # what came, kept
+
+
+def test_regenerate_replaces_the_answer(desktop: Page, server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="the first answer")
+    send(desktop, "Answer me")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    upstream.script = Script(reply=lambda messages: f"a new answer, from {len(messages)} message(s)")
+    last_answer(desktop).locator(".regenerate").click()
+    expect(desktop.locator("#messages .message.assistant .content")).to_have_text(["a new answer, from 1 message(s)"])
+    expect(desktop.locator("#messages .message.user")).to_have_text(["Answer me"])
+    messages = saved(desktop, server)["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "Answer me"),
+                                                             ("assistant", "a new answer, from 1 message(s)")]
+
+
+def test_copy_buttons_copy_the_answer_and_each_code_block(desktop: Page, upstream: StandInServer) -> None:
+    desktop.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    upstream.script = Script(reply=MARKDOWN)
+    send(desktop, "Code please")
+    answer = last_answer(desktop)
+    expect(answer).to_have_attribute("data-status", "complete")
+    answer.locator("pre .copy-code").click()
+    assert desktop.evaluate("navigator.clipboard.readText()") == "print('hello')\n"
+    answer.locator(".actions .copy").click()
+    assert desktop.evaluate("navigator.clipboard.readText()") == MARKDOWN
+
+
+# ---- conversations ---------------------------------------------------------------------------------------
+
+
+def test_a_reload_keeps_the_conversation_and_an_answer_on_its_way(desktop: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="kept for later")
+    send(desktop, "Remember this")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    upstream.script = Script(reply=WORDS, hold_after=5)
+    send(desktop, "Keep going")
+    expect(last_answer(desktop).locator(".content")).to_contain_text("word5")
+    desktop.reload()  # mid-answer: the server finishes it (on_client_leave="finish"), the page follows
+    desktop.wait_for_selector("html[data-ready]")
+    expect(desktop.locator("#messages .message.user")).to_have_text(["Remember this", "Keep going"])
+    expect(last_answer(desktop)).to_have_attribute("data-status", "streaming")
+    expect(last_answer(desktop).locator(".note")).to_contain_text("Still answering")
+    upstream.release()
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    expect(last_answer(desktop).locator(".content")).to_have_text(WORDS)
+    upstream.script = Script(reply=lambda messages: f"{len(messages)} messages went up")
+    send(desktop, "And now?")
+    expect(last_answer(desktop).locator(".content")).to_have_text("5 messages went up")  # with its history
+
+
+def test_the_list_has_dates_renames_deletes_and_reopens(desktop: Page, server: Gunicorn,
+                                                        upstream: StandInServer) -> None:
+    upstream.script = Script(reply="first chat")
+    send(desktop, "Chat number one")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    desktop.click("#new")
+    expect(desktop.locator("#messages .message")).to_have_count(0)
+    upstream.script = Script(reply="second chat")
+    send(desktop, "Chat number two")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    one = desktop.locator("#conversations li", has_text="Chat number one")
+    expect(one.locator("time")).to_contain_text("Today")
+    one.locator(".rename").click()
+    desktop.fill("#conversations input", "Renamed chat")
+    desktop.press("#conversations input", "Enter")
+    renamed = desktop.locator("#conversations li", has_text="Renamed chat")
+    expect(renamed).to_have_count(1)
+    renamed.locator(".open").click()
+    expect(desktop.locator("#title")).to_have_text("Renamed chat")
+    expect(desktop.locator("#messages .message.assistant .content")).to_have_text(["first chat"])
+    desktop.once("dialog", lambda dialog: dialog.accept())
+    renamed.locator(".delete").click()
+    expect(desktop.locator("#conversations li", has_text="Renamed chat")).to_have_count(0)
+    expect(desktop.locator("#messages .message")).to_have_count(0)
+    titles = [c["title"] for c in json.loads(desktop.request.get(f"{server.url}/api/conversations").body())]
+    assert "Renamed chat" not in titles and "Chat number two" in titles
+
+
+def test_a_tool_call_shows_as_it_happens(desktop: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply=lambda messages: f"The clock said {messages[-1]['content']}.",
+                             tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    send(desktop, "What time is it?")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    tool = desktop.locator("#messages .message.tool")
+    expect(tool.locator("summary")).to_have_text("Used a tool: current_time")
+    expect(tool.locator("pre")).to_contain_text('current_time({"zone":"UTC"})')
+    expect(tool.locator("pre")).to_contain_text('→ "20')  # the server's own clock
+    expect(last_answer(desktop).locator(".content")).to_contain_text("The clock said 20")
+
+
+# ---- a phone, and the dark ------------------------------------------------------------------------------
+
+
+def test_on_a_phone_the_list_is_a_drawer(phone: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="small screen")
+    sidebar = phone.locator("#sidebar")
+    assert sidebar.bounding_box()["x"] + sidebar.bounding_box()["width"] <= 0  # type: ignore[index]
+    expect(phone.locator("#prompt")).to_be_in_viewport()
+    send(phone, "On my phone")
+    expect(last_answer(phone)).to_have_attribute("data-status", "complete")
+    phone.click("#toggle-sidebar")
+    expect(phone.locator("#conversations li", has_text="On my phone")).to_be_in_viewport()
+    phone.click("#new")  # choosing closes the drawer
+    phone.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().right <= 0")
+    assert phone.evaluate("document.scrollingElement.scrollWidth") <= 390
+
+
+def test_dark_mode_follows_the_system(dark: Page, desktop: Page) -> None:
+    def background(page: Page) -> int:
+        rgb = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        return sum(int(part) for part in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
+
+    assert background(dark) < 150 and background(desktop) > 600
