@@ -10,12 +10,13 @@ REACT := examples/react-rtk-query
 AI_SDK := examples/react-ai-sdk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test bench install system-deps react
+.PHONY: help demo test bench install system-deps react screenshots
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
+	@echo "make screenshots - the demo page from Chromium (desktop, phone, dark) into docs/screenshots/"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,3 +54,6 @@ test: $(STAMP) system-deps react
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+screenshots: $(STAMP) system-deps
+	$(PY) examples/screenshots.py
