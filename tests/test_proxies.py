@@ -54,6 +54,7 @@ def test_an_http_upstream_goes_through_the_proxy(make_app: AppFactory, upstream:
     chats(make_app, 3)
     assert proxy.requests()[before:] == [f"POST {upstream.url}/chat/completions"] * 3
     assert upstream.stats.requests == 3  # every request the upstream got came through the proxy
+    upstream.wait_for(lambda s: s.finished == 3)  # counted once the client has its last byte: wait, then reset
     upstream.reset()
     streams_while_held(make_app().test_client(), upstream, "ndjson")  # and it streams, chunk by chunk
     assert len(proxy.requests()) == before + 4
