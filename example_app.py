@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any, Literal
 
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 from flask_chatstream import ChatRequest, ChatResult, create_blueprint, parsed_arguments
@@ -101,7 +103,14 @@ class Store:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, **options)
-        Base.metadata.create_all(self.engine)
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except OperationalError:  # another worker, booting beside this one, created a table first
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def history(self, conversation_id: str) -> list[dict[str, str]]:

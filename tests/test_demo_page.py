@@ -289,3 +289,17 @@ def test_dark_mode_follows_the_system(dark: Page, desktop: Page) -> None:
         return sum(int(part) for part in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
 
     assert background(dark) < 150 and background(desktop) > 600
+
+
+def test_the_thread_follows_the_answer_until_the_reader_scrolls_up(desktop: Page, upstream: StandInServer) -> None:
+    long_reply = "\n\n".join(f"Paragraph {i} of a long answer." for i in range(1, 61))
+    at_bottom = "(t) => t.scrollHeight - t.scrollTop - t.clientHeight < 40"
+    thread = desktop.locator("#thread")
+    upstream.script = Script(reply=long_reply, hold_after=120)  # 20 paragraphs (6 words each), then held
+    send(desktop, "Talk a lot")
+    expect(last_answer(desktop).locator(".content p")).to_have_count(20)
+    assert thread.evaluate(at_bottom)  # it followed the answer down
+    thread.evaluate("(t) => { t.scrollTop = 0; t.dispatchEvent(new Event('scroll')); }")  # the reader goes back up
+    upstream.release()
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    assert thread.evaluate("(t) => t.scrollTop") < 40  # and stays where they went
