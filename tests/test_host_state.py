@@ -136,10 +136,22 @@ def test_use_chat_resume_on_another_process_replays_the_chats_running_answer(
     conn, response = post_chat(a.port, "ui", body, timeout=30, headers={"X-User": "ada"})
     read_until(response, b"text-delta")
     conn.close()  # the page reloads; useChat({resume: true}) asks for the chat's stream, elsewhere
-    reader = http.client.HTTPConnection("127.0.0.1", b.port, timeout=30)
-    reader.request("GET", f"/api/chat/{chat_id}/stream", headers={"X-User": "ada"})
-    resumed = reader.getresponse()
-    assert resumed.status == 200 and resumed.getheader("x-vercel-ai-ui-message-stream") == "v1"
+
+    def resume() -> tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None:
+        """The chat's running stream, once its record is written (a writer round after it began)."""
+        connection = http.client.HTTPConnection("127.0.0.1", b.port, timeout=30)
+        connection.request("GET", f"/api/chat/{chat_id}/stream", headers={"X-User": "ada"})
+        answer = connection.getresponse()
+        if answer.status == 200:
+            return connection, answer
+        answer.read()
+        connection.close()
+        return None
+
+    found = eventually(resume, lambda got: got is not None)
+    assert found is not None
+    reader, resumed = found
+    assert resumed.getheader("x-vercel-ai-ui-message-stream") == "v1"
     upstream.release()
     parts = [json.loads(block[6:]) for block in resumed.read().decode().split("\n\n")
              if block.startswith("data: {")]
@@ -235,8 +247,11 @@ def test_a_killed_worker_frees_its_slots_and_its_readers_hear_stream_lost(
     upstream.script = Script(reply=REPLY, hold_after=1)
     conn, response, stream_id, received = start_held(a.port)
     assert post_chat(b.port, "ndjson", {"content": "hi"}, headers={"X-User": "ada"})[1].status == 429
-    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
-        [(pid,)] = db.execute("SELECT pid FROM streams WHERE id = ?", (stream_id,)).fetchall()
+    def recorded() -> list[tuple[int]]:  # written in the producer's writer round after the start
+        with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+            return db.execute("SELECT pid FROM streams WHERE id = ?", (stream_id,)).fetchall()
+
+    [(pid,)] = eventually(recorded, lambda rows: len(rows) == 1)
     reader = http.client.HTTPConnection("127.0.0.1", b.port, timeout=30)
     reader.request("GET", f"/api/chat/{stream_id}?format=ndjson&after=2", headers={"X-User": "ada"})
     following = reader.getresponse()

@@ -280,8 +280,10 @@ def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(_standin: StandI
                                                                 upstream: StandInServer) -> None:
     env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_SEND_TIMEOUT": "1", "CHATSTREAM_MAX_STREAMS_PER_CLIENT": "1"}
-    # 12 MB of answer, far more than the socket buffers between the relay and a client that reads nothing.
-    upstream.script = Script(reply="lorem " * 2_000_000, chunks=1200)
+    # 12 MB of answer, more than the socket buffers between the relay and a client that reads nothing;
+    # and held at a gate before its end, so the upstream can only end by being stopped, however much
+    # of it the buffers take (under CPU load they took all of it before the send timeout was seen).
+    upstream.script = Script(reply="lorem " * 2_000_000, chunks=1200, hold_after=1199)
     with Gunicorn(env=env) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

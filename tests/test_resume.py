@@ -315,6 +315,8 @@ def test_readers_count_against_their_clients_cap(held: StandInServer) -> None:
         conn, response = start(server.port, "ndjson", "boss")
         stream_id = response.getheader("X-Chat-Stream-Id")
         read_until(response, b"two")
+        # once the stream's record is written (a writer round after it began), a reader finds it
+        close_all(eventually(lambda: _readers(server.port, stream_id, "desk", "boss"), lambda got: got is not None))
         desk = open_readers(server.port, stream_id, "desk", 2, reads_for="boss")  # the desk's two slots
         assert refused(server.port, stream_id, "desk", reads_for="boss") == "too_many_streams"
         started_conn, started = post_chat(server.port, "ndjson", {"content": "hi"}, headers={"X-User": "desk"})
@@ -337,6 +339,7 @@ def test_one_stream_has_a_reader_limit_and_its_own_client_shares_its_slot(held: 
         conn, response = start(server.port, "ndjson", "scraper")
         stream_id = response.getheader("X-Chat-Stream-Id")
         read_until(response, b"two")
+        close_all(eventually(lambda: _readers(server.port, stream_id, "scraper"), lambda got: got is not None))
         readers = open_readers(server.port, stream_id, "scraper", 4)  # the first connection is still open
         for _ in range(20):
             assert refused(server.port, stream_id, "scraper") == "too_many_readers"
