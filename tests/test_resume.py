@@ -289,7 +289,11 @@ def reader(port: int, stream_id: str, user: str, reads_for: str | None = None) -
 
 
 def open_readers(port: int, stream_id: str, user: str, count: int, reads_for: str | None = None) -> list[Reader]:
-    readers = [reader(port, stream_id, user, reads_for) for _ in range(count)]
+    """``count`` readers of a stream that has just begun: the first once the stream's record is written
+    (a writer round after it began: under CPU load that lags), then the others."""
+    first = eventually(lambda: _readers(port, stream_id, user, reads_for), lambda got: got is not None)
+    assert first is not None
+    readers = first + [reader(port, stream_id, user, reads_for) for _ in range(count - 1)]
     for _, response in readers:
         assert response.status == 200
         read_until(response, b"two")  # each is reading the live stream
@@ -315,8 +319,6 @@ def test_readers_count_against_their_clients_cap(held: StandInServer) -> None:
         conn, response = start(server.port, "ndjson", "boss")
         stream_id = response.getheader("X-Chat-Stream-Id")
         read_until(response, b"two")
-        # once the stream's record is written (a writer round after it began), a reader finds it
-        close_all(eventually(lambda: _readers(server.port, stream_id, "desk", "boss"), lambda got: got is not None))
         desk = open_readers(server.port, stream_id, "desk", 2, reads_for="boss")  # the desk's two slots
         assert refused(server.port, stream_id, "desk", reads_for="boss") == "too_many_streams"
         started_conn, started = post_chat(server.port, "ndjson", {"content": "hi"}, headers={"X-User": "desk"})
@@ -339,7 +341,6 @@ def test_one_stream_has_a_reader_limit_and_its_own_client_shares_its_slot(held: 
         conn, response = start(server.port, "ndjson", "scraper")
         stream_id = response.getheader("X-Chat-Stream-Id")
         read_until(response, b"two")
-        close_all(eventually(lambda: _readers(server.port, stream_id, "scraper"), lambda got: got is not None))
         readers = open_readers(server.port, stream_id, "scraper", 4)  # the first connection is still open
         for _ in range(20):
             assert refused(server.port, stream_id, "scraper") == "too_many_readers"
