@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from .servers import ROOT
+from flask_chatstream.testing import StandInServer
+
+from .conftest import API_KEY
+from .servers import ROOT, Gunicorn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -24,6 +27,14 @@ WATCH_GROWTH = """(selector) => {
   };
   new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+
+
+def example_app(standin: StandInServer) -> Gunicorn:
+    """The example app as it ships (it finishes answers for clients that left), on two workers as
+    `make demo` runs it: a Stop lands on either, and must reach the stream's."""
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}
+    return Gunicorn(env=env, workers=2)
 
 
 def growth(page: Page) -> list[int]:

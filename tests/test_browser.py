@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .browsers import WATCH_GROWTH, growth
+from .browsers import WATCH_GROWTH, example_app, growth
 from .servers import ROOT, Gunicorn
 
 REPLY = " ".join(f"word{i}" for i in range(1, 31))
@@ -24,10 +24,7 @@ HALF = " ".join(f"word{i}" for i in range(1, 16))
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
-    # Two workers, as `make demo` runs it: a Stop lands on either, and must reach the stream's.
-    with Gunicorn(env=env, workers=2) as gunicorn:
+    with example_app(_standin) as gunicorn:
         yield gunicorn
 
 

@@ -14,8 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from flask_chatstream.testing import Script, StandInServer
 
-from .browsers import ARTIFACTS, WATCH_GROWTH, growth
-from .conftest import API_KEY
+from .browsers import ARTIFACTS, WATCH_GROWTH, example_app, growth
 from .servers import Gunicorn
 
 WORDS = " ".join(f"word{i}" for i in range(1, 31))
@@ -32,9 +31,7 @@ HOSTILE = ('<img src="x" onerror="window.__pwned = \'img\'">\n\n'
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
-    with Gunicorn(env=env, workers=2) as gunicorn:
+    with example_app(_standin) as gunicorn:
         yield gunicorn
 
 
