@@ -297,11 +297,11 @@ class Relay:
     def _open_next(self) -> bytes:
         assert self._next is not None and self._reopen is not None
         request, self._next = self._next, None
-        if self._gone:
-            return b""
+        # Set before the look at _gone: a stop that comes after the look finds it and cancels it.
         self._opening = opening = Cancel()
-        if self.stop_reason is not None:
-            opening.cancel(self.stop_reason)
+        if self._gone:
+            self._opening = None
+            return b""
         try:
             stream = self._reopen(request, opening)
         except ChatStreamError as error:

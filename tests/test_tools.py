@@ -15,9 +15,9 @@ from flask_chatstream import ChatRequest, ToolError
 from flask_chatstream._tools import make_tool
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY, hooked_app
+from .conftest import API_KEY, eventually, hooked_app
 from .servers import Gunicorn
-from .streams import answer_of, check_event_stream, events_of, send_chat_raw
+from .streams import answer_of, check_event_stream, events_of, post_chat, send_chat_raw
 
 
 # ---- the schema ------------------------------------------------------------------------------------
@@ -409,3 +409,35 @@ def test_the_client_leaving_while_the_next_model_call_waits_for_its_head(tools_s
     stats = upstream.wait_for(lambda s: s.waiting == 0)
     assert (stats.requests, stats.left_waiting) == (2, 1)
     server.wait_for_log("outcome=client_left")
+
+
+def test_an_answer_is_finished_for_a_client_that_left_during_a_tool_run(_standin: StandInServer,
+                                                                       upstream: StandInServer,
+                                                                       tmp_path: Any) -> None:
+    """With on_client_leave="finish", a client that leaves while a tool runs still gets its answer
+    finished (for after_stream): the model is called again once the tool is done, not cancelled."""
+    gate = tmp_path / "open"
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "TOOL_GATE": str(gate), "CHATSTREAM_ON_CLIENT_LEAVE": "finish", "CHATSTREAM_MAX_STREAMS_PER_CLIENT": "1",
+           "CHATSTREAM_ALLOWED_MODELS": "probe"}
+    upstream.script = Script(reply="finished for nobody", tool_calls=[{"name": "wait_at_gate", "arguments": {}}])
+    upstream.scripts["probe"] = Script(reply="probe")
+    with Gunicorn("tests.tools_app:app", env=env) as server:
+        sock = send_chat_raw(server.port, "ndjson")
+        sock.settimeout(30)
+        received = b""
+        while b'"tool_call"' not in received:
+            received += sock.recv(65536)
+        sock.close()  # the tab is closed while the tool runs
+
+        def probe() -> int:  # the client's one slot is free once the relay has seen it go
+            conn, response = post_chat(server.port, "text", {"content": "hi", "model": "probe"}, timeout=30)
+            response.read()
+            conn.close()
+            return response.status
+
+        eventually(probe, lambda status: status == 200)
+        gate.touch()
+        log = server.wait_for_log("outcome=done_after_client_left")
+    assert "Traceback" not in log
+    assert [b["messages"][-1]["role"] for b in upstream.stats.bodies if b["model"] != "probe"] == ["user", "tool"]
