@@ -169,8 +169,7 @@ class Upstream:
         except openai.OpenAIError as exc:
             raise _sdk_failure(exc) from None
         except _http.HTTPError:  # the SDK reading a refusal's body, cut (a proxy that resets)
-            log.warning("upstream could not be reached")
-            raise _Failed(UpstreamUnavailable(), True, _backoff(0)) from None
+            raise _unreachable(_backoff(0)) from None
         http_response = response.http_response
         _check_event_stream(http_response.headers.get("content-type", ""), http_response.close)
         return UpstreamStream(http_response)
@@ -245,8 +244,7 @@ def _send_direct(direct: Direct, payload: bytes, attempt: int, cancel: Cancel | 
         log.warning("upstream timed out before the stream started")
         raise _Failed(UpstreamTimeout(), True, backoff) from None
     except _http.TransportError:
-        log.warning("upstream could not be reached")
-        raise _Failed(UpstreamUnavailable(), True, backoff) from None
+        raise _unreachable(backoff) from None
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw_headers}
     if status != 200:
         body.close()  # its text is never passed on (it can quote the key), nor worth reading
@@ -262,6 +260,12 @@ def _check_event_stream(content_type: str, close: Any) -> None:
         close()
         log.warning("upstream answered 200 with %r instead of an event stream", mimetype[:60])
         raise UpstreamMalformed("The model provider did not answer with an event stream.")
+
+
+def _unreachable(backoff: float) -> _Failed:
+    """The upstream could not be reached (or dropped the connection before a response): retried."""
+    log.warning("upstream could not be reached")
+    return _Failed(UpstreamUnavailable(), True, backoff)
 
 
 def _backoff(attempt: int) -> float:
@@ -286,8 +290,7 @@ def _sdk_failure(exc: openai.OpenAIError) -> _Failed:
         log.warning("upstream timed out before the stream started")
         return _Failed(UpstreamTimeout(), True, _backoff(0))
     if isinstance(exc, openai.APIConnectionError):
-        log.warning("upstream could not be reached")
-        return _Failed(UpstreamUnavailable(), True, _backoff(0))
+        return _unreachable(_backoff(0))
     log.warning("upstream failed before the stream started: %s", type(exc).__name__)
     return _Failed(UpstreamError(), False, _backoff(0))
 
