@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -366,6 +367,18 @@ def test_tool_history_must_fit_the_offered_tools(upstream: StandInServer, histor
 # ---- under gunicorn: the client leaving during a tool run ----------------------------------------------
 
 
+def chat_until(port: int, needle: bytes) -> socket.socket:
+    """An NDJSON chat on a bare socket, read until ``needle`` has arrived; the caller drops it."""
+    sock = send_chat_raw(port, "ndjson")
+    sock.settimeout(30)
+    received = b""
+    while needle not in received:
+        piece = sock.recv(65536)
+        assert piece, received
+        received += piece
+    return sock
+
+
 @pytest.fixture(scope="module")
 def tools_server(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gunicorn, Any]]:
     gate = tmp_path_factory.mktemp("tools") / "open"
@@ -380,12 +393,7 @@ def test_the_client_leaving_during_a_tool_run_stops_the_loop(tools_server: tuple
                                                              upstream: StandInServer) -> None:
     server, gate = tools_server
     upstream.script = Script(reply="never asked for", tool_calls=[{"name": "wait_at_gate", "arguments": {}}])
-    sock = send_chat_raw(server.port, "ndjson")
-    sock.settimeout(30)
-    received = b""
-    while b'"tool_call"' not in received:
-        received += sock.recv(65536)
-    sock.close()  # the tab is closed while the tool runs
+    chat_until(server.port, b'"tool_call"').close()  # the tab is closed while the tool runs
     server.wait_for_log("outcome=client_left")  # the relay has ended, the tool still running
     gate.touch()
     assert upstream.stats.requests == 1  # no further model call
@@ -399,11 +407,7 @@ def test_the_client_leaving_while_the_next_model_call_waits_for_its_head(tools_s
     gate.touch()  # the tool answers at once
     upstream.script = Script(reply="never sent", tool_calls=[{"name": "wait_at_gate", "arguments": {}}],
                              header_delay=lambda messages: 3600 if messages[-1]["role"] == "tool" else 0)
-    sock = send_chat_raw(server.port, "ndjson")
-    sock.settimeout(30)
-    received = b""
-    while b'"tool_result"' not in received:
-        received += sock.recv(65536)
+    sock = chat_until(server.port, b'"tool_result"')
     upstream.wait_for(lambda s: s.waiting == 1)  # the second model call, held before its head
     sock.close()
     stats = upstream.wait_for(lambda s: s.waiting == 0)
@@ -423,12 +427,7 @@ def test_an_answer_is_finished_for_a_client_that_left_during_a_tool_run(_standin
     upstream.script = Script(reply="finished for nobody", tool_calls=[{"name": "wait_at_gate", "arguments": {}}])
     upstream.scripts["probe"] = Script(reply="probe")
     with Gunicorn("tests.tools_app:app", env=env) as server:
-        sock = send_chat_raw(server.port, "ndjson")
-        sock.settimeout(30)
-        received = b""
-        while b'"tool_call"' not in received:
-            received += sock.recv(65536)
-        sock.close()  # the tab is closed while the tool runs
+        chat_until(server.port, b'"tool_call"').close()  # the tab is closed while the tool runs
 
         def probe() -> int:  # the client's one slot is free once the relay has seen it go
             conn, response = post_chat(server.port, "text", {"content": "hi", "model": "probe"}, timeout=30)
