@@ -6,8 +6,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-REACT := examples/react-rtk-query
-AI_SDK := examples/react-ai-sdk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help demo test bench install system-deps react screenshots
@@ -42,11 +40,11 @@ system-deps:
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund
 
-# The two React examples are built (which type-checks them) and served by the example app; tests/js
-# holds the AI SDK (ai 5 and 6) that the protocol tests drive the server with.
-react: $(REACT)/node_modules/.package-lock.json $(AI_SDK)/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
-	cd $(REACT) && npm run build
-	cd $(AI_SDK) && npm run build
+# The two React examples (one npm workspace with the chat UI they share) are built, which type-checks
+# them, and served by the example app; tests/js holds the AI SDK (ai 5 and 6) that the protocol tests
+# drive the server with.
+react: examples/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
+	cd examples && npm run build --workspace react-rtk-query --workspace react-ai-sdk
 
 test: $(STAMP) system-deps react
 	$(PY) -m mypy

@@ -336,6 +336,11 @@ def create_app() -> Flask:
                             "npm run build\n", status=404, content_type="text/plain; charset=utf-8")
         return send_from_directory(build, name)
 
+    @app.get("/chat-ui/chat.css")
+    def chat_css() -> Response:
+        """The look the demo page shares with the React examples (examples/chat-ui/)."""
+        return send_from_directory(EXAMPLES / "chat-ui", "chat.css", max_age=3600)
+
     @app.get("/vendor/<path:name>")
     def vendor(name: str) -> Response:
         """The demo page's markdown, sanitizing and highlighting code (examples/vendor/update.sh)."""

@@ -1,9 +1,5 @@
-"""End to end in real headless Chromium: the React + RTK Query and useChat examples (the demo page at /
-has tests/test_demo_page.py),
-served by the example app under gunicorn + gevent, talking to the stand-in model.
-
-Assertions are on the DOM; screenshots go to test-artifacts/ for debugging.
-"""
+"""End to end in real headless Chromium: a page on one origin streaming from the API on another (the
+example UIs, on the example app's own origin, have tests/test_chat_uis.py)."""
 
 from __future__ import annotations
 
@@ -15,152 +11,10 @@ from playwright.sync_api import Page, expect
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .browsers import WATCH_GROWTH, example_app, growth
 from .servers import ROOT, Gunicorn
 
 REPLY = " ".join(f"word{i}" for i in range(1, 31))
 HALF = " ".join(f"word{i}" for i in range(1, 16))
-
-
-@pytest.fixture(scope="module")
-def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    with example_app(_standin) as gunicorn:
-        yield gunicorn
-
-
-# ---- the React + RTK Query example at /react/ -------------------------------------------------------
-
-
-@pytest.fixture
-def react_page(page: Page, server: Gunicorn) -> Page:
-    assert (ROOT / "examples/react-rtk-query/dist/index.html").is_file(), "build it: make test does"
-    page.goto(server.url + "/react/")
-    expect(page.locator("#send")).to_be_enabled()
-    return page
-
-
-def test_react_streams_incrementally(react_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY, hold_after=15)
-    react_page.evaluate(WATCH_GROWTH, ".message.assistant .content")
-    react_page.fill("#prompt", "Count to thirty")
-    react_page.click("#send")
-    assistant = react_page.locator(".message.assistant")
-    expect(assistant.locator(".content")).to_have_text(HALF)
-    expect(assistant).to_have_attribute("data-status", "streaming")
-    assert upstream.stats.finished == 0
-    upstream.release()
-    expect(assistant).to_have_attribute("data-status", "complete")
-    expect(assistant.locator(".content")).to_have_text(REPLY)
-    steps = growth(react_page)
-    assert steps == sorted(steps) and len(HALF) in steps and steps[-1] == len(REPLY), steps
-    expect(react_page.locator(".message.user .content")).to_have_text("Count to thirty")
-
-
-def test_react_stop_closes_the_upstream(react_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY * 10, hold_after=3)
-    react_page.click("#send")
-    assistant = react_page.locator(".message.assistant")
-    expect(assistant.locator(".content")).to_contain_text("word3")
-    react_page.click("#stop")
-    expect(assistant).to_have_attribute("data-status", "stopped")
-    expect(assistant.locator(".note")).to_have_text("(stopped)")
-    stats = upstream.wait_for(lambda s: s.open == 0)
-    assert (stats.cancelled, stats.finished) == (1, 0)
-    expect(react_page.locator("#error")).to_have_text("")
-    expect(react_page.locator("#send")).to_be_enabled()
-
-
-def test_react_shows_errors(react_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY, error_after=3, delay=0.02)
-    react_page.click("#send")
-    expect(react_page.locator("#error")).to_have_text("The model provider reported an error during the answer.")
-    assistant = react_page.locator(".message.assistant")
-    expect(assistant).to_have_attribute("data-status", "error")
-    expect(assistant.locator(".content")).to_have_text("word1 word2 word3")
-    react_page.fill("#prompt", "")
-    react_page.click("#send")
-    # only the new message goes up (the server keeps the history), and it is empty
-    expect(react_page.locator("#error")).to_have_text("messages[0].content must not be empty.")
-
-
-# ---- saved conversations, reopened -------------------------------------------------------------------
-
-
-def test_react_reopens_a_saved_conversation(react_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply="kept for later")
-    react_page.fill("#prompt", "Remember this in React")
-    react_page.click("#send")
-    expect(react_page.locator(".message.assistant")).to_have_attribute("data-status", "complete")
-    react_page.reload()  # nothing in memory: the list and the conversation come from the server
-    react_page.locator("#conversations button", has_text="Remember this in React").first.click()
-    expect(react_page.locator(".message.user .content")).to_have_text(["Remember this in React"])
-    expect(react_page.locator(".message.assistant .content")).to_have_text(["kept for later"])
-
-
-# ---- tools, as they happen -------------------------------------------------------------------------------
-
-
-def said_by_tool(messages: list[dict[str, object]]) -> str:
-    return f"The clock said {messages[-1]['content']}."
-
-
-def test_react_shows_a_tool_call(react_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=said_by_tool, tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
-    react_page.fill("#prompt", "What time is it?")
-    react_page.click("#send")
-    assistant = react_page.locator(".message.assistant")
-    expect(assistant.locator(".tool")).to_contain_text('current_time({"zone":"UTC"}) → "20')
-    expect(assistant.locator(".content")).to_contain_text("The clock said 20")
-
-
-# ---- the React + AI SDK (useChat) example at /ai-sdk/ -------------------------------------------------
-
-
-@pytest.fixture
-def ai_sdk_page(page: Page, server: Gunicorn) -> Page:
-    assert (ROOT / "examples/react-ai-sdk/dist/index.html").is_file(), "build it: make test does"
-    page.goto(server.url + "/ai-sdk/")
-    expect(page.locator("#send")).to_be_enabled()
-    return page
-
-
-def test_use_chat_streams_incrementally(ai_sdk_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY, hold_after=15)
-    ai_sdk_page.fill("#prompt", "Count to thirty")
-    ai_sdk_page.click("#send")
-    content = ai_sdk_page.locator(".message.assistant .content")
-    expect(content).to_have_text(HALF)
-    expect(ai_sdk_page.locator("#status")).to_have_text("streaming")
-    assert upstream.stats.finished == 0
-    upstream.release()
-    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
-    expect(content).to_have_text(REPLY)
-    expect(ai_sdk_page.locator(".message.user")).to_contain_text("Count to thirty")
-
-
-def test_use_chat_stop_closes_the_upstream(ai_sdk_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(reply=REPLY * 10, hold_after=3)
-    ai_sdk_page.click("#send")
-    expect(ai_sdk_page.locator(".message.assistant .content")).to_contain_text("word3")
-    ai_sdk_page.click("#stop")
-    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
-    stats = upstream.wait_for(lambda s: s.open == 0)
-    assert (stats.cancelled, stats.finished) == (1, 0)
-    expect(ai_sdk_page.locator(".message.assistant .content")).to_have_text("word1 word2 word3")
-
-
-def test_use_chat_shows_errors_and_tools(ai_sdk_page: Page, upstream: StandInServer) -> None:
-    upstream.script = Script(status=503)
-    ai_sdk_page.click("#send")
-    expect(ai_sdk_page.locator("#error")).to_have_text("The model provider is unavailable.")
-    upstream.script = Script(reply="Used the clock.", tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
-    ai_sdk_page.fill("#prompt", "What time is it?")
-    ai_sdk_page.click("#send")
-    expect(ai_sdk_page.locator("#status")).to_have_text("ready")
-    tool = ai_sdk_page.locator(".message.assistant .tool").last
-    expect(tool).to_have_attribute("data-state", "output-available")
-    expect(tool).to_contain_text('current_time({"zone":"UTC"}) → "20')
-    expect(ai_sdk_page.locator(".message.assistant .content").last).to_have_text("Used the clock.")
 
 
 # ---- a page on one origin, the API on another (Flask-CORS with cookies) -------------------------------

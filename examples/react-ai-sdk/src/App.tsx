@@ -1,49 +1,129 @@
 import { useChat } from "@ai-sdk/react";
-import { isToolUIPart, getToolName } from "ai";
-import { useState, type FormEvent } from "react";
-import { errorText, makeChat, stopAnswer } from "./chat";
+import { getToolName, isToolUIPart } from "ai";
+import {
+  AnswerMessage,
+  ChatLayout,
+  ReasoningMessage,
+  ToolMessage,
+  UserMessage,
+  statusNote,
+  useHashId,
+  type AnswerStatus,
+  type ConversationSummary,
+} from "chat-ui";
+import { Fragment, useCallback, useEffect, useState } from "react";
+import { errorText, loadConversation, makeChat, stopAnswer, textOf, type ChatMessage } from "./chat";
+
+const api = (path: string, init?: RequestInit) => fetch(`/api/conversations${path}`, init);
 
 export function App() {
-  const [chat] = useState(makeChat);
-  const { messages, sendMessage, status, error } = useChat({ chat });
-  const [prompt, setPrompt] = useState("Explain streaming in one paragraph.");
+  const [current, setCurrent] = useHashId(); // a reload reopens the conversation
+  const [chat, setChat] = useState(() => makeChat());
+  const { messages, sendMessage, regenerate, status, error } = useChat({ chat });
+  const [conversations, setConversations] = useState<ConversationSummary[]>([]);
+  const [asked, setAsked] = useState(0);
   const busy = status === "submitted" || status === "streaming";
 
-  function onSubmit(event: FormEvent) {
-    event.preventDefault();
-    void sendMessage({ text: prompt });
+  const refreshList = useCallback(async () => {
+    const response = await api("");
+    if (response.ok) setConversations(await response.json());
+  }, []);
+
+  const open = useCallback(async (id: string | null) => {
+    const saved = id ? await loadConversation(id) : null;
+    setCurrent(saved ? id : null);
+    setChat(makeChat(saved ? id! : undefined, saved ?? []));
+  }, [setCurrent]);
+
+  useEffect(() => {
+    void open(current);
+    void refreshList();
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps -- once, for the conversation in the URL
+
+  useEffect(() => {
+    if (status === "ready" || status === "error") void refreshList(); // a new title, a later date
+  }, [status, refreshList]);
+
+  // An answer the server is still finishing (the page was reloaded under it): look again until it is saved.
+  const finishing = !busy && messages.at(-1)?.metadata?.status === "streaming";
+  useEffect(() => {
+    if (!finishing) return;
+    const timer = setTimeout(async () => {
+      const saved = await loadConversation(chat.id);
+      if (saved && chat.status === "ready") chat.messages = saved;
+    }, 1500);
+    return () => clearTimeout(timer);
+  }, [finishing, messages, chat]);
+
+  function ask(text: string) {
+    if (!current) setCurrent(chat.id);
+    setAsked((n) => n + 1);
+    void sendMessage({ text });
   }
 
+  function statusOf(message: ChatMessage, last: boolean): AnswerStatus {
+    if (last && busy) return "streaming";
+    if (last && status === "error") return "error";
+    return message.metadata?.status ?? "complete";
+  }
+
+  const answer = (key: string, text: string, state: AnswerStatus, last: boolean) => (
+    <AnswerMessage key={key} text={text} status={state}
+      note={statusNote(state, { live: last && busy, error: last ? errorText(error) : "" })}
+      onRegenerate={last && !busy ? () => void regenerate() : undefined} />
+  );
+  const tail = messages.at(-1);
+
   return (
-    <main>
-      <h1>React + the AI SDK's useChat</h1>
-      <ol id="messages">
-        {messages.map((m) => (
-          <li key={m.id} className={`message ${m.role}`}>
-            <strong>{m.role}:</strong>{" "}
-            {m.parts.map((part, i) => {
-              if (part.type === "text") return <span key={i} className="content">{part.text}</span>;
-              if (part.type === "reasoning") return <em key={i} className="reasoning">{part.text}</em>;
+    <ChatLayout
+      title={conversations.find((c) => c.id === current)?.title || "flask_chatstream"}
+      kind="React + useChat"
+      conversations={conversations}
+      current={current}
+      onOpen={(id) => void open(id)}
+      onNew={() => void open(null)}
+      onRename={async (id, title) => {
+        await api(`/${encodeURIComponent(id)}`, {
+          method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ title }),
+        });
+        await refreshList();
+      }}
+      onDelete={async (id) => {
+        await api(`/${encodeURIComponent(id)}`, { method: "DELETE" });
+        if (id === current) await open(null);
+        await refreshList();
+      }}
+      followKey={asked}
+      busy={busy}
+      error={errorText(error)}
+      onSend={ask}
+      onStop={() => void stopAnswer(chat)}
+    >
+      {messages.map((m, i) => {
+        if (m.role === "user") return <UserMessage key={m.id} text={textOf(m)} />;
+        const last = i === messages.length - 1;
+        return (
+          <Fragment key={m.id}>
+            {m.parts.map((part, j) => {
+              if (part.type === "reasoning") {
+                return <ReasoningMessage key={j} text={part.text} thinking={part.state === "streaming"} />;
+              }
               if (isToolUIPart(part)) {
                 return (
-                  <code key={i} className="tool" data-state={part.state}>
-                    {getToolName(part)}({JSON.stringify(part.input)})
-                    {part.state === "output-available" ? ` → ${JSON.stringify(part.output)}` : ""}
-                  </code>
+                  <ToolMessage key={part.toolCallId} id={part.toolCallId} name={getToolName(part)} input={part.input}
+                    output={part.state === "output-available" ? part.output : undefined}
+                    error={part.state === "output-error" ? part.errorText : undefined}
+                    done={part.state === "output-available" || part.state === "output-error"} />
                 );
               }
               return null;
             })}
-          </li>
-        ))}
-      </ol>
-      <form onSubmit={onSubmit}>
-        <textarea id="prompt" rows={3} value={prompt} onChange={(e) => setPrompt(e.target.value)} />
-        <button id="send" type="submit" disabled={busy}>Send</button>
-        <button id="stop" type="button" disabled={!busy} onClick={() => void stopAnswer(chat)}>Stop</button>
-      </form>
-      <p id="status">{status}</p>
-      <p id="error" role="alert">{errorText(error)}</p>
-    </main>
+            {answer(`${m.id}-answer`, textOf(m), statusOf(m, last), last)}
+          </Fragment>
+        );
+      })}
+      {/* The question is out and no answer has begun, or it was refused: say so under it. */}
+      {tail?.role === "user" && (busy || status === "error") && answer("pending", "", busy ? "streaming" : "error", true)}
+    </ChatLayout>
   );
 }

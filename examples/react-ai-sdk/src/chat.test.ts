@@ -2,7 +2,7 @@
 // started by tests/test_react_ai_sdk.py: the AI SDK's own Chat (what useChat runs), nothing mocked,
 // and no clock: the stand-in holds answers at a gate until a test releases it.
 import { beforeEach, describe, expect, it } from "vitest";
-import { errorText, makeChat, setApiBase, stopAnswer, textOf } from "./chat";
+import { errorText, loadConversation, makeChat, setApiBase, stopAnswer, textOf } from "./chat";
 
 declare const process: { env: Record<string, string | undefined> };
 const SERVER = process.env.CHATSTREAM_SERVER!;
@@ -69,12 +69,59 @@ describe("useChat's Chat against flask_chatstream", () => {
     ]);
   });
 
-  it("shows the server's message for an HTTP error", async () => {
+  it("says what an HTTP error means, in chatstream.js's words for its code", async () => {
     await script({ status: 503 });
     const chat = makeChat();
     await chat.sendMessage({ text: "hi" });
     expect(chat.status).toBe("error");
-    expect(errorText(chat.error)).toBe("The model provider is unavailable.");
+    expect(errorText(chat.error)).toBe("The AI provider cannot be reached right now. Try again in a moment.");
+  });
+
+  it("is never stuck on a refused message: each request carries only the new one", async () => {
+    await script({ reply: "fine" });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "   " }); // what the page's composer never sends
+    expect(chat.status).toBe("error");
+    expect(errorText(chat.error)).toBe("Type a message first.");
+    await chat.sendMessage({ text: "hello" });
+    expect(chat.status).toBe("ready");
+    expect(textOf(chat.messages.at(-1)!)).toBe("fine");
+  });
+
+  it("keeps the conversation on the server: a reload gets it back as UIMessages", async () => {
+    await script({ reply: "It is late.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "What time is it?" });
+    const saved = (await loadConversation(chat.id))!;
+    expect(saved.map((m) => [m.role, textOf(m), m.metadata?.status])).toEqual([
+      ["user", "What time is it?", undefined],
+      ["assistant", "It is late.", "complete"],
+    ]);
+    expect(saved[1].parts[0]).toMatchObject({ type: "tool-current_time", state: "output-available", input: { zone: "UTC" } });
+    expect(await loadConversation("no-such-conversation")).toBeNull();
+    // and it goes on from there, in a new Chat, with the server's history
+    await script({ reply: "later still" });
+    const reopened = makeChat(chat.id, saved);
+    await reopened.sendMessage({ text: "And now?" });
+    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    expect(body.messages).toEqual([
+      { role: "user", content: "What time is it?" },
+      { role: "assistant", content: "It is late." },
+      { role: "user", content: "And now?" },
+    ]);
+  });
+
+  it("regenerates: the server drops the old answer, and the chat holds one answer", async () => {
+    await script({ reply: "first answer" });
+    const chat = makeChat();
+    await chat.sendMessage({ text: "question" });
+    await script({ reply: "second answer" });
+    await chat.regenerate();
+    expect(chat.messages.map((m) => [m.role, textOf(m)])).toEqual([["user", "question"], ["assistant", "second answer"]]);
+    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    expect(body.messages).toEqual([{ role: "user", content: "question" }]);
+    const saved = (await loadConversation(chat.id))!;
+    expect(saved.map((m) => textOf(m))).toEqual(["question", "second answer"]);
   });
 
   it("shows an in-stream error and keeps the text before it", async () => {
@@ -94,6 +141,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     await stopAnswer(chat);
     await sent;
     expect(chat.status).toBe("ready");
+    expect(chat.messages.at(-1)!.metadata?.status).toBe("stopped");
     const after = await until(stats, (s) => s.open === 0);
     expect([after.cancelled, after.finished]).toEqual([1, 0]);
   });

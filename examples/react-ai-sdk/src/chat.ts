@@ -1,12 +1,27 @@
 // useChat against Flask: the Vercel AI SDK's own client, unchanged, talking to flask_chatstream.
 //
 // The blueprint speaks the AI SDK's UI message stream (`ui`) to any request in useChat's shape, so
-// DefaultChatTransport needs no options beyond the URL. One addition: Stop. useChat's stop() aborts
-// the request, which a server that finishes answers for readers who leave (the example app does)
-// takes as a closed tab; so Stop first tells the server, with the assistant message's id, which is
-// the server's stream id.
+// DefaultChatTransport needs little more than the URL. What this file adds:
+// - Conversations the server keeps. The example app saves every question and answer; the chat's id
+//   is the conversation's, each request carries only the new message (so one refused message never
+//   poisons the next), and `loadConversation` turns a saved conversation back into UIMessages.
+// - Stop. useChat's stop() aborts the request, which a server that finishes answers for readers who
+//   leave (the example app does) takes as a closed tab; so Stop first tells the server, with the
+//   assistant message's id, which is the server's stream id.
+// - Errors in words, from chatstream.js's table of the relay's error codes.
 import { Chat } from "@ai-sdk/react";
 import { DefaultChatTransport, type UIMessage } from "ai";
+import { ERROR_CODES } from "chatstream";
+
+export type AnswerStatus = "complete" | "streaming" | "stopped" | "error";
+
+/** What an answer carries beside its parts: the server's token usage (sent at the end), and its
+ * state as saved ("stopped" is also set here, by Stop). */
+export interface Metadata {
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  status?: AnswerStatus;
+}
+export type ChatMessage = UIMessage<Metadata>;
 
 let apiBase = "/api";
 /** Where the blueprint lives; tests point it at a running server. */
@@ -14,27 +29,77 @@ export function setApiBase(url: string): void {
   apiBase = url.replace(/\/$/, "");
 }
 
-export function makeChat(): Chat<UIMessage> {
-  return new Chat<UIMessage>({ transport: new DefaultChatTransport({ api: `${apiBase}/chat` }) });
+/** A chat; its id is the conversation's on the server (a new one gets a fresh id). */
+export function makeChat(id?: string, messages: ChatMessage[] = []): Chat<ChatMessage> {
+  return new Chat<ChatMessage>({
+    id,
+    messages,
+    transport: new DefaultChatTransport({
+      api: `${apiBase}/chat`,
+      prepareSendMessagesRequest: ({ id, messages, trigger, body }) => ({
+        body: {
+          ...body,
+          id,
+          conversation_id: id,
+          messages: messages.slice(-1), // the question; the server adds the history
+          ...(trigger === "regenerate-message" ? { regenerate: true } : {}), // the server drops the old answer
+        },
+      }),
+    }),
+  });
+}
+
+/** A conversation as the example app keeps it (GET /api/conversations/<id>). */
+interface SavedConversation {
+  id: string;
+  title: string;
+  messages: {
+    id: number;
+    role: "user" | "assistant";
+    content: string;
+    status: AnswerStatus;
+    tools?: { id: string; name: string; arguments: unknown; output?: unknown; error?: string }[];
+  }[];
+}
+
+/** A saved conversation as UIMessages, or null if the server has no such conversation. */
+export async function loadConversation(id: string): Promise<ChatMessage[] | null> {
+  const response = await fetch(`${apiBase}/conversations/${encodeURIComponent(id)}`);
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`The server answered with an error (${response.status}).`);
+  const saved = (await response.json()) as SavedConversation;
+  return saved.messages.map((m): ChatMessage => {
+    const text = { type: "text" as const, text: m.content, state: "done" as const };
+    if (m.role === "user") return { id: String(m.id), role: "user", parts: [text] };
+    const tools = (m.tools ?? []).map((t) => t.error !== undefined
+      ? { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-error" as const, input: t.arguments, errorText: t.error }
+      : { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-available" as const, input: t.arguments, output: t.output });
+    return { id: String(m.id), role: "assistant", metadata: { status: m.status }, parts: [...tools, text] };
+  });
 }
 
 /** Stop the answer now streaming: in the browser at once, and on the server (the model stops). The
  * stop may take a moment to reach the worker that runs the stream, and its answer ends cut then: so
- * the browser lets go first, or useChat would take the cut for an error. */
-export async function stopAnswer(chat: Chat<UIMessage>): Promise<void> {
+ * the browser lets go first, or useChat would take the cut for an error. The answer is marked stopped. */
+export async function stopAnswer(chat: Chat<ChatMessage>): Promise<void> {
   const last = chat.messages.at(-1);
   const told = last?.role === "assistant"
     ? fetch(`${apiBase}/chat/${encodeURIComponent(last.id)}/stop`, { method: "POST", keepalive: true }).catch(() => {})
     : undefined;
   await chat.stop();
   await told;
+  if (last?.role === "assistant") {
+    chat.messages = chat.messages.map((m) => m.id === last.id ? { ...m, metadata: { ...m.metadata, status: "stopped" } } : m);
+  }
 }
 
-/** What to show for useChat's error: the server's message from its JSON error body, if there is one. */
+/** What to show for useChat's error, in words for a person: an HTTP error's body is the server's
+ * JSON error (its code has a sentence in chatstream.js); an in-stream error's text is the server's. */
 export function errorText(error: Error | undefined): string {
   if (!error) return "";
   try {
-    return JSON.parse(error.message).error.message as string;
+    const { code, message } = JSON.parse(error.message).error as { code: string; message: string };
+    return ERROR_CODES[code] ?? message;
   } catch {
     return error.message;
   }

@@ -1,3 +1,4 @@
+import "chat-ui/chat.css";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";

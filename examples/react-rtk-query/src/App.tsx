@@ -1,73 +1,98 @@
-import { useRef, useState, type FormEvent } from "react";
+import { skipToken } from "@reduxjs/toolkit/query/react";
+import { AnswerMessage, ChatLayout, ReasoningMessage, ToolMessage, UserMessage, statusNote, useHashId } from "chat-ui";
+import { Fragment, useEffect, useRef, useState } from "react";
 import {
+  chatApi,
   errorMessage,
   newConversationId,
+  startConversation,
+  useDeleteConversationMutation,
   useGetConversationQuery,
   useListConversationsQuery,
+  useRenameConversationMutation,
   useSendMessageMutation,
 } from "./chatApi";
+import { useAppDispatch } from "./store";
 
 export function App() {
-  const [current, setCurrent] = useState(newConversationId);
-  const { data: conversations } = useListConversationsQuery();
-  const { data } = useGetConversationQuery(current);
+  const dispatch = useAppDispatch();
+  const [current, setCurrent] = useHashId(); // a reload reopens the conversation
+  const [finishing, setFinishing] = useState(false);
+  const { data: conversations = [] } = useListConversationsQuery();
+  // A conversation the server is still answering (the page was reloaded under it): look again until it is saved.
+  const { data } = useGetConversationQuery(current ?? skipToken, { pollingInterval: finishing ? 1500 : 0 });
   const [sendMessage, { isLoading, error, reset }] = useSendMessageMutation();
-  const [prompt, setPrompt] = useState("Explain streaming in one paragraph.");
+  const [renameConversation] = useRenameConversationMutation();
+  const [deleteConversation] = useDeleteConversationMutation();
   const running = useRef<{ abort(): void } | null>(null);
+  const [asked, setAsked] = useState(0);
 
-  async function onSubmit(event: FormEvent) {
-    event.preventDefault();
-    const request = sendMessage({ conversationId: current, content: prompt });
+  const messages = current ? data?.messages ?? [] : [];
+  const serverIsFinishing = !isLoading && messages.at(-1)?.status === "streaming";
+  useEffect(() => setFinishing(serverIsFinishing), [serverIsFinishing]);
+
+  async function ask(content: string, regenerate = false) {
+    let conversationId = current;
+    if (!conversationId) {
+      conversationId = newConversationId();
+      dispatch(startConversation(conversationId));
+      setCurrent(conversationId);
+    }
+    setAsked((n) => n + 1);
+    const request = sendMessage({ conversationId, content, regenerate });
     running.current = request;
     await request; // resolves with {data} or {error}; never throws
     running.current = null;
+    dispatch(chatApi.util.invalidateTags(["ConversationList"])); // a stopped mutation invalidates nothing
   }
 
-  function open(id: string) {
+  function regenerate() {
+    const question = messages.findLast((m) => m.role === "user");
+    if (question) void ask(question.content, true);
+  }
+
+  function open(id: string | null) {
     reset();
     setCurrent(id);
   }
 
   return (
-    <main>
-      <h1>React + RTK Query</h1>
-      <nav aria-label="Conversations">
-        <button id="new" type="button" disabled={isLoading} onClick={() => open(newConversationId())}>
-          New chat
-        </button>
-        <ul id="conversations">
-          {conversations?.map((c) => (
-            <li key={c.id}>
-              <button type="button" data-id={c.id} aria-current={c.id === current} disabled={isLoading}
-                onClick={() => open(c.id)}>
-                {c.title || "(untitled)"}
-              </button>
-            </li>
-          ))}
-        </ul>
-      </nav>
-      <ol id="messages">
-        {data?.messages.map((m) => (
-          <li key={m.id} className={`message ${m.role}`} data-status={m.status}>
+    <ChatLayout
+      title={conversations.find((c) => c.id === current)?.title || "flask_chatstream"}
+      kind="React + RTK Query"
+      conversations={conversations}
+      current={current}
+      onOpen={open}
+      onNew={() => open(null)}
+      onRename={(id, title) => void renameConversation({ id, title })}
+      onDelete={(id) => {
+        void deleteConversation(id);
+        if (id === current) open(null);
+      }}
+      followKey={asked}
+      busy={isLoading}
+      error={errorMessage(error)}
+      onSend={(text) => void ask(text)}
+      onStop={() => running.current?.abort()}
+    >
+      {messages.map((m, i) => {
+        if (m.role === "user") return <UserMessage key={m.id} text={m.content} />;
+        const last = i === messages.length - 1;
+        // The words of a failed answer: its own, or (once refetched from the server) the mutation's.
+        const failure = m.error ?? (last ? errorMessage(error) : "");
+        return (
+          <Fragment key={m.id}>
+            {m.reasoning && <ReasoningMessage text={m.reasoning} thinking={m.status === "streaming" && !m.content} />}
             {m.tools?.map((t) => (
-              <div key={t.id} className="tool" data-tool={t.name}>
-                {t.name}({JSON.stringify(t.arguments)})
-                {t.error !== undefined ? ` → error: ${t.error}` : t.output !== undefined ? ` → ${JSON.stringify(t.output)}` : ""}
-              </div>
+              <ToolMessage key={t.id} id={t.id} name={t.name} input={t.arguments} output={t.output} error={t.error}
+                done={"output" in t || t.error !== undefined} />
             ))}
-            <strong>{m.role}:</strong> <span className="content">{m.content}</span>
-            {m.status === "stopped" && <em className="note"> (stopped)</em>}
-          </li>
-        ))}
-      </ol>
-      <form onSubmit={onSubmit}>
-        <textarea id="prompt" rows={3} value={prompt} onChange={(e) => setPrompt(e.target.value)} />
-        <button id="send" type="submit" disabled={isLoading}>Send</button>
-        <button id="stop" type="button" disabled={!isLoading} onClick={() => running.current?.abort()}>
-          Stop
-        </button>
-      </form>
-      <p id="error" role="alert">{errorMessage(error)}</p>
-    </main>
+            <AnswerMessage text={m.content} status={m.status}
+              note={statusNote(m.status, { live: isLoading && last, error: failure })}
+              onRegenerate={last && !isLoading ? regenerate : undefined} />
+          </Fragment>
+        );
+      })}
+    </ChatLayout>
   );
 }

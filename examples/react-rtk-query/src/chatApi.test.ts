@@ -2,7 +2,7 @@
 // (STANDIN_CONTROL), started by tests/test_react_example.py. No fetch or stream is mocked, and no
 // clock decides anything: the stand-in holds answers at a gate until a test releases them.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { chatApi, errorMessage, newConversationId, setApiBase, type Conversation } from "./chatApi";
+import { chatApi, errorMessage, newConversationId, setApiBase, startConversation, type Conversation } from "./chatApi";
 import { makeStore, type AppStore } from "./store";
 
 declare const process: { env: Record<string, string | undefined> };
@@ -72,8 +72,20 @@ afterEach(() => {
 });
 
 describe("getConversation", () => {
-  it("loads a new conversation as empty, from the server", () => {
+  it("loads a conversation the server does not have (a stale link) as empty", () => {
     expect(conversation()).toEqual({ id, messages: [] });
+  });
+
+  it("does not ask the server for a conversation begun here", async () => {
+    const other = makeStore();
+    const fresh = newConversationId();
+    const requests = vi.spyOn(globalThis, "fetch"); // watched, not replaced
+    other.dispatch(startConversation(fresh));
+    const stop = await subscribe(other, fresh);
+    const entry = chatApi.endpoints.getConversation.select(fresh)(other.getState());
+    expect(entry).toMatchObject({ status: "fulfilled", data: { id: fresh, messages: [] } });
+    expect(requests).not.toHaveBeenCalled();
+    stop();
   });
 });
 
@@ -112,11 +124,43 @@ describe("sendMessage", () => {
     ]);
   });
 
-  it("returns {error} with the server's status and code for a refused request", async () => {
+  it("returns {error} with the server's status and code, and words for a person, for a refused request", async () => {
     await script({ reply: REPLY });
     const result = await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "   " }));
-    expect(result.error).toEqual({ status: 400, code: "empty_content", message: "messages[0].content must not be empty." });
-    expect(errorMessage(result.error)).toBe("messages[0].content must not be empty.");
+    expect(result.error).toEqual({ status: 400, code: "empty_content", message: "Type a message first." });
+    expect(errorMessage(result.error)).toBe("Type a message first.");
+  });
+
+  it("regenerates: the last answer makes way for a new one, in the cache and on the server", async () => {
+    await script({ reply: "first answer" });
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "question" }));
+    await until(conversation, (c) => typeof c.messages.at(-1)?.id === "number");
+    await script({ reply: REPLY, hold_after: 2 });
+    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "question", regenerate: true }));
+    await until(() => conversation().messages.at(-1)?.content, (c) => c === "one two");
+    expect(conversation().messages.map((m) => [m.role, m.content])).toEqual([["user", "question"], ["assistant", "one two"]]);
+    await control("release");
+    await request;
+    const saved = await until(conversation, (c) => typeof c.messages.at(-1)?.id === "number");
+    expect(saved.messages.map((m) => [m.role, m.content, m.status])).toEqual([
+      ["user", "question", "complete"],
+      ["assistant", REPLY, "complete"],
+    ]);
+    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    expect(body.messages).toEqual([{ role: "user", content: "question" }]); // the old answer is not history
+  });
+
+  it("streams a reasoning model's thinking into the answer, and the tools it used", async () => {
+    await script({ reply: "It is late.", reasoning: "Let me look at the clock.",
+      tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "time?" }));
+    // As streamed (the refetch of what was saved has only just begun): reasoning is not saved.
+    const live = conversation().messages.at(-1);
+    expect(typeof live?.id).toBe("string");
+    expect(live?.content).toBe("It is late.");
+    expect(live!.reasoning).toContain("Let me look at the clock.");
+    expect(live!.tools).toMatchObject([{ name: "current_time", arguments: { zone: "UTC" } }]);
+    expect(String(live!.tools![0].output)).toMatch(/^\d{4}-\d\d-\d\dT/);
   });
 
   it("returns {error} when the stream ends in an error event; the partial answer is saved as such", async () => {

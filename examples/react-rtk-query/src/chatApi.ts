@@ -1,20 +1,23 @@
 // The RTK Query pattern the docs leave out: a *mutation* that streams, into a query's cache entry.
 //
 // - `getConversation` is a real query: it loads the conversation the server keeps (the example app
-//   saves every question and answer in its database). A new conversation is simply empty.
+//   saves every question and answer in its database). A conversation begun in this page is put in
+//   the cache with `startConversation` instead, so nothing asks the server for what it cannot have.
 // - `sendMessage` is a mutation whose queryFn POSTs only the new message (the server adds the
 //   history), reads the NDJSON stream with chatstream.js, and appends each delta to the last
 //   assistant message with `api.util.updateQueryData`. Components re-render as text arrives.
+//   With `regenerate: true` the last answer makes way for a new one, on the server and in the cache.
 // - When it settles it invalidates the conversation (and the list), so the cache is refetched from
 //   the server: what you see afterwards is what was saved.
 // - It resolves with the final message as the mutation's data, and returns {error} (never throws)
-//   when the request fails or the stream breaks.
+//   when the request fails or the stream breaks; the error's `message` is words for a person.
 // - Stop is `promise.abort()` on the mutation's promise: RTK aborts the `signal` it handed to
 //   queryFn; chatstream.js cancels the body and tells the server to stop the model, and the
 //   message is marked "stopped".
+// - `renameConversation` and `deleteConversation` are plain mutations that refresh the list.
 // Only plain, serializable data goes into the store.
 import { createApi, fakeBaseQuery } from "@reduxjs/toolkit/query/react";
-import { ChatStreamError, streamChat } from "chatstream";
+import { ChatStreamError, ERROR_CODES, errorText, streamChat } from "chatstream";
 
 export type Role = "user" | "assistant";
 export type MessageStatus = "complete" | "streaming" | "stopped" | "error";
@@ -32,9 +35,12 @@ export interface Message {
   role: Role;
   content: string;
   status: MessageStatus;
+  /** Why it failed or stopped, in words for a person. */
   error?: string;
-  /** The tools the server ran for this answer, as they happened (not saved by the example app). */
+  /** The tools the server ran for this answer, in order (the example app saves them too). */
   tools?: ToolUse[];
+  /** A reasoning model's thinking, as it streamed (not saved). */
+  reasoning?: string;
 }
 
 export interface Conversation {
@@ -53,12 +59,15 @@ export interface ConversationSummary {
 export interface SendMessageArgs {
   conversationId: string;
   content: string;
+  /** Answer `content`, the last question, again: the last answer is dropped first. */
+  regenerate?: boolean;
 }
 
 /** What a failed request returns as `error`: plain data, safe for the store. */
 export interface ChatError {
   status: number | "ABORTED" | "STREAM_ERROR";
   code: string;
+  /** For a person: chatstream.js's sentence for the code, or the server's own message. */
   message: string;
 }
 
@@ -71,15 +80,16 @@ export function setApiBase(url: string): void {
 let nextId = 0;
 const newId = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(nextId++).toString(36)}`;
 export const newConversationId = () => newId("conversation");
+const conversationUrl = (id: string) => `${apiBase}/conversations/${encodeURIComponent(id)}`;
 
 export function toChatError(error: unknown): ChatError {
   if (error instanceof DOMException && error.name === "AbortError") {
-    return { status: "ABORTED", code: "aborted", message: "Stopped." };
+    return { status: "ABORTED", code: "aborted", message: errorText(error) };
   }
   if (error instanceof ChatStreamError) {
-    return { status: error.status || "STREAM_ERROR", code: error.code, message: error.message };
+    return { status: error.status || "STREAM_ERROR", code: error.code, message: errorText(error) };
   }
-  return { status: "STREAM_ERROR", code: "network_error", message: "Could not reach the server." };
+  return { status: "STREAM_ERROR", code: "network_error", message: errorText(error) };
 }
 
 /** The text to show for a mutation's error; "" for a stop, which is not an error. */
@@ -90,14 +100,19 @@ export function errorMessage(error: unknown): string {
   return "message" in error ? String(error.message) : "Something went wrong.";
 }
 
-async function getJSON<T>(url: string): Promise<{ data: T } | { error: ChatError }> {
+type Result<T> = { data: T } | { error: ChatError };
+
+/** A JSON request to the example app's conversation API; its errors as ChatError. */
+async function call<T>(url: string, init?: RequestInit): Promise<Result<T>> {
   try {
-    const response = await fetch(url);
+    const response = await fetch(url, init);
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
-      return { error: { status: response.status, code: body?.error?.code ?? "http_error", message: body?.error?.message ?? response.statusText } };
+      const code: string = body?.error?.code ?? "http_error";
+      const message = ERROR_CODES[code] ?? body?.error?.message ?? `The server answered with an error (${response.status}).`;
+      return { error: { status: response.status, code, message } };
     }
-    return { data: (await response.json()) as T };
+    return { data: (response.status === 204 ? null : await response.json()) as T };
   } catch (caught) {
     return { error: toChatError(caught) };
   }
@@ -111,31 +126,37 @@ export const chatApi = createApi({
   tagTypes: ["Conversation", "ConversationList"],
   endpoints: (build) => ({
     listConversations: build.query<ConversationSummary[], void>({
-      queryFn: () => getJSON<ConversationSummary[]>(`${apiBase}/conversations`),
+      queryFn: () => call<ConversationSummary[]>(`${apiBase}/conversations`),
       providesTags: ["ConversationList"],
     }),
     getConversation: build.query<Conversation, string>({
       async queryFn(id) {
-        // The server saves an answer once its stream has ended; until then its message says
-        // "streaming". Ask again a few times rather than show a half-saved turn.
+        // The server saves an answer once its stream has ended, a moment after the last byte: right
+        // after a stream, ask again a few times rather than show a half-saved turn. (An answer still
+        // "streaming" after that is one the server is finishing: the component polls for it.)
         for (let attempt = 0; ; attempt++) {
-          const result = await getJSON<Conversation>(`${apiBase}/conversations/${encodeURIComponent(id)}`);
+          const result = await call<Conversation>(conversationUrl(id));
           if ("error" in result) {
-            return result.error.status === 404 ? { data: { id, messages: [] } } : result; // new: empty
+            return result.error.status === 404 ? { data: { id, messages: [] } } : result; // a stale link: empty
           }
-          if (result.data.messages.at(-1)?.status !== "streaming" || attempt >= 50) return result;
+          if (result.data.messages.at(-1)?.status !== "streaming" || attempt >= 10) return result;
           await settle();
         }
       },
       providesTags: (_result, _error, id) => [{ type: "Conversation", id }],
     }),
     sendMessage: build.mutation<Message, SendMessageArgs>({
-      async queryFn({ conversationId, content }, { dispatch, signal }) {
+      async queryFn({ conversationId, content, regenerate = false }, { dispatch, signal }) {
         const update = (recipe: (draft: Conversation) => void) =>
           dispatch(chatApi.util.updateQueryData("getConversation", conversationId, recipe));
         const assistantId = newId("assistant");
         update((draft) => {
-          draft.messages.push({ id: newId("user"), role: "user", content, status: "complete" });
+          if (regenerate) {
+            const last = draft.messages.findLastIndex((m) => m.role === "user");
+            draft.messages.splice(last + 1); // the question stays; its answer goes
+          } else {
+            draft.messages.push({ id: newId("user"), role: "user", content, status: "complete" });
+          }
           draft.messages.push({ id: assistantId, role: "assistant", content: "", status: "streaming" });
         });
         const patchAssistant = (patch: (m: Message) => void) =>
@@ -147,12 +168,16 @@ export const chatApi = createApi({
         let text = "";
         try {
           // Only the new message goes up: the server keeps the conversation and adds its history.
-          const body = { conversation_id: conversationId, content };
+          const body = { conversation_id: conversationId, content, ...(regenerate ? { regenerate } : {}) };
           for await (const event of streamChat(`${apiBase}/chat`, body, { format: "ndjson", signal })) {
             if (event.type === "delta") {
               text += event.content;
               patchAssistant((m) => {
                 m.content += event.content;
+              });
+            } else if (event.type === "reasoning") {
+              patchAssistant((m) => {
+                m.reasoning = (m.reasoning ?? "") + event.content;
               });
             } else if (event.type === "tool_call") {
               const { id, name, arguments: args } = event;
@@ -185,11 +210,31 @@ export const chatApi = createApi({
         "ConversationList",
       ],
     }),
+    renameConversation: build.mutation<null, { id: string; title: string }>({
+      queryFn: ({ id, title }) =>
+        call<null>(conversationUrl(id), {
+          method: "PATCH",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ title }),
+        }),
+      invalidatesTags: (_result, _error, { id }) => [{ type: "Conversation", id }, "ConversationList"],
+    }),
+    deleteConversation: build.mutation<null, string>({
+      queryFn: (id) => call<null>(conversationUrl(id), { method: "DELETE" }),
+      invalidatesTags: ["ConversationList"],
+    }),
   }),
 });
 
+/** Put a conversation begun in this page into the cache, empty: `sendMessage` streams into it, and
+ * nobody asks the server for a conversation it does not have yet. */
+export const startConversation = (id: string) =>
+  chatApi.util.upsertQueryEntries([{ endpointName: "getConversation", arg: id, value: { id, messages: [] } }]);
+
 export const {
+  useDeleteConversationMutation,
   useGetConversationQuery,
   useListConversationsQuery,
+  useRenameConversationMutation,
   useSendMessageMutation,
 } = chatApi;

@@ -1,4 +1,5 @@
 import { configureStore } from "@reduxjs/toolkit";
+import { useDispatch } from "react-redux";
 import { chatApi } from "./chatApi";
 
 export function makeStore() {
@@ -10,3 +11,5 @@ export function makeStore() {
 
 export type AppStore = ReturnType<typeof makeStore>;
 export type RootState = ReturnType<AppStore["getState"]>;
+export type AppDispatch = AppStore["dispatch"];
+export const useAppDispatch = useDispatch.withTypes<AppDispatch>();

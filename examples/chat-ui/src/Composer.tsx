@@ -1,0 +1,47 @@
+// Where the question is written: Enter sends, Shift+Enter adds a line, a blank message never leaves,
+// the box clears on send and grows with its text. Stop takes Send's place while an answer comes.
+import { useLayoutEffect, useRef, useState, type FormEvent } from "react";
+
+export function Composer({ busy, error, onSend, onStop }: {
+  busy: boolean;
+  /** Words for a person (chatstream.js's errorText), or "". */
+  error: string;
+  onSend(text: string): void;
+  onStop(): void;
+}) {
+  const [text, setText] = useState("");
+  const area = useRef<HTMLTextAreaElement>(null);
+  useLayoutEffect(() => {
+    const box = area.current;
+    if (!box) return;
+    box.style.height = "auto";
+    box.style.height = `${box.scrollHeight + 2}px`;
+  }, [text]);
+
+  function submit(event: FormEvent) {
+    event.preventDefault();
+    if (!text.trim() || busy) return;
+    onSend(text);
+    setText("");
+  }
+
+  return (
+    <div className="composer">
+      <form className="ask" id="ask" onSubmit={submit}>
+        <label className="visually-hidden" htmlFor="prompt">Message</label>
+        <textarea ref={area} className="prompt" id="prompt" rows={1} placeholder="Ask something" autoComplete="off"
+          autoFocus value={text} onChange={(e) => setText(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+              e.preventDefault();
+              e.currentTarget.form?.requestSubmit();
+            }
+          }} />
+        <button className="send" id="send" type="submit" hidden={busy} disabled={busy || !text.trim()}>Send</button>
+        <button className="stop" id="stop" type="button" hidden={!busy} onClick={onStop}>Stop</button>
+      </form>
+      <p className="error" id="error" role="alert">{error}</p>
+      <p className="hint">Enter sends, Shift+Enter adds a line.</p>
+    </div>
+  );
+}
