@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
-	@echo "make screenshots - the demo page from Chromium (desktop, phone, dark) into docs/screenshots/"
+	@echo "make screenshots - the three chat UIs from Chromium (desktop, phone, dark) into docs/screenshots/"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,5 +53,5 @@ test: $(STAMP) system-deps react
 bench: $(STAMP)
 	$(PY) -m bench.run
 
-screenshots: $(STAMP) system-deps
+screenshots: $(STAMP) system-deps react
 	$(PY) examples/screenshots.py

@@ -55,6 +55,14 @@ def test_offline_demo_streams_without_a_key(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(pieces) > 20
 
 
+def test_the_demo_page_and_the_react_examples_share_one_stylesheet(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = load_example(monkeypatch).test_client()
+    assert '<link rel="stylesheet" href="/chat-ui/chat.css">' in client.get("/").get_data(as_text=True)
+    css = client.get("/chat-ui/chat.css")
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert b"prefers-color-scheme: dark" in css.data and b".hljs-keyword" in css.data
+
+
 def test_with_a_key_it_uses_the_configured_model(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer) -> None:
     upstream.script = Script(reply="from the configured upstream")
     app = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url)

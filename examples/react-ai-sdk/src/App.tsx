@@ -37,11 +37,11 @@ export function App() {
 
   useEffect(() => {
     void open(current);
-    void refreshList();
   }, []); // eslint-disable-line react-hooks/exhaustive-deps -- once, for the conversation in the URL
 
   useEffect(() => {
-    if (status === "ready" || status === "error") void refreshList(); // a new title, a later date
+    // at first, and after each answer: a new conversation, a new title, a later date
+    if (status === "ready" || status === "error") void refreshList();
   }, [status, refreshList]);
 
   // An answer the server is still finishing (the page was reloaded under it): look again until it is saved.
