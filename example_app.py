@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
-from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, select
+from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -83,12 +83,16 @@ class Message(Base):
     """complete; streaming (its answer is on its way); stopped (its reader stopped it); or error"""
     tools: Mapped[str | None] = mapped_column(Text, default=None)
     """The tools the server ran for this answer, as JSON: [{id, name, arguments, output | error}]."""
+    reasoning: Mapped[str | None] = mapped_column(Text, default=None)
+    """A reasoning model's thinking before this answer, where the upstream streams it."""
 
 
 def _message(m: Message) -> dict[str, Any]:
     message: dict[str, Any] = {"id": m.id, "role": m.role, "content": m.content, "status": m.status}
     if m.tools:
         message["tools"] = json.loads(m.tools)
+    if m.reasoning:
+        message["reasoning"] = m.reasoning
     return message
 
 
@@ -111,6 +115,10 @@ class Store:
                 if attempt == 4:
                     raise
                 time.sleep(0.05)
+        if "reasoning" not in {c["name"] for c in inspect(self.engine).get_columns("messages")}:
+            # a database from before answers kept their reasoning (a real app would use Alembic)
+            with self.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE messages ADD COLUMN reasoning TEXT"))
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def history(self, conversation_id: str) -> list[dict[str, str]]:
@@ -151,11 +159,12 @@ class Store:
                 conversation.title = title
             return conversation is not None
 
-    def finish(self, message_id: int, text: str, status: str, tools: list[dict[str, Any]]) -> None:
+    def finish(self, message_id: int, answer_text: str, status: str, tools: list[dict[str, Any]],
+               reasoning: str | None) -> None:
         with self.session.begin() as session:
             answer = session.get(Message, message_id)
             if answer is not None:
-                answer.content, answer.status = text, status
+                answer.content, answer.status, answer.reasoning = answer_text, status, reasoning or None
                 answer.tools = json.dumps(tools) if tools else None
 
     def list(self) -> list[dict[str, Any]]:
@@ -276,7 +285,7 @@ def create_app() -> Flask:
             tools = [{"id": c.id, "name": c.name, "arguments": parsed_arguments(c.arguments),
                       **({"error": c.error} if c.error is not None else {"output": c.output})}
                      for c in result.tool_calls]
-            store.finish(answer_id, result.text, status, tools)
+            store.finish(answer_id, result.text, status, tools, result.reasoning)
 
     @chat.tool
     def current_time(zone: Literal["UTC", "local"] = "UTC") -> str:

@@ -300,6 +300,25 @@ def test_a_tool_call_shows_as_it_happens(desktop: Page, upstream: StandInServer)
     expect(last_answer(desktop).locator(".content")).to_contain_text("The clock said 20")
 
 
+def test_a_reasoning_models_thinking_shows_folded_above_its_answer(desktop: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="Forty-two.", reasoning="Let me think about the question first.", hold_after=0)
+    send(desktop, "What is the answer?")
+    reasoning = desktop.locator("#messages .message.reasoning")
+    expect(reasoning.locator("summary")).to_have_text("Thinking…")  # held before the answer's first word
+    expect(reasoning.locator(".thought")).to_have_text("Let me think about the question first.")
+    expect(reasoning.locator(".thought")).not_to_be_visible()  # folded
+    upstream.release()
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    expect(reasoning.locator("summary")).to_have_text("Thought it through")
+    reasoning.locator("summary").click()
+    expect(reasoning.locator(".thought")).to_be_visible()
+    expect(last_answer(desktop).locator(".content")).to_have_text("Forty-two.")
+    desktop.reload()  # the server saved it with the answer
+    desktop.wait_for_selector("html[data-ready]")
+    expect(reasoning.locator("summary")).to_have_text("Thought it through")
+    expect(reasoning.locator(".thought")).to_have_text("Let me think about the question first.")
+
+
 # ---- a phone, and the dark ------------------------------------------------------------------------------
 
 

@@ -121,6 +121,25 @@ def test_conversations_are_saved_and_sent_back_as_history(monkeypatch: pytest.Mo
     assert client.delete("/api/conversations/conv-1").status_code == 404
 
 
+def test_an_answer_keeps_its_reasoning_and_tools_and_an_older_database_gains_the_column(
+        monkeypatch: pytest.MonkeyPatch, database: Path, upstream: StandInServer) -> None:
+    with sqlite3.connect(database) as old:  # the tables as they were before reasoning was saved
+        old.executescript("""
+            CREATE TABLE conversations (id VARCHAR(64) PRIMARY KEY, title VARCHAR(200) NOT NULL,
+                                        created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL);
+            CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id VARCHAR(64) NOT NULL
+                                   REFERENCES conversations (id) ON DELETE CASCADE, role VARCHAR(20) NOT NULL,
+                                   content TEXT NOT NULL, status VARCHAR(20) NOT NULL, tools TEXT);""")
+    upstream.script = Script(reply="It is late.", reasoning="Look at the clock first.",
+                             tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    client = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url).test_client()
+    assert answer_of(ask(client, "conv-r", "What time is it?")) == "It is late."
+    answer = client.get("/api/conversations/conv-r").get_json()["messages"][-1]
+    assert answer["reasoning"] == "Look at the clock first."
+    assert [(t["name"], t["arguments"]) for t in answer["tools"]] == [("current_time", {"zone": "UTC"})]
+    assert "reasoning" not in client.get("/api/conversations/conv-r").get_json()["messages"][0]
+
+
 def test_a_bad_conversation_id_is_a_json_400(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer) -> None:
     client = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url).test_client()
     response = client.post("/api/chat", json={"conversation_id": "../etc", "content": "hi"})

@@ -4,7 +4,7 @@
 // DefaultChatTransport needs little more than the URL. What this file adds:
 // - Conversations the server keeps. The example app saves every question and answer; the chat's id
 //   is the conversation's, each request carries only the new message (so one refused message never
-//   poisons the next), and `loadConversation` turns a saved conversation back into UIMessages.
+//   poisons the next), and `loadConversation` turns a saved conversation (text, tools, reasoning) back into UIMessages.
 // - Stop. useChat's stop() aborts the request, which a server that finishes answers for readers who
 //   leave (the example app does) takes as a closed tab; so Stop first tells the server, with the
 //   assistant message's id, which is the server's stream id.
@@ -59,6 +59,7 @@ interface SavedConversation {
     content: string;
     status: AnswerStatus;
     tools?: { id: string; name: string; arguments: unknown; output?: unknown; error?: string }[];
+    reasoning?: string;
   }[];
 }
 
@@ -74,7 +75,8 @@ export async function loadConversation(id: string): Promise<ChatMessage[] | null
     const tools = (m.tools ?? []).map((t) => t.error !== undefined
       ? { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-error" as const, input: t.arguments, errorText: t.error }
       : { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-available" as const, input: t.arguments, output: t.output });
-    return { id: String(m.id), role: "assistant", metadata: { status: m.status }, parts: [...tools, text] };
+    const thought = m.reasoning ? [{ type: "reasoning" as const, text: m.reasoning, state: "done" as const }] : [];
+    return { id: String(m.id), role: "assistant", metadata: { status: m.status }, parts: [...thought, ...tools, text] };
   });
 }
 

@@ -39,7 +39,7 @@ export interface Message {
   error?: string;
   /** The tools the server ran for this answer, in order (the example app saves them too). */
   tools?: ToolUse[];
-  /** A reasoning model's thinking, as it streamed (not saved). */
+  /** A reasoning model's thinking, as it streamed (the example app saves it too). */
   reasoning?: string;
 }
 
