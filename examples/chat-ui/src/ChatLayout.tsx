@@ -2,18 +2,12 @@
 // thread, which follows a growing answer until the reader scrolls up, and the composer.
 import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from "react";
 import { Composer } from "./Composer";
-import { Sidebar, type ConversationSummary } from "./Sidebar";
+import { Sidebar, type SidebarProps } from "./Sidebar";
 
-export interface ChatLayoutProps {
+export interface ChatLayoutProps extends SidebarProps {
   /** The open conversation's title, and which example this is. */
   title: string;
   kind: string;
-  conversations: ConversationSummary[];
-  current: string | null;
-  onOpen(id: string): void;
-  onNew(): void;
-  onRename(id: string, title: string): void;
-  onDelete(id: string): void;
   /** Changes when the reader asks something: the thread follows the answer down again. */
   followKey: unknown;
   busy: boolean;
@@ -50,8 +44,7 @@ export function ChatLayout(props: ChatLayoutProps) {
 
   return (
     <div className={`app${collapsed ? " collapsed" : ""}${drawer ? " drawer-open" : ""}`} id="app">
-      <Sidebar conversations={props.conversations} current={props.current} onOpen={closing(props.onOpen)}
-        onNew={closing(props.onNew)} onRename={props.onRename} onDelete={props.onDelete} />
+      <Sidebar {...props} onOpen={closing(props.onOpen)} onNew={closing(props.onNew)} />
       <main className="chat">
         <div className="topbar">
           <button className="icon" id="toggle-sidebar" type="button" aria-controls="sidebar" title="Conversations"

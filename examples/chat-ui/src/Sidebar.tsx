@@ -17,14 +17,17 @@ export function dateText(iso: string): string {
   return date.toDateString() === new Date().toDateString() ? `Today ${today.format(date)}` : when.format(date);
 }
 
-export function Sidebar({ conversations, current, onOpen, onNew, onRename, onDelete }: {
+export interface SidebarProps {
   conversations: ConversationSummary[];
+  /** The open conversation's id; null for a new chat. */
   current: string | null;
   onOpen(id: string): void;
   onNew(): void;
   onRename(id: string, title: string): void;
   onDelete(id: string): void;
-}) {
+}
+
+export function Sidebar({ conversations, current, onOpen, onNew, onRename, onDelete }: SidebarProps) {
   const [renaming, setRenaming] = useState<string | null>(null);
 
   function finish(conversation: ConversationSummary, input: HTMLInputElement, save: boolean) {

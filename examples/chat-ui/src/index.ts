@@ -5,5 +5,5 @@ export { Composer } from "./Composer";
 export { CopyButton } from "./CopyButton";
 export { Markdown } from "./Markdown";
 export { AnswerMessage, ReasoningMessage, ToolMessage, UserMessage, statusNote, type AnswerStatus } from "./Messages";
-export { Sidebar, dateText, type ConversationSummary } from "./Sidebar";
+export { Sidebar, dateText, type ConversationSummary, type SidebarProps } from "./Sidebar";
 export { useHashId } from "./useHashId";
