@@ -28,7 +28,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ._errors import ChatStreamError, UpstreamError, UpstreamMalformed
-from ._events import USAGE_FIELDS, Event, Translator, client_usage
+from ._events import USAGE_FIELDS, DoneEvent, Event, Translator, Usage, client_usage
 from ._hooks import ChatRequest, ToolCall
 from ._sse import SSEParser
 from ._tools import ToolRun, call_event
@@ -60,7 +60,7 @@ class Answer:
         self._calls: list[ToolCall] = []
         self._usage: dict[str, Any] | None = None
         self._settled = False
-        self._then_done: Event | None = None
+        self._then_done: DoneEvent | None = None
         """With client-side calls pending beside the turn's server-side ones: the answer's last event."""
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -90,7 +90,13 @@ class Answer:
             return events
         self._settled = True
         # The model call is over: its done event is the answer's only if nothing comes after it.
-        done = events.pop() if events and events[-1]["type"] == "done" else {"type": "done"}
+        last = events[-1] if events else None
+        done: DoneEvent
+        if last is not None and last["type"] == "done":
+            done = last
+            events.pop()
+        else:
+            done = {"type": "done", "finish_reason": translator.finish_reason, "usage": None}
         self._texts.append(translator.text)
         if translator.refusal:
             self._refusals.append(translator.refusal)
@@ -111,7 +117,8 @@ class Answer:
                 f"The model kept calling tools after {self._max_steps} model calls for one answer.")
         else:
             self.finished = True
-            events.append({**done, "usage": self.client_usage()})
+            done["usage"] = self.client_usage()
+            events.append(done)
         return events
 
     # -- tools -----------------------------------------------------------------------------------
@@ -121,11 +128,12 @@ class Answer:
         client-side calls are left for the client: the answer is ``finished`` then)."""
         recorded = {run.call.id: run.recorded() for run in runs}
         self._calls = [recorded.get(call.id, call) for call in self._calls]
-        events = [run.event() for run in runs]
+        events: list[Event] = [run.event() for run in runs]
         if self._then_done is not None:
             self.turn = None
             self.finished = True
-            events.append({**self._then_done, "usage": self.client_usage()})
+            self._then_done["usage"] = self.client_usage()
+            events.append(self._then_done)
         return events
 
     def next_request(self, chat: ChatRequest, runs: list[ToolRun]) -> ChatRequest:
@@ -159,7 +167,7 @@ class Answer:
             if isinstance(usage.get(name), int) and isinstance(self._usage.get(name), int):
                 self._usage[name] += usage[name]
 
-    def client_usage(self) -> dict[str, int] | None:
+    def client_usage(self) -> Usage | None:
         return client_usage(self._usage)
 
     @property

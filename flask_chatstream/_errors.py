@@ -32,6 +32,14 @@ after its first byte (see ``_relay``).
 from __future__ import annotations
 
 import errno
+from typing import TypedDict
+
+
+class ErrorBody(TypedDict):
+    """An error as clients get it: in the JSON body of an HTTP error, and in an ``error`` event."""
+
+    code: str
+    message: str
 
 
 class ChatStreamError(Exception):
@@ -48,7 +56,7 @@ class ChatStreamError(Exception):
             self.code = code
         super().__init__(self.message)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> ErrorBody:
         return {"code": self.code, "message": self.message}
 
     def headers(self) -> dict[str, str]:

@@ -1,16 +1,20 @@
 """From upstream ``chat.completion.chunk`` payloads to the relay's own events.
 
-Events are plain dicts, ready for the encoders:
+Events are plain dicts, ready for the encoders, and typed: one ``TypedDict`` per event type, so mypy
+checks every place that makes or reads one, from this translation to each encoder. The README's
+event table is tested against them (tests/test_events.py).
 
-    {"type": "start", "id": ..., "model": ..., "stream_id": ...}
-    {"type": "delta", "content": "..."}
-    {"type": "refusal", "content": "..."}
-    {"type": "reasoning", "content": "..."}            # a reasoning model's thinking, where it is streamed
-    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # made by the relay, once whole
-    {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's result
-    {"type": "done", "finish_reason": "stop", "usage": {...} | None}
-    {"type": "error", "error": {"code": ..., "message": ...}}
-    {"type": "ping"}
+    StartEvent       {"type": "start", "id": ..., "model": ..., "stream_id": ...}
+    DeltaEvent       {"type": "delta", "content": "..."}
+    RefusalEvent     {"type": "refusal", "content": "..."}
+    ReasoningEvent   {"type": "reasoning", "content": "..."}       # a reasoning model's thinking, where streamed
+    ToolCallEvent    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # by the relay, once whole
+    ToolResultEvent  {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's
+    DoneEvent        {"type": "done", "finish_reason": "stop", "usage": {...} | None}
+    ErrorEvent       {"type": "error", "error": {"code": ..., "message": ...}}
+    PingEvent        {"type": "ping"}
+
+A resumable stream numbers its events (``seq``) as it records them.
 
 Content deltas that arrive in one network read are merged into one ``delta``
 event: the text is the same, and the client gets fewer, larger writes. Nothing
@@ -23,23 +27,100 @@ upstream that sends other choices anyway has them ignored rather than mixed in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union
 
 import orjson
 
-from ._errors import ChatStreamError, UpstreamError, UpstreamInterrupted, UpstreamMalformed
+from ._errors import ChatStreamError, ErrorBody, UpstreamError, UpstreamInterrupted, UpstreamMalformed
 
-Event = dict[str, Any]
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired
 
-PING: Event = {"type": "ping"}
 
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+class Usage(TypedDict, total=False):
+    """The token counts clients get (those the upstream sent as whole numbers)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _Event(TypedDict):
+    seq: NotRequired[int]
+    """Its number in a resumable stream."""
+
+
+class StartEvent(_Event):
+    type: Literal["start"]
+    id: str | None
+    """The provider's completion id."""
+    model: str | None
+    stream_id: NotRequired[str]
+    """Ours: for stopping and resuming the stream."""
+
+
+class DeltaEvent(_Event):
+    type: Literal["delta"]
+    content: str
+
+
+class RefusalEvent(_Event):
+    type: Literal["refusal"]
+    content: str
+
+
+class ReasoningEvent(_Event):
+    type: Literal["reasoning"]
+    content: str
+
+
+class ToolCallEvent(_Event):
+    type: Literal["tool_call"]
+    id: str
+    name: str
+    arguments: Any
+    """Parsed from the model's JSON; its text when that does not parse."""
+
+
+class ToolResultEvent(_Event):
+    type: Literal["tool_result"]
+    id: str
+    name: str
+    output: NotRequired[Any]
+    error: NotRequired[str]
+    """Instead of ``output``, when the tool failed."""
+
+
+class DoneEvent(_Event):
+    type: Literal["done"]
+    finish_reason: str | None
+    usage: Usage | None
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"]
+    error: ErrorBody
+
+
+class PingEvent(_Event):
+    type: Literal["ping"]
+
+
+Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, DoneEvent,
+              ErrorEvent, PingEvent]
+EVENT_TYPES: tuple[type, ...] = (StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent,
+                                  ToolResultEvent, DoneEvent, ErrorEvent, PingEvent)
+
+PING: PingEvent = {"type": "ping"}
+
+USAGE_FIELDS: tuple[Literal["prompt_tokens", "completion_tokens", "total_tokens"], ...] = (
+    "prompt_tokens", "completion_tokens", "total_tokens")
 """The token counts that go to clients; the upstream's whole usage object stays on the server."""
 
 _DONE_PAYLOAD = b"[DONE]"
 
 
-def error_event(error: ChatStreamError) -> Event:
+def error_event(error: ChatStreamError) -> ErrorEvent:
     return {"type": "error", "error": error.to_dict()}
 
 
@@ -113,7 +194,7 @@ class Translator:
             self.started = True
             chunk_id, model = chunk.get("id"), chunk.get("model")
             self.id = chunk_id if isinstance(chunk_id, str) else None
-            start = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
+            start: StartEvent = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
             if self.stream_id is not None:
                 start["stream_id"] = self.stream_id
             events.append(start)
@@ -144,8 +225,9 @@ class Translator:
                     raise _Malformed()
                 self._flush(text, events)
                 self._reasoning.append(reasoning)
-                if events and events[-1]["type"] == "reasoning":
-                    events[-1]["content"] += reasoning  # what one read brought, as one event
+                last = events[-1] if events else None
+                if last is not None and last["type"] == "reasoning":
+                    last["content"] += reasoning  # what one read brought, as one event
                 else:
                     events.append({"type": "reasoning", "content": reasoning})
             content = delta.get("content")
@@ -181,7 +263,7 @@ class Translator:
         # Some OpenAI-compatible servers end without "[DONE]" after finish_reason.
         return [self._done()]
 
-    def _done(self) -> Event:
+    def _done(self) -> DoneEvent:
         self.finished = True
         return {"type": "done", "finish_reason": self.finish_reason, "usage": client_usage(self.usage)}
 
@@ -229,12 +311,15 @@ class Translator:
                 for _, call in sorted(self._calls.items())]
 
 
-def client_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+def client_usage(usage: dict[str, Any] | None) -> Usage | None:
     """The documented token counts, and nothing else a provider added (costs, internal ids)."""
     if usage is None:
         return None
-    return {name: value for name in USAGE_FIELDS
-            if isinstance(value := usage.get(name), int) and not isinstance(value, bool)}
+    counts: Usage = {}
+    for name in USAGE_FIELDS:
+        if isinstance(value := usage.get(name), int) and not isinstance(value, bool):
+            counts[name] = value
+    return counts
 
 
 def _load(payload: bytes) -> dict[str, Any]:

@@ -88,24 +88,23 @@ class UIEncoder:
         parts: list[dict[str, Any]] = []
         end = False
         for event in events:
-            kind = event["type"]
-            if kind == "start":
-                message_id = event.get("stream_id") or event.get("id")
+            if event["type"] == "start":
+                message_id = event.get("stream_id") or event["id"]
                 parts.append({"type": "start", "messageId": message_id} if message_id else {"type": "start"})
                 parts.append({"type": "start-step"})
-            elif kind == "delta" or kind == "reasoning":
+            elif event["type"] == "delta" or event["type"] == "reasoning":
                 self._step(parts)
-                part = "text" if kind == "delta" else "reasoning"
+                part = "text" if event["type"] == "delta" else "reasoning"
                 if self._open is None or self._open[0] != part:
                     self._close(parts)
                     self._count += 1
                     self._open = (part, f"{part}-{self._count}")
                     parts.append({"type": f"{part}-start", "id": self._open[1]})
                 parts.append({"type": f"{part}-delta", "id": self._open[1], "delta": event["content"]})
-            elif kind == "refusal":
+            elif event["type"] == "refusal":
                 self._close(parts)
                 parts.append({"type": "data-refusal", "data": event["content"]})
-            elif kind == "tool_call":
+            elif event["type"] == "tool_call":
                 self._step(parts)
                 self._close(parts)
                 call_id, name = event["id"], event["name"]
@@ -116,21 +115,21 @@ class UIEncoder:
                      "inputTextDelta": arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()},
                     {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": arguments},
                 ]
-            elif kind == "tool_result":
+            elif event["type"] == "tool_result":
                 if "error" in event:
                     parts.append({"type": "tool-output-error", "toolCallId": event["id"], "errorText": event["error"]})
                 else:
                     parts.append({"type": "tool-output-available", "toolCallId": event["id"], "output": event["output"]})
                 self._tools_ran = True
-            elif kind == "done":
+            elif event["type"] == "done":
                 self._close(parts)
                 finish: dict[str, Any] = {"type": "finish",
-                                          "finishReason": FINISH_REASONS.get(event.get("finish_reason") or "", "other")}
-                if event.get("usage"):
+                                          "finishReason": FINISH_REASONS.get(event["finish_reason"] or "", "other")}
+                if event["usage"]:
                     finish["messageMetadata"] = {"usage": event["usage"]}
                 parts += [{"type": "finish-step"}, finish]
                 end = True
-            elif kind == "error":
+            elif event["type"] == "error":
                 parts.append({"type": "error", "errorText": event["error"]["message"]})
                 end = True
         out = b"".join([b"data: " + orjson.dumps(part) + b"\n\n" for part in parts])

@@ -77,12 +77,13 @@ class Replay:
                             "The stream outran this reader: its next events are no longer kept."))
                         return
                     if events:
-                        last = events[-1]["seq"]
+                        final = events[-1]
+                        last = final["seq"]
                         yield from self._send(self._encoder(events))
                         last_sent = time.monotonic()
-                        if events[-1]["type"] in TERMINAL:
-                            if events[-1]["type"] == "error" and not self._fmt.in_band_errors:
-                                raise StreamAborted(events[-1]["error"]["code"])
+                        if final["type"] in TERMINAL:
+                            if final["type"] == "error" and not self._fmt.in_band_errors:
+                                raise StreamAborted(final["error"]["code"])
                             return
                     elif batch.lost:
                         yield from self._end(StreamEnded("stream_lost"))

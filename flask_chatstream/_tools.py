@@ -34,6 +34,7 @@ from typing import Any, ContextManager
 import orjson
 import pydantic
 
+from ._events import ToolCallEvent, ToolResultEvent
 from ._hooks import ChatRequest, ToolCall
 
 log = logging.getLogger("flask_chatstream")
@@ -158,8 +159,8 @@ class ToolRun:
         return {"role": "tool", "tool_call_id": self.call.id,
                 "content": content if isinstance(content, str) else orjson.dumps(content, default=str).decode()}
 
-    def event(self) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": "tool_result", "id": self.call.id, "name": self.call.name}
+    def event(self) -> ToolResultEvent:
+        event: ToolResultEvent = {"type": "tool_result", "id": self.call.id, "name": self.call.name}
         if self.error is not None:
             event["error"] = self.error
         else:
@@ -167,7 +168,7 @@ class ToolRun:
         return event
 
 
-def call_event(call: ToolCall) -> dict[str, Any]:
+def call_event(call: ToolCall) -> ToolCallEvent:
     return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": parsed_arguments(call.arguments)}
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from flask_chatstream._events import EVENT_TYPES
 from flask_chatstream.testing import Script
 
 if TYPE_CHECKING:
@@ -17,6 +19,25 @@ if TYPE_CHECKING:
     from flask_chatstream.testing import StandInServer
 
 HELD_REPLY = "one two three four five six"
+
+
+def _shape(event_type: type) -> tuple[str, frozenset[str], frozenset[str]]:
+    """An event ``TypedDict``'s type name, required keys and allowed keys (read from its annotations,
+    which are strings here: ``NotRequired[...]`` marks the optional ones)."""
+    notes = {name: str(getattr(note, "__forward_arg__", note)) for name, note in event_type.__annotations__.items()}
+    kind = re.fullmatch(r"Literal\[[\"'](\w+)[\"']\]", notes["type"])
+    assert kind, notes
+    optional = {name for name, note in notes.items() if note.startswith("NotRequired[")}
+    return kind[1], frozenset(notes) - optional, frozenset(notes)
+
+
+EVENT_SHAPES = {kind: (required, allowed) for kind, required, allowed in map(_shape, EVENT_TYPES)}
+"""What each event type must and may hold, by the package's own types (flask_chatstream._events)."""
+
+
+def check_event_shape(event: dict[str, Any]) -> None:
+    required, allowed = EVENT_SHAPES[event["type"]]
+    assert required <= event.keys() <= allowed, (event, sorted(required), sorted(allowed))
 
 
 def ndjson_events(body: bytes) -> list[dict[str, Any]]:
@@ -50,7 +71,10 @@ def answer_of(events: Iterable[dict[str, Any]]) -> str:
 
 
 def check_event_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Start first, exactly one terminal event, and it is last. Returns the terminal event."""
+    """Start first, exactly one terminal event, and it is last; each event as its type says. Returns
+    the terminal event."""
+    for event in events:
+        check_event_shape(event)
     assert events[0]["type"] == "start", events[:2]
     terminals = [e for e in events if e["type"] in ("done", "error")]
     assert len(terminals) == 1 and events[-1] is terminals[0], events[-3:]

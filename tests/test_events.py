@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -8,6 +9,8 @@ from hypothesis import given
 
 from flask_chatstream._events import Translator
 
+from .servers import ROOT
+from .streams import EVENT_SHAPES
 from .upstream_bodies import sse_bodies
 
 
@@ -125,3 +128,19 @@ def test_done_marker_before_any_chunk_is_malformed() -> None:
     t = Translator()
     assert t.feed([b"[DONE]"]) == []
     assert t.error is not None and t.error.code == "upstream_malformed" and not t.finished
+
+
+def test_the_readme_event_table_matches_the_event_types() -> None:
+    """Each row's example holds the keys its type has (an optional one may be named in the row's words
+    instead), and every event type a client can get has a row."""
+    rows = re.findall(r'^\| `(\{"type":"(\w+)".*?\})` \| (.*) \|$', (ROOT / "README.md").read_text(), re.MULTILINE)
+    documented = {}
+    for example, kind, words in rows:
+        shown = json.loads(re.sub(r'\{…\}', "{}", example).replace(":…", ":null").replace("…", ""))
+        documented[kind] = (set(shown), words)
+    assert set(documented) == set(EVENT_SHAPES) - {"ping"}  # pings are documented with the heartbeat
+    for kind, (keys, words) in documented.items():
+        required, allowed = EVENT_SHAPES[kind]
+        assert required - {"seq"} <= keys <= allowed, (kind, keys, allowed)
+        for key in allowed - keys - {"seq"}:
+            assert f'`"{key}"' in words, (kind, key)
