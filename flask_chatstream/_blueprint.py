@@ -58,7 +58,7 @@ from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, 
 from ._host import HostJournal, HostLimit, HostStore, open_store
 from ._journal import Journal, MemoryJournal, Unavailable
 from ._policy import StreamLimit, nothing
-from ._relay import ClientGone, Relay
+from ._relay import ClientGone, FinishingLimit, Relay
 from ._replay import Replay
 from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._server import check_server
@@ -196,6 +196,8 @@ class _State:
     """Where resumable streams are kept; None unless ``resumable``."""
     host: HostStore | None
     """Without Redis: what the workers of this machine share (stops, for every stream)."""
+    finishing: FinishingLimit
+    """Its streams that read on for clients that left."""
 
     def may_read(self, stream_id: str, owner: str) -> bool:
         decide = self.blueprint.may_resume_func
@@ -290,7 +292,7 @@ def create_blueprint(
         limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
             settings, Upstream(settings, client), limit, limit.sibling(settings.max_readers_per_stream), client_key,
-            blueprint, journal, host
+            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams)
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -491,7 +493,8 @@ def _stream() -> Response:
         state.host.start()  # this worker's watcher, which takes the stops asked for on other workers
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
-                  recording=recording, context=request_ctx.copy().copy if tools else None)
+                  recording=recording, context=request_ctx.copy().copy if tools else None,
+                  finishing=state.finishing)
 
     try:
         relay.prime(settings.first_event_wait)

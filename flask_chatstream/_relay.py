@@ -49,15 +49,33 @@ GONE = ("client_left", "client_stalled", "stopped")
 
 _NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
 
-_finishing = 0
-"""Streams of this process reading on after their client left (``on_client_leave="finish"``)."""
-_finishing_lock = threading.Lock()
 FINISH_WAIT = 0.5
 """After a complete answer, how long ``close`` waits for the end of the upstream body to reuse the connection."""
 
 
 class ClientGone(Exception):
     """The client left before the response started."""
+
+
+class FinishingLimit:
+    """How many streams of one blueprint may read on after their client left (``on_client_leave=
+    "finish"``): ``max_finishing_streams``, counted per blueprint in each worker."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.count >= self.most:
+                return False
+            self.count += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 class Relay:
@@ -79,6 +97,7 @@ class Relay:
         reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
         recording: Recording | None = None,
         context: Callable[[], ContextManager[object]] | None = None,
+        finishing: FinishingLimit | None = None,
     ) -> None:
         self.stream = stream
         self.fmt = fmt
@@ -114,7 +133,7 @@ class Relay:
             self._grace = settings.resume_grace
         self._seen_reader = 0.0
         self._abandoned = False
-        self._max_finishing = settings.max_finishing_streams
+        self._finishing = finishing if finishing is not None else FinishingLimit(settings.max_finishing_streams)
         self.write: Callable[[bytes], object] | None = None
         """The server's WSGI write(), set by the response when the server starts it."""
         self.client_fd = fileno_of(client)
@@ -374,31 +393,26 @@ class Relay:
 
     def _should_finish_reading(self) -> bool:
         """``on_client_leave="finish"``: the client left an answer that was going well, and there is room."""
-        global _finishing
         if not self._finish_after_leave or self._answer.finished or self.error is not None:
             return False
         if self.stop_reason == "stopped" or self._abandoned:
             return False
         if not (self.stop_reason in GONE or self._left):
             return False
-        with _finishing_lock:
-            if _finishing >= self._max_finishing:
-                log.info("stream id=%s: %d streams are already finishing for clients that left; stopping this one",
-                         self._answer.completion_id, _finishing)
-                return False
-            _finishing += 1
+        if not self._finishing.take():
+            log.info("stream id=%s: %d streams are already finishing for clients that left; stopping this one",
+                     self._answer.completion_id, self._finishing.most)
+            return False
         return True
 
     def _finish_reading(self) -> None:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
-        global _finishing
         try:
             while not (self._answer.finished or self.error is not None or self.stop_reason == "stopped"
                        or self._abandoned):
                 self._step()
         finally:
-            with _finishing_lock:
-                _finishing -= 1
+            self._finishing.give_back()
             with self._state:
                 self.active = False
             self._release()

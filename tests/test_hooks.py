@@ -209,6 +209,22 @@ def read_body_until(response: Any, needle: bytes) -> bytes:
     return received
 
 
+def test_finish_mode_is_bounded_per_blueprint(upstream: StandInServer) -> None:
+    """Two chat blueprints in one worker each finish their own max_finishing_streams: one's streams
+    that read on for clients that left never take the other's room."""
+    upstream.script = Script(reply="a b c d", hold_after=1)
+    apps = [hooked_app(upstream, on_client_leave="finish", max_finishing_streams=1) for _ in range(2)]
+    for app, _, _ in apps:
+        response = app.test_client().post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
+        next(iter(response.response))
+        response.close()
+    upstream.release()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.finished, stats.cancelled) == (2, 0)  # each was read to its end
+    for _, _, results in apps:
+        assert [r.outcome for r in wait_for_results(results, 1)] == ["done"]
+
+
 def wait_for_results(results: list[ChatResult], count: int) -> list[ChatResult]:
     return eventually(lambda: results, lambda r: len(r) >= count)
 
