@@ -54,6 +54,7 @@ class Options(TypedDict, total=False):
     max_tool_output_chars: int
     max_readers_per_stream: int
     relay_reasoning: bool
+    adjust_httpcore: bool
     resumable: bool
     redis_url: str | None
     resume_ttl: float
@@ -117,6 +118,10 @@ class Settings:
     relay_reasoning: bool = True
     """Send a reasoning model's streamed thinking to clients (``reasoning`` events); it always reaches
     ``after_stream``."""
+    adjust_httpcore: bool = False
+    """With a ``client=`` under gevent: fit httpcore to gevent (fair locks for HTTP/2 connections, the
+    OS's poll for the idle-connection check). It changes httpcore for the whole process, so it is
+    the host's choice."""
     resumable: bool = False
     """Keep every stream's events so a client that lost its connection can read on
     (``GET <prefix>/chat/<stream_id>``): in Redis with ``redis_url``, else in this process's memory."""
@@ -276,6 +281,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_tool_output_chars": _positive_int,
     "max_readers_per_stream": _positive_int,
     "relay_reasoning": _flag,
+    "adjust_httpcore": _flag,
     "resumable": _flag,
     "redis_url": _redis_url,
     "resume_ttl": _seconds,

@@ -110,7 +110,7 @@ class Upstream:
         """Start the completion and return its body, or raise an ``UpstreamError``; ``Stopped`` when
         ``cancel`` was used (the client left before the upstream's head)."""
         if self.custom_client:
-            _gevent.adjust_httpcore(_http)
+            _gevent.adjust_httpcore(_http, self._settings.adjust_httpcore)
         settings = self._settings
         body: dict[str, Any] = {**request.params, "messages": request.messages,
                                 settings.max_tokens_param: request.max_tokens}

@@ -31,7 +31,8 @@ server {{
     with Nginx(site, tmp_path_factory.mktemp("h2"), access_log="h2") as nginx:
         nginx.wait(port)
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-               "CHATSTREAM_FIRST_EVENT_WAIT": "0.1", "CHATSTREAM_HEARTBEAT": "0.2"}
+               "CHATSTREAM_FIRST_EVENT_WAIT": "0.1", "CHATSTREAM_HEARTBEAT": "0.2",
+               "CHATSTREAM_ADJUST_HTTPCORE": "1"}  # as a host with HTTP/2 under gevent should
         upstream.script = Script(reply=REPLY, hold_after=2)
         with Gunicorn("tests.custom_client_app:app", env={**env, "CUSTOM_HTTP2": "1"}) as server:
             leaving = send_chat_raw(server.port, "ndjson")

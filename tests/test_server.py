@@ -95,13 +95,26 @@ def test_the_default_transport_reads_the_body_without_a_timer(upstream: StandInS
 
 
 def test_the_httpcore_adjustment_takes_effect_with_preload_app(_standin: StandInServer) -> None:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url}
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_ADJUST_HTTPCORE": "1"}
     with Gunicorn("tests.custom_client_app:app", env=env, extra_args=["--preload"]) as server:
         conn, response = post_chat(server.port, "text", timeout=30)
         assert response.status == 200 and response.read()
         conn.close()
         log = server.log()
     assert "idle-connection check uses the OS's poll" in log
+
+
+def test_httpcore_is_left_alone_unless_the_host_asks(_standin: StandInServer) -> None:
+    """The adjustment changes httpcore for the whole process, the host's own clients too: opt-in."""
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url}
+    with Gunicorn("tests.custom_client_app:app", env=env) as server:
+        for _ in range(2):
+            conn, response = post_chat(server.port, "text", timeout=30)
+            assert response.status == 200 and response.read()
+            conn.close()
+        log = server.log()
+    assert "idle-connection check uses the OS's poll" not in log
+    assert log.count("gevent: httpcore is left as it is") == 1, log[-2000:]  # said once
 
 
 def test_a_changed_httpcore_makes_a_warning_not_a_failure() -> None:
@@ -112,7 +125,7 @@ monkey.patch_all()
 logging.basicConfig(level=logging.INFO)
 import flask_chatstream
 from flask_chatstream import _gevent
-_gevent.adjust_httpcore(types.ModuleType("httpx_from_the_future"))
+_gevent.adjust_httpcore(types.ModuleType("httpx_from_the_future"), True)
 print("still running")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
