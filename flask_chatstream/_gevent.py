@@ -157,14 +157,13 @@ class FairLock:
 
 
 _adjusted = False
-_declined = False
 
 
 def adjust_httpcore(http_module: Any, wanted: bool) -> None:
     """Fit httpcore to gevent, once gevent has patched the process, if the host wants it
     (``adjust_httpcore``): the OS's poll for its idle-connection check, and fair locks for its HTTP/2
     connections. It swaps module attributes, so it changes httpcore for every client in the process,
-    the host's own too: hence opt-in. Not wanted, it says once what it would do.
+    the host's own too: hence opt-in.
 
     Each time httpcore takes a connection from its pool (and again when one comes back), it asks
     every idle connection whether the server closed it, with a zero-timeout ``select.poll()``.
@@ -180,14 +179,8 @@ def adjust_httpcore(http_module: Any, wanted: bool) -> None:
     and changes nothing. Only clients passed in with ``client=`` go through httpcore: the default
     one has its own pool.
     """
-    global _adjusted, _declined
-    if _adjusted or not patched("select"):
-        return
-    if not wanted:
-        if not _declined:
-            _declined = True
-            log.info("gevent: httpcore is left as it is; with HTTP/2, a stream can wait behind a silent one "
-                     "on its connection (adjust_httpcore=True fits httpcore to gevent, for the whole process)")
+    global _adjusted
+    if _adjusted or not wanted or not patched("select"):
         return
     _adjusted = True
     core = http_module.__name__.replace("httpx", "httpcore")

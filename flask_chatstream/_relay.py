@@ -10,16 +10,15 @@ visible event, so an upstream failure before it is still a real HTTP status.
 
 The watchdog calls ``tick`` five times a second. Under ``_state``, a lock of its own, a stop can
 only happen while the stream is active, and the upstream and client sockets are only shut down
-before the stream closes them (never a descriptor that may have been reused). Heartbeats and
-probes go through the server's WSGI ``write()`` under ``_writing``, the lock the relay holds while
-the server writes its chunks, and only while the body is active.
+before the stream closes them (never a descriptor that may have been reused). What the client's
+side says (a hang-up, a half-close, a write blocked too long) and the heartbeats are the
+``ClientSide``'s, which the resume's ``Replay`` uses too.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import select
 import socket
 import threading
 import time
@@ -28,19 +27,19 @@ from typing import ContextManager
 from datetime import datetime, timezone
 
 from ._answer import Answer
+from ._client_side import CLIENT_LEFT, CLIENT_STALLED, PROBING, START_RESPONSE, ClientSide
 from ._config import Settings
 from ._errors import ChatStreamError, StreamAborted, StreamEnded, UpstreamRejected, UpstreamTimeout
 from ._events import Event, error_event
 from ._formats import TEXT, Format
-from ._gevent import poll_now
 from ._hooks import ChatRequest, ChatResult
 from ._journal import Recording
 from ._reader import PENDING, Reader
 from ._store import STREAMS
 from ._tools import Tool, run_calls
-from ._transport import Cancel, fileno_of, shutdown
+from ._transport import Cancel
 from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
-from ._watchdog import HALF_CLOSED, HUNG_UP, WATCHDOG
+from ._watchdog import WATCHDOG
 
 log = logging.getLogger("flask_chatstream")
 
@@ -134,35 +133,23 @@ class Relay:
         self._seen_reader = 0.0
         self._abandoned = False
         self._finishing = finishing if finishing is not None else FinishingLimit(settings.max_finishing_streams)
-        self.write: Callable[[bytes], object] | None = None
-        """The server's WSGI write(), set by the response when the server starts it."""
-        self.client_fd = fileno_of(client)
-        self._client = client if self.client_fd is not None else None
-        self._heartbeat = settings.heartbeat if fmt.ping else 0.0
+        self.client = ClientSide(client, ping=fmt.ping, heartbeat=settings.heartbeat,
+                                 send_timeout=settings.send_timeout)
         self._read_timeout = settings.read_timeout
-        self._send_timeout = settings.send_timeout
         self.started = now = time.monotonic()
         self.last_event = now
         """When the upstream last sent a data event (comments do not count)."""
-        self.last_sent = now
-        """When the client was last written to."""
-        self.sending_since: float | None = None
         self.active = True
         self.stop_reason: str | None = None
         self.visible = False
         """Has an event reached the relay that the client needs, beyond ``start``?"""
         self.error: ChatStreamError | None = None
-        self._half_closed = False
-        self._half_closed_at: float | None = None
-        self._last_tick = now
         self._pending = b""
-        self._wrote = False
         self._reusable = False
         self._delivered = False
         self._left = False
         self.finishing = False
         self.ended = 0.0
-        self._writing = threading.Lock()
         self._state = threading.Lock()
         self._answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
                               stream_id=stream_id or None, server_tools=self._tools.keys(),
@@ -175,6 +162,24 @@ class Relay:
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
+
+    @property
+    def client_fd(self) -> int | None:
+        """The client's socket, for the watchdog to poll."""
+        return self.client.fd
+
+    @client_fd.setter
+    def client_fd(self, fd: int | None) -> None:
+        self.client.fd = fd
+
+    @property
+    def write(self) -> Callable[[bytes], object] | None:
+        """The server's WSGI write(), set by the response when the server starts it."""
+        return self.client.write
+
+    @write.setter
+    def write(self, write: Callable[[bytes], object] | None) -> None:
+        self.client.write = write
 
     # -- before the response starts --------------------------------------------------------------
 
@@ -214,12 +219,8 @@ class Relay:
             while True:
                 if out or first:
                     first = False
-                    with self._writing:
-                        self.sending_since = time.monotonic()
+                    with self.client.sending():
                         yield out
-                    self.last_sent = time.monotonic()
-                    self.sending_since = None
-                    self._wrote = True
                 if self._ended():
                     break
                 out = self._step()
@@ -231,7 +232,7 @@ class Relay:
                 if not self.fmt.in_band_errors:
                     self._delivered = True  # the cut is how text says it
                     raise StreamAborted(self.error)
-                with self._writing:
+                with self.client.writing:
                     yield self._encoder(self._record([error_event(self.error)]))
             self._delivered = True
         except GeneratorExit:
@@ -374,16 +375,15 @@ class Relay:
 
     def _finish(self) -> None:
         """Let go of the stream: the slot, the watchdog, the upstream. Once."""
-        with self._writing, self._state:
+        with self.client.writing, self._state:
             if not self.active or self.finishing:
                 return
             if self._should_finish_reading():
                 self.finishing = True
-                self.client_fd = None  # nothing more to watch, or write, on the client's side
-                self.write = None
                 self._watch_for_readers()
             else:
                 self.active = False
+            self.client.let_go()  # nothing more to watch, or write, on the client's side
         if self.on_close is not None:
             self.on_close()
         if self.finishing:
@@ -484,7 +484,6 @@ class Relay:
 
     def tick(self, now: float, client_events: int) -> None:
         """Called on every watchdog tick with the client socket's poll events."""
-        previous, self._last_tick = self._last_tick, now
         if not self.active:
             return
         if self.finishing:  # nobody to watch on the client's side; the read timeout still holds
@@ -499,16 +498,17 @@ class Relay:
             if self.stop_reason in GONE and self._grace is not None:
                 self._abandon_unread(now)  # still in the body, reading on for a reader to come
             return
-        if self.sending_since is not None and now - self.sending_since > self._send_timeout:
-            self._stop("client_stalled")
-        elif client_events & HUNG_UP:
-            self._stop("client_left")
-        elif client_events & HALF_CLOSED and not self._half_closed:
-            self._half_closed_client(now, previous)
+        said = self.client.look(now, client_events)
+        if said == CLIENT_STALLED or said == CLIENT_LEFT:
+            self._stop(said)
+        elif said == START_RESPONSE:
+            self._reader.interrupt()  # still priming: start the response, whose head is the probe
+        elif said == PROBING:
+            pass
         elif now - self.last_event > self._read_timeout and not self._tools_running:
             self._stop("timeout")
-        elif self._heartbeat and now - self.last_sent >= self._heartbeat:
-            self._ping(now)
+        elif self.client.due(now):
+            self.client.beat(now)
 
     def _watch_for_readers(self) -> None:
         """The client left an answer that goes on: from now on, the grace period counts."""
@@ -529,24 +529,6 @@ class Relay:
                     self._abandoned = True
                     self._halt("client_left")
 
-    def _half_closed_client(self, now: float, previous: float) -> None:
-        """The client shut its sending side: it left, or it is only done sending (``nc -N``, some
-        proxies). Only a write can tell: to a client that is gone it draws a reset, which a later
-        tick sees as POLLHUP/POLLERR. So write something harmless, and wait a tick."""
-        since = self._half_closed_at
-        if since is None:
-            since = self._half_closed_at = now
-        if since < self.last_sent <= previous:
-            self._half_closed = True  # a write went out a tick ago and drew no reset: still listening
-        elif self.write is None:
-            self._reader.interrupt()  # still priming: start the response, whose head is that write
-        elif self.fmt.ping:
-            self._ping(now)
-        elif self.last_sent < since and self._wrote:
-            # text/plain, silent since the client shut its side: nothing harmless to write, so it
-            # counts as gone, and the answer is cut, never ended as if complete.
-            self._stop("client_left")
-
     def stop(self, reason: str = "stopped") -> None:
         """Stop the stream on the client's word (``POST .../stop``), whatever ``on_client_leave`` says:
         generation ends, and so does the response, cut as when a client leaves."""
@@ -562,8 +544,8 @@ class Relay:
             if not self.active or self.stop_reason is not None:
                 return
             self.stop_reason = reason
-            if reason == "client_stalled" and self._client is not None:
-                shutdown(self._client)  # unblocks the server's write, which then closes the body
+            if reason == "client_stalled":
+                self.client.cut()  # unblocks the server's write, which then closes the body
             if reason in GONE and self._finish_after_leave:
                 self._watch_for_readers()
                 self._reader.interrupt()  # a prime waiting on a silent upstream ends; the read goes on
@@ -577,19 +559,3 @@ class Relay:
         if opening is not None:
             opening.cancel(reason)
 
-    def _ping(self, now: float) -> bool:
-        if not self._writing.acquire(blocking=False):
-            return False  # the relay is writing: that is activity enough
-        try:
-            write = self.write
-            if not self.active or write is None or self.client_fd is None:
-                return False
-            if not poll_now(self.client_fd, select.POLLOUT) & select.POLLOUT:
-                return False
-            write(self.fmt.ping)
-            self.last_sent = now
-            return True
-        except OSError:
-            return False  # the client is gone; the next tick sees its hang-up
-        finally:
-            self._writing.release()

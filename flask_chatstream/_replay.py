@@ -4,7 +4,9 @@ The view has decided everything that can fail before the first byte (the stream 
 client may read it, the events asked for are still kept). The replay then sends the kept events
 after ``after``, follows the live ones to the terminal event, and ends the way the live stream
 would have: ``done``, an ``error`` event, or for text/plain a cut connection on an error. Heartbeats
-go out while it waits; the watchdog tells it when its client leaves or stops reading.
+go out, from the body itself, while it waits; the watchdog asks the client's side (``ClientSide``,
+as for the live stream) whether its client left or stopped reading. The body's own heartbeats are
+what finds out about a half-closed client: one that left answers a write with a reset.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from collections.abc import Callable, Generator, Iterator
 
 import orjson
 
+from ._client_side import CLIENT_LEFT, CLIENT_STALLED, ClientSide
 from ._errors import ChatStreamError, ResumeUnavailable, StreamAborted, StreamEnded, StreamTruncated
 from ._events import Event, error_event
 from ._formats import Format
 from ._journal import TERMINAL, Journal, Unavailable
-from ._transport import fileno_of, shutdown
-from ._watchdog import HUNG_UP, WATCHDOG
+from ._watchdog import WATCHDOG
 
 READ_WAIT = 1.0
 """Longest one read of the journal waits, so a replay notices its client left within about this."""
@@ -37,11 +39,7 @@ class Replay:
         self._after = after
         self._fmt = fmt
         self._encoder = fmt.encoder()
-        self._heartbeat = heartbeat if fmt.ping else 0.0
-        self._send_timeout = send_timeout
-        self.client_fd = fileno_of(client)
-        self._client = client if self.client_fd is not None else None
-        self.sending_since: float | None = None
+        self.client = ClientSide(client, ping=fmt.ping, heartbeat=heartbeat, send_timeout=send_timeout, probe=False)
         self.gone = False
         self._on_close = on_close
         """Gives back the reader's slots, once."""
@@ -49,6 +47,10 @@ class Replay:
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
+
+    @property
+    def client_fd(self) -> int | None:
+        return self.client.fd
 
     def close(self) -> None:
         self._body.close()
@@ -63,8 +65,8 @@ class Replay:
         WATCHDOG.watch(self)
         try:
             with self._journal.attach(self._id):
-                yield b""  # the status line and headers go out now
-                last, last_sent = self._after, time.monotonic()
+                yield from self._send(b"")  # the status line and headers go out now
+                last = self._after
                 while not self.gone:
                     try:
                         batch = self._journal.read(self._id, last, READ_WAIT)
@@ -80,7 +82,6 @@ class Replay:
                         final = events[-1]
                         last = final["seq"]
                         yield from self._send(self._encoder(events))
-                        last_sent = time.monotonic()
                         if final["type"] in TERMINAL:
                             if final["type"] == "error" and not self._fmt.in_band_errors:
                                 raise StreamAborted(final["error"]["code"])
@@ -88,17 +89,15 @@ class Replay:
                     elif batch.lost:
                         yield from self._end(StreamEnded("stream_lost"))
                         return
-                    elif self._heartbeat and time.monotonic() - last_sent >= self._heartbeat:
+                    elif self.client.due(time.monotonic()):
                         yield from self._send(self._fmt.ping)
-                        last_sent = time.monotonic()
         finally:
             WATCHDOG.forget(self)
             self._let_go()
 
     def _send(self, data: bytes) -> Generator[bytes, None, None]:
-        self.sending_since = time.monotonic()
-        yield data
-        self.sending_since = None
+        with self.client.sending():
+            yield data
 
     def _end(self, error: ChatStreamError) -> Generator[bytes, None, None]:
         if not self._fmt.in_band_errors:
@@ -107,9 +106,9 @@ class Replay:
 
     def tick(self, now: float, client_events: int) -> None:
         """The watchdog's: the client hung up, or a write has blocked past the send timeout."""
-        if client_events & HUNG_UP:
+        said = self.client.look(now, client_events)
+        if said == CLIENT_LEFT:
             self.gone = True
-        elif self.sending_since is not None and now - self.sending_since > self._send_timeout:
+        elif said == CLIENT_STALLED:
             self.gone = True
-            if self._client is not None:
-                shutdown(self._client)  # unblocks the server's write, which then closes the body
+            self.client.cut()  # unblocks the server's write, which then closes the body

@@ -36,7 +36,9 @@ _CLIENT_EVENTS = HALF_CLOSED | select.POLLHUP | select.POLLERR
 
 
 class Watched(Protocol):
-    client_fd: int | None
+    @property
+    def client_fd(self) -> int | None:
+        """The client's socket to poll, if any."""
 
     def tick(self, now: float, client_events: int) -> None:
         """Enforce timeouts and heartbeats; called on every tick with the client socket's poll events."""
