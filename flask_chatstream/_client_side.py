@@ -18,8 +18,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from ._gevent import poll_now
 from ._transport import fileno_of, shutdown
@@ -59,12 +58,13 @@ class ClientSide:
         self._half_closed_at: float | None = None
         self._still_listening = False
 
-    @contextmanager
-    def sending(self) -> Iterator[None]:
-        """Around each chunk the body hands the server: how long a write blocks is the send timeout's."""
-        with self.writing:
-            self.sending_since = time.monotonic()
-            yield
+    def sending(self) -> None:
+        """A chunk of the body goes to the server now (call with ``writing`` held): how long its write
+        blocks is the send timeout's business."""
+        self.sending_since = time.monotonic()
+
+    def sent(self) -> None:
+        """The server has written the chunk."""
         self.last_sent = time.monotonic()
         self.sending_since = None
         self.wrote = True

@@ -8,6 +8,14 @@ path, including the one where the server closes the body because the client left
 Before the response starts, the view calls ``prime``: it reads ahead until the answer's first
 visible event, so an upstream failure before it is still a real HTTP status.
 
+Its life is a ``Phase``: ``OPEN`` while the body is written to the client, then ``CLOSED`` (let go
+of: the slot, the watchdog, the upstream); or, when the client left an answer that is read to its end
+for ``after_stream`` (``on_client_leave="finish"``, or a resumable stream's grace), ``READING_ON``
+and then ``READ_ON``.
+Three things that could each be called "finishing" are named apart: letting go (``_let_go``), reading
+on after the client left (``_read_on``), and draining a complete answer's upstream body so its
+connection serves the next request (``_drain``).
+
 The watchdog calls ``tick`` five times a second. Under ``_state``, a lock of its own, a stop can
 only happen while the stream is active, and the upstream and client sockets are only shut down
 before the stream closes them (never a descriptor that may have been reused). What the client's
@@ -17,6 +25,7 @@ side says (a hang-up, a half-close, a write blocked too long) and the heartbeats
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import socket
@@ -54,6 +63,19 @@ FINISH_WAIT = 0.5
 
 class ClientGone(Exception):
     """The client left before the response started."""
+
+
+class Phase(enum.Enum):
+    """Where a stream is in its life: ``OPEN`` → ``CLOSED``, or ``OPEN`` → ``READING_ON`` → ``READ_ON``."""
+
+    OPEN = "open"
+    """The body is being written to the client."""
+    CLOSED = "closed"
+    """Let go of: its slot, the watchdog, the upstream."""
+    READING_ON = "reading_on"
+    """The client left; the answer is read to its end, for ``after_stream``, by a thread of its own."""
+    READ_ON = "read_on"
+    """Let go of, after reading on."""
 
 
 class FinishingLimit:
@@ -139,16 +161,16 @@ class Relay:
         self.started = now = time.monotonic()
         self.last_event = now
         """When the upstream last sent a data event (comments do not count)."""
-        self.active = True
+        self.phase = Phase.OPEN
         self.stop_reason: str | None = None
         self.visible = False
         """Has an event reached the relay that the client needs, beyond ``start``?"""
         self.error: ChatStreamError | None = None
         self._pending = b""
-        self._reusable = False
+        self._drain_on_close = False
+        """The answer is complete and the client has it: ``close`` drains the upstream body."""
         self._delivered = False
         self._left = False
-        self.finishing = False
         self.ended = 0.0
         self._state = threading.Lock()
         self._answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
@@ -162,6 +184,16 @@ class Relay:
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
+
+    @property
+    def active(self) -> bool:
+        """Not yet let go of (``OPEN`` or ``READING_ON``)."""
+        return self.phase is Phase.OPEN or self.phase is Phase.READING_ON
+
+    @property
+    def read_on_after_leave(self) -> bool:
+        """Is (or was) the answer read on after its client left (``READING_ON`` or ``READ_ON``)?"""
+        return self.phase is Phase.READING_ON or self.phase is Phase.READ_ON
 
     @property
     def client_fd(self) -> int | None:
@@ -202,10 +234,10 @@ class Relay:
             pieces.append(piece)
         self._pending = b"".join(pieces)
         if self.stop_reason in GONE:
-            self._finish()
+            self._let_go()
             raise ClientGone()
         if self.error is not None and not self.visible:
-            self._finish()
+            self._let_go()
             raise self.error
 
     # -- the body --------------------------------------------------------------------------------
@@ -216,11 +248,14 @@ class Relay:
             # headers with it, so the client knows its answer has started.
             out, self._pending = self._pending, b""
             first = True
+            client = self.client
             while True:
                 if out or first:
                     first = False
-                    with self.client.sending():
+                    with client.writing:  # (plain calls: a context manager per chunk costs more)
+                        client.sending()
                         yield out
+                    client.sent()
                 if self._ended():
                     break
                 out = self._step()
@@ -239,7 +274,7 @@ class Relay:
             self._left = True  # the server closed the body early: a write to the client failed
             raise
         finally:
-            self._finish()
+            self._let_go()
 
     def _step(self) -> bytes:
         """One move of the answer: open the next model call, run a turn of tools, or read."""
@@ -333,7 +368,7 @@ class Relay:
             self._opening = None
         with self._state:
             finished, self.stream = self.stream, stream
-        finished.finish(self._tail(), FINISH_WAIT)  # its connection, back for the next request
+        finished.finish(self._tail(), FINISH_WAIT)  # drained: its connection, back for the next request
         self._request = request
         self._answer.next_call()
         self._reader = Reader(iter(stream), stream.ready)
@@ -344,7 +379,12 @@ class Relay:
     def _gone(self) -> bool:
         """The client left (and the answer is not being finished for it), or stopped the stream."""
         return (self.stop_reason == "stopped" or self._abandoned
-                or (self.stop_reason in GONE and not self.finishing))
+                or (self.stop_reason in GONE and not self.read_on_after_leave))
+
+    def _drain(self) -> None:
+        """Read what is left of a complete answer's upstream body (``[DONE]``, the chunked terminator),
+        for at most ``FINISH_WAIT``, so its connection can serve the next request."""
+        self.stream.finish(self._tail(), FINISH_WAIT)
 
     def _tail(self) -> int:
         """How much may be left of a finished model call's body: nothing after ``[DONE]``, else that line."""
@@ -364,34 +404,35 @@ class Relay:
         the upstream body (``[DONE]`` and the chunked terminator, nothing more) is read, to keep
         the connection for the next request, and then where ``on_end`` gets the result."""
         if inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED:
-            self._finish()  # never started, so its finally will not run
+            self._let_go()  # never started, so its finally will not run
         self._body.close()
-        if self.finishing:
+        if self.read_on_after_leave:
             return  # the finisher reads the rest, then ends
-        if self._reusable:
-            self._reusable = False
-            self.stream.finish(self._tail(), FINISH_WAIT)
+        if self._drain_on_close:
+            self._drain_on_close = False
+            self._drain()
         self._end()
 
-    def _finish(self) -> None:
-        """Let go of the stream: the slot, the watchdog, the upstream. Once."""
+    def _let_go(self) -> None:
+        """Let go of the stream: the slot, the watchdog, the upstream. Once. (Or, if the client left an
+        answer that is to be read on, start reading on: ``READING_ON``.)"""
         with self.client.writing, self._state:
-            if not self.active or self.finishing:
+            if not self.active or self.read_on_after_leave:
                 return
-            if self._should_finish_reading():
-                self.finishing = True
+            if self._may_read_on():
+                self.phase = Phase.READING_ON
                 self._watch_for_readers()
             else:
-                self.active = False
+                self.phase = Phase.CLOSED
             self.client.let_go()  # nothing more to watch, or write, on the client's side
         if self.on_close is not None:
             self.on_close()
-        if self.finishing:
-            threading.Thread(target=self._finish_reading, name="chatstream-finish", daemon=True).start()
+        if self.read_on_after_leave:
+            threading.Thread(target=self._read_on, name="chatstream-read-on", daemon=True).start()
             return
         self._release()
 
-    def _should_finish_reading(self) -> bool:
+    def _may_read_on(self) -> bool:
         """``on_client_leave="finish"``: the client left an answer that was going well, and there is room."""
         if not self._finish_after_leave or self._answer.finished or self.error is not None:
             return False
@@ -405,7 +446,7 @@ class Relay:
             return False
         return True
 
-    def _finish_reading(self) -> None:
+    def _read_on(self) -> None:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
         try:
             while not (self._answer.finished or self.error is not None or self.stop_reason == "stopped"
@@ -414,10 +455,10 @@ class Relay:
         finally:
             self._finishing.give_back()
             with self._state:
-                self.active = False
+                self.phase = Phase.READ_ON
             self._release()
             if self._answer.finished:
-                self.stream.finish(self._tail(), FINISH_WAIT)
+                self._drain()
             self._end()
 
     def _release(self) -> None:
@@ -435,9 +476,9 @@ class Relay:
         elif self._reader.pending:
             self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
             self.stream.close()
-        elif self._answer.finished and not self.finishing and self.stop_reason is None:
-            self._reusable = True  # close() finishes the upstream body
-        elif not (self.finishing and self._answer.finished):
+        elif self._answer.finished and not self.read_on_after_leave and self.stop_reason is None:
+            self._drain_on_close = True
+        elif not (self.read_on_after_leave and self._answer.finished):
             self.stream.close()
         self._log()
 
@@ -469,7 +510,7 @@ class Relay:
         outcome = self._outcome()
         if outcome == "error" and self.error is not None:
             outcome = self.error.code
-        if self.finishing:
+        if self.read_on_after_leave:
             outcome += "_after_client_left"
         usage = answer.usage or {}
         log.info(
@@ -486,7 +527,7 @@ class Relay:
         """Called on every watchdog tick with the client socket's poll events."""
         if not self.active:
             return
-        if self.finishing:  # nobody to watch on the client's side; the read timeout still holds
+        if self.read_on_after_leave:  # nobody to watch on the client's side; the read timeout still holds
             if now - self.last_event > self._read_timeout and not self._tools_running:
                 with self._state:
                     if self.active:

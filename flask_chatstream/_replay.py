@@ -96,8 +96,9 @@ class Replay:
             self._let_go()
 
     def _send(self, data: bytes) -> Generator[bytes, None, None]:
-        with self.client.sending():
-            yield data
+        self.client.sending()  # (nothing else writes to a replay's client: no lock to take)
+        yield data
+        self.client.sent()
 
     def _end(self, error: ChatStreamError) -> Generator[bytes, None, None]:
         if not self._fmt.in_band_errors:
