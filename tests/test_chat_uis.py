@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from flask_chatstream.testing import Script, StandInServer
 
 from .browsers import ARTIFACTS, WATCH_GROWTH, example_app, growth
+from .conftest import eventually
 from .servers import ROOT, Gunicorn
 
 UIS = {"demo": "/", "react": "/react/", "ai-sdk": "/ai-sdk/"}
@@ -92,11 +93,16 @@ def last_answer(page: Page) -> Any:
 
 
 def saved(page: Page, server: Gunicorn) -> dict[str, Any]:
-    """The open conversation as the server keeps it."""
+    """The open conversation as the server keeps it, once it has saved the last answer (it does so
+    after the stream's last byte, which the page may already be showing)."""
     conversation_id = unquote(page.evaluate("location.hash").lstrip("#"))
-    response = page.request.get(f"{server.url}/api/conversations/{conversation_id}")
-    assert response.ok, response.status
-    return json.loads(response.body())
+
+    def get() -> dict[str, Any]:
+        response = page.request.get(f"{server.url}/api/conversations/{conversation_id}")
+        assert response.ok, response.status
+        return dict(json.loads(response.body()))
+
+    return eventually(get, lambda c: all(m["status"] != "streaming" for m in c["messages"]))
 
 
 # ---- writing and reading -------------------------------------------------------------------------------

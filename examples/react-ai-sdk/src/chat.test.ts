@@ -37,6 +37,11 @@ async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean): P
 
 const stats = async (): Promise<Record<string, number>> => (await fetch(`${CONTROL}/_standin/stats`)).json();
 
+/** The conversation as the server keeps it, once it has saved the last answer (it does so after the
+ * stream's last byte, which the Chat may already have). */
+const savedConversation = async (id: string) =>
+  (await until(() => loadConversation(id), (m) => !!m && m.every((x) => x.metadata?.status !== "streaming")))!;
+
 beforeEach(() => setApiBase(`${SERVER}/api`));
 
 describe("useChat's Chat against flask_chatstream", () => {
@@ -92,7 +97,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     await script({ reply: "It is late.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
     const chat = makeChat();
     await chat.sendMessage({ text: "What time is it?" });
-    const saved = (await loadConversation(chat.id))!;
+    const saved = await savedConversation(chat.id);
     expect(saved.map((m) => [m.role, textOf(m), m.metadata?.status])).toEqual([
       ["user", "What time is it?", undefined],
       ["assistant", "It is late.", "complete"],
@@ -120,7 +125,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     expect(chat.messages.map((m) => [m.role, textOf(m)])).toEqual([["user", "question"], ["assistant", "second answer"]]);
     const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
     expect(body.messages).toEqual([{ role: "user", content: "question" }]);
-    const saved = (await loadConversation(chat.id))!;
+    const saved = await savedConversation(chat.id);
     expect(saved.map((m) => textOf(m))).toEqual(["question", "second answer"]);
   });
 

@@ -132,14 +132,14 @@ export const chatApi = createApi({
     getConversation: build.query<Conversation, string>({
       async queryFn(id) {
         // The server saves an answer once its stream has ended, a moment after the last byte: right
-        // after a stream, ask again a few times rather than show a half-saved turn. (An answer still
-        // "streaming" after that is one the server is finishing: the component polls for it.)
+        // after a stream, ask again for a few seconds rather than show a half-saved turn. (An answer
+        // still "streaming" after that is one the server is finishing: the component polls for it.)
         for (let attempt = 0; ; attempt++) {
           const result = await call<Conversation>(conversationUrl(id));
           if ("error" in result) {
             return result.error.status === 404 ? { data: { id, messages: [] } } : result; // a stale link: empty
           }
-          if (result.data.messages.at(-1)?.status !== "streaming" || attempt >= 10) return result;
+          if (result.data.messages.at(-1)?.status !== "streaming" || attempt >= 50) return result;
           await settle();
         }
       },
