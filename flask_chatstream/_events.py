@@ -27,7 +27,7 @@ upstream that sends other choices anyway has them ignored rather than mixed in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union, get_args
 
 import orjson
 
@@ -108,8 +108,7 @@ class PingEvent(_Event):
 
 Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, DoneEvent,
               ErrorEvent, PingEvent]
-EVENT_TYPES: tuple[type, ...] = (StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent,
-                                  ToolResultEvent, DoneEvent, ErrorEvent, PingEvent)
+EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 PING: PingEvent = {"type": "ping"}
 

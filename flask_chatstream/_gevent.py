@@ -159,11 +159,11 @@ class FairLock:
 _adjusted = False
 
 
-def adjust_httpcore(http_module: Any, wanted: bool) -> None:
-    """Fit httpcore to gevent, once gevent has patched the process, if the host wants it
-    (``adjust_httpcore``): the OS's poll for its idle-connection check, and fair locks for its HTTP/2
-    connections. It swaps module attributes, so it changes httpcore for every client in the process,
-    the host's own too: hence opt-in.
+def adjust_httpcore(http_module: Any) -> None:
+    """Fit httpcore to gevent, once gevent has patched the process: the OS's poll for its
+    idle-connection check, and fair locks for its HTTP/2 connections. It swaps module attributes, so
+    it changes httpcore for every client in the process, the host's own too: the upstream calls it
+    only when the host asked (``adjust_httpcore``).
 
     Each time httpcore takes a connection from its pool (and again when one comes back), it asks
     every idle connection whether the server closed it, with a zero-timeout ``select.poll()``.
@@ -180,7 +180,7 @@ def adjust_httpcore(http_module: Any, wanted: bool) -> None:
     one has its own pool.
     """
     global _adjusted
-    if _adjusted or not wanted or not patched("select"):
+    if _adjusted or not patched("select"):
         return
     _adjusted = True
     core = http_module.__name__.replace("httpx", "httpcore")

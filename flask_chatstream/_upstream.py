@@ -109,8 +109,8 @@ class Upstream:
     def open(self, request: ChatRequest, cancel: Cancel | None = None) -> UpstreamStream:
         """Start the completion and return its body, or raise an ``UpstreamError``; ``Stopped`` when
         ``cancel`` was used (the client left before the upstream's head)."""
-        if self.custom_client:
-            _gevent.adjust_httpcore(_http, self._settings.adjust_httpcore)
+        if self.custom_client and self._settings.adjust_httpcore:
+            _gevent.adjust_httpcore(_http)
         settings = self._settings
         body: dict[str, Any] = {**request.params, "messages": request.messages,
                                 settings.max_tokens_param: request.max_tokens}

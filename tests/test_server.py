@@ -124,7 +124,7 @@ monkey.patch_all()
 logging.basicConfig(level=logging.INFO)
 import flask_chatstream
 from flask_chatstream import _gevent
-_gevent.adjust_httpcore(types.ModuleType("httpx_from_the_future"), True)
+_gevent.adjust_httpcore(types.ModuleType("httpx_from_the_future"))
 print("still running")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

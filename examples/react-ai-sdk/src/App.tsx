@@ -12,9 +12,17 @@ import {
   type ConversationSummary,
 } from "chat-ui";
 import { Fragment, useCallback, useEffect, useState } from "react";
-import { errorText, loadConversation, makeChat, stopAnswer, textOf, type ChatMessage } from "./chat";
-
-const api = (path: string, init?: RequestInit) => fetch(`/api/conversations${path}`, init);
+import {
+  deleteConversation,
+  errorText,
+  listConversations,
+  loadConversation,
+  makeChat,
+  renameConversation,
+  stopAnswer,
+  textOf,
+  type ChatMessage,
+} from "./chat";
 
 export function App() {
   const [current, setCurrent] = useHashId(); // a reload reopens the conversation
@@ -25,8 +33,8 @@ export function App() {
   const busy = status === "submitted" || status === "streaming";
 
   const refreshList = useCallback(async () => {
-    const response = await api("");
-    if (response.ok) setConversations(await response.json());
+    const listed = await listConversations();
+    if (listed) setConversations(listed);
   }, []);
 
   const open = useCallback(async (id: string | null) => {
@@ -83,13 +91,11 @@ export function App() {
       onOpen={(id) => void open(id)}
       onNew={() => void open(null)}
       onRename={async (id, title) => {
-        await api(`/${encodeURIComponent(id)}`, {
-          method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ title }),
-        });
+        await renameConversation(id, title);
         await refreshList();
       }}
       onDelete={async (id) => {
-        await api(`/${encodeURIComponent(id)}`, { method: "DELETE" });
+        await deleteConversation(id);
         if (id === current) await open(null);
         await refreshList();
       }}

@@ -37,6 +37,9 @@ async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean): P
 
 const stats = async (): Promise<Record<string, number>> => (await fetch(`${CONTROL}/_standin/stats`)).json();
 
+/** The first request body the upstream got since the last reset (each script() resets it). */
+const firstUpstreamBody = async () => (await (await fetch(`${CONTROL}/_standin/bodies`)).json())[0];
+
 /** The conversation as the server keeps it, once it has saved the last answer (it does so after the
  * stream's last byte, which the Chat may already have). */
 const savedConversation = async (id: string) =>
@@ -66,7 +69,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     await chat.sendMessage({ text: "first" });
     await script({ reply: "second answer" });
     await chat.sendMessage({ text: "second" });
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    const body = await firstUpstreamBody();
     expect(body.messages).toEqual([
       { role: "user", content: "first" },
       { role: "assistant", content: "first answer" },
@@ -108,7 +111,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     await script({ reply: "later still" });
     const reopened = makeChat(chat.id, saved);
     await reopened.sendMessage({ text: "And now?" });
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    const body = await firstUpstreamBody();
     expect(body.messages).toEqual([
       { role: "user", content: "What time is it?" },
       { role: "assistant", content: "It is late." },
@@ -123,7 +126,7 @@ describe("useChat's Chat against flask_chatstream", () => {
     await script({ reply: "second answer" });
     await chat.regenerate();
     expect(chat.messages.map((m) => [m.role, textOf(m)])).toEqual([["user", "question"], ["assistant", "second answer"]]);
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    const body = await firstUpstreamBody();
     expect(body.messages).toEqual([{ role: "user", content: "question" }]);
     const saved = await savedConversation(chat.id);
     expect(saved.map((m) => textOf(m))).toEqual(["question", "second answer"]);

@@ -11,7 +11,8 @@
 // - Errors in words, from chatstream.js's table of the relay's error codes.
 import { Chat } from "@ai-sdk/react";
 import { DefaultChatTransport, type UIMessage } from "ai";
-import { ERROR_CODES } from "chatstream";
+import { ChatStreamError, errorText as chatstreamErrorText } from "chatstream";
+import type { ConversationSummary } from "chat-ui";
 
 export type AnswerStatus = "complete" | "streaming" | "stopped" | "error";
 
@@ -63,9 +64,27 @@ interface SavedConversation {
   }[];
 }
 
+const conversationUrl = (id: string) => `${apiBase}/conversations/${encodeURIComponent(id)}`;
+
+/** The saved conversations, newest first; null if the server cannot say. */
+export async function listConversations(): Promise<ConversationSummary[] | null> {
+  const response = await fetch(`${apiBase}/conversations`);
+  return response.ok ? response.json() : null;
+}
+
+export async function renameConversation(id: string, title: string): Promise<void> {
+  await fetch(conversationUrl(id), {
+    method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ title }),
+  });
+}
+
+export async function deleteConversation(id: string): Promise<void> {
+  await fetch(conversationUrl(id), { method: "DELETE" });
+}
+
 /** A saved conversation as UIMessages, or null if the server has no such conversation. */
 export async function loadConversation(id: string): Promise<ChatMessage[] | null> {
-  const response = await fetch(`${apiBase}/conversations/${encodeURIComponent(id)}`);
+  const response = await fetch(conversationUrl(id));
   if (response.status === 404) return null;
   if (!response.ok) throw new Error(`The server answered with an error (${response.status}).`);
   const saved = (await response.json()) as SavedConversation;
@@ -96,12 +115,12 @@ export async function stopAnswer(chat: Chat<ChatMessage>): Promise<void> {
 }
 
 /** What to show for useChat's error, in words for a person: an HTTP error's body is the server's
- * JSON error (its code has a sentence in chatstream.js); an in-stream error's text is the server's. */
+ * JSON error, whose code chatstream.js has a sentence for; an in-stream error's text is the server's. */
 export function errorText(error: Error | undefined): string {
   if (!error) return "";
   try {
     const { code, message } = JSON.parse(error.message).error as { code: string; message: string };
-    return ERROR_CODES[code] ?? message;
+    return chatstreamErrorText(new ChatStreamError(message, { code }));
   } catch {
     return error.message;
   }

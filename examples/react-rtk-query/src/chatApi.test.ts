@@ -31,6 +31,11 @@ async function stats(): Promise<Record<string, number>> {
   return (await fetch(`${CONTROL}/_standin/stats`)).json();
 }
 
+/** The first request body the upstream got since the last reset (each script() resets it). */
+async function firstUpstreamBody() {
+  return (await (await fetch(`${CONTROL}/_standin/bodies`)).json())[0];
+}
+
 async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean): Promise<T> {
   for (let i = 0; i < 1500; i++) {
     const value = await get();
@@ -116,7 +121,7 @@ describe("sendMessage", () => {
     await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "first" }));
     await script({ reply: "second answer" });
     await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "second" }));
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    const body = await firstUpstreamBody();
     expect(body.messages).toEqual([
       { role: "user", content: "first" },
       { role: "assistant", content: "first answer" },
@@ -146,7 +151,7 @@ describe("sendMessage", () => {
       ["user", "question", "complete"],
       ["assistant", REPLY, "complete"],
     ]);
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
+    const body = await firstUpstreamBody();
     expect(body.messages).toEqual([{ role: "user", content: "question" }]); // the old answer is not history
   });
 

@@ -17,7 +17,7 @@
 // - `renameConversation` and `deleteConversation` are plain mutations that refresh the list.
 // Only plain, serializable data goes into the store.
 import { createApi, fakeBaseQuery } from "@reduxjs/toolkit/query/react";
-import { ChatStreamError, ERROR_CODES, errorText, streamChat } from "chatstream";
+import { ChatStreamError, checkResponse, errorText, streamChat } from "chatstream";
 
 export type Role = "user" | "assistant";
 export type MessageStatus = "complete" | "streaming" | "stopped" | "error";
@@ -102,16 +102,11 @@ export function errorMessage(error: unknown): string {
 
 type Result<T> = { data: T } | { error: ChatError };
 
-/** A JSON request to the example app's conversation API; its errors as ChatError. */
+/** A JSON request to the example app's conversation API; its errors (read by chatstream.js's
+ * checkResponse, as the chat's are) as ChatError. */
 async function call<T>(url: string, init?: RequestInit): Promise<Result<T>> {
   try {
-    const response = await fetch(url, init);
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      const code: string = body?.error?.code ?? "http_error";
-      const message = ERROR_CODES[code] ?? body?.error?.message ?? `The server answered with an error (${response.status}).`;
-      return { error: { status: response.status, code, message } };
-    }
+    const response = await checkResponse(await fetch(url, init));
     return { data: (response.status === 204 ? null : await response.json()) as T };
   } catch (caught) {
     return { error: toChatError(caught) };
