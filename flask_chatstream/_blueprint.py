@@ -58,7 +58,8 @@ from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, 
 from ._host import HostJournal, HostLimit, HostStore, open_store
 from ._journal import Journal, MemoryJournal, Unavailable
 from ._policy import StreamLimit, nothing
-from ._relay import ClientGone, FinishingLimit, Relay
+from ._after_leave import FinishingLimit
+from ._relay import ClientGone, Relay
 from ._replay import Replay
 from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._server import check_server

@@ -1,0 +1,230 @@
+"""The model's side of one stream: its calls, read and turned into the bytes the client gets.
+
+A stream is one model call, or several with turns of server-side tools between them (the
+``ToolLoop``). Each read of the upstream goes through the ``Answer`` (events), the recording (a
+resumable stream's journal) and the format's encoder. The ``Relay`` decides when to read and when
+to stop; this decides what a read means, and how the upstream is let go of.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import ContextManager
+
+from ._answer import Answer
+from ._config import Settings
+from ._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
+from ._events import Event, error_event
+from ._formats import TEXT, Format
+from ._hooks import ChatRequest, ChatResult
+from ._journal import Recording
+from ._reader import PENDING, Reader
+from ._tool_loop import NO_REQUEST, ToolLoop
+from ._tools import Tool
+from ._transport import Cancel
+from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
+
+log = logging.getLogger("flask_chatstream")
+
+FINISH_WAIT = 0.5
+"""After a complete answer, how long ``drain`` waits for the end of the upstream body to reuse the connection."""
+
+
+class Generation:
+    """What the model says in one stream, and the upstream it says it through."""
+
+    def __init__(self, stream: UpstreamStream, fmt: Format, settings: Settings, *, stream_id: str,
+                 request: ChatRequest | None, tools: Mapping[str, Tool],
+                 reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
+                 context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
+                 gone: Callable[[], bool], lock: threading.Lock) -> None:
+        self.stream = stream
+        self.request = request
+        self._fmt = fmt
+        self._encoder = fmt.encoder()
+        self._relay_reasoning = settings.relay_reasoning
+        self._recording = recording
+        """Where a resumable stream's events are kept, numbered, for clients that come back."""
+        self._lock = lock
+        """The relay's: a stop and the switch to the next model call's stream never cross."""
+        self.answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
+                             stream_id=stream_id or None, server_tools=tools.keys(),
+                             max_tool_steps=settings.max_tool_steps)
+        self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
+                              max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
+                              context=context)
+        self.reader = Reader(iter(stream), stream.ready)
+        self.error: ChatStreamError | None = None
+        self.visible = False
+        """Has an event reached the relay that the client needs, beyond ``start``?"""
+        self.last_event = time.monotonic()
+        """When the upstream last sent a data event (comments do not count), or a turn of tools ended."""
+
+    @property
+    def over(self) -> bool:
+        """The answer is complete, or has failed."""
+        return self.answer.finished or self.error is not None
+
+    def read_ahead(self, wait: float, ended: Callable[[], bool]) -> bytes:
+        """Read until the answer's first visible event, its end (or ``ended()``), a turn of tools, or
+        ``wait`` seconds: what to send first."""
+        deadline = time.monotonic() + wait
+        pieces = []
+        while not (self.visible or ended() or self.answer.turn is not None):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            piece = self.advance(left)
+            if piece is None:
+                break
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def step(self) -> bytes:
+        """One move of the answer: open the next model call, run a turn of tools, or read."""
+        if self.tools.next is not None:
+            return self._open_next()
+        if self.answer.turn is not None:
+            return self._run_turn()
+        return self.advance() or b""
+
+    def advance(self, timeout: float | None = None) -> bytes | None:
+        """Read once and translate: the bytes to send (maybe none), or None if ``timeout`` passed."""
+        try:
+            data = self.reader.next(timeout)
+        except StopIteration:
+            return self.encode(self.answer.end_of_stream())
+        except Stopped as stopped:
+            self._stopped(stopped.reason)
+            return b""
+        except Exception as exc:
+            self.error = interrupted(exc)
+            return b""
+        if data is PENDING:
+            return None
+        if self.stream.stopped is not None:
+            self._stopped(self.stream.stopped)
+            return b""
+        events, data_event = self.answer.feed(data)
+        if data_event:
+            self.last_event = time.monotonic()
+        return self.encode(events)
+
+    def encode(self, events: list[Event]) -> bytes:
+        """The events for the client, recorded (resume) and encoded."""
+        if self.answer.error is not None and self.error is None:
+            self.error = self.answer.error
+        if not self._relay_reasoning:
+            events = [event for event in events if event["type"] != "reasoning"]
+        if not events:
+            return b""
+        if self._fmt is TEXT and self.answer.turn is None:
+            for i, each in enumerate(events):
+                if each["type"] == "tool_call":  # for the client to run: text has no way to say so
+                    self.error = UpstreamRejected(
+                        "The model answered with a tool call, which text/plain cannot carry. "
+                        "Ask for application/x-ndjson or text/event-stream.", code="tool_calls_need_events")
+                    events = events[:i]
+                    break
+        if not self.visible:
+            self.visible = any(event["type"] != "start" for event in events)
+        return self._encoder(self.record(events)) if events else b""
+
+    def encode_error(self, error: ChatStreamError) -> bytes:
+        """The terminal ``error`` event, recorded and encoded."""
+        return self._encoder(self.record([error_event(error)]))
+
+    def record(self, events: list[Event]) -> list[Event]:
+        if self._recording is not None:
+            self._recording.add(events)
+        return events
+
+    def _stopped(self, reason: str) -> None:
+        if reason == "timeout":
+            self.error = UpstreamTimeout(STALLED)
+
+    # -- between model calls ---------------------------------------------------------------------
+
+    def _run_turn(self) -> bytes:
+        try:
+            events = self.tools.run_turn(self.answer)
+        finally:
+            self.last_event = time.monotonic()
+        return b"" if events is None else self.encode(events)
+
+    def _open_next(self) -> bytes:
+        try:
+            stream = self.tools.open_next()
+        except ChatStreamError as error:
+            self.error = error
+            return b""
+        if stream is None:
+            return b""
+        with self._lock:
+            finished, self.stream = self.stream, stream
+        finished.finish(self._tail(), FINISH_WAIT)  # drained: its connection, back for the next request
+        self.answer.next_call()
+        self.reader = Reader(iter(stream), stream.ready)
+        self.last_event = time.monotonic()
+        return b""
+
+    # -- letting go of the upstream --------------------------------------------------------------
+
+    def halt(self, reason: str) -> None:
+        """Stop the model: the stream being read, or the next call's request still waiting for its head.
+        (Call with the relay's lock held.)"""
+        self.stream.stop(reason)
+        self.tools.cancel(reason)
+
+    def let_go(self, keep: bool) -> bool:
+        """Close the upstream, or with ``keep`` (a complete answer) leave its body to ``drain``: returns
+        whether it was kept."""
+        if self.reader.pending and not self.stream.owns_socket:
+            # A read ahead is still waiting on a connection shared with other streams (HTTP/2):
+            # closing the response under it would break the connection for all of them. It is
+            # closed when that read ends, at the stream's next data or its read timeout.
+            self.reader.abandon(self.stream.close)
+        elif self.reader.pending:
+            self.stream.stop("closed")  # wake the read ahead so it lets go of the connection
+            self.stream.close()
+        elif keep:
+            return True
+        else:
+            self.stream.close()
+        return False
+
+    def drain(self) -> None:
+        """Read what is left of a complete answer's upstream body (``[DONE]``, the chunked terminator),
+        for at most ``FINISH_WAIT``, so its connection can serve the next request."""
+        self.stream.finish(self._tail(), FINISH_WAIT)
+
+    def _tail(self) -> int:
+        """How much may be left of a finished model call's body: nothing after ``[DONE]``, else that line."""
+        return 0 if self.answer.marker else len(b"data: [DONE]\n\n")
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def result(self, *, stream_id: str, outcome: str, delivered: bool, started_at: datetime,
+               duration: float) -> ChatResult:
+        answer = self.answer
+        return ChatResult(
+            id=stream_id, request=self.request or NO_REQUEST, outcome=outcome, text=answer.text,
+            refusal=answer.refusal, reasoning=answer.reasoning, tool_calls=answer.tool_calls,
+            finish_reason=answer.finish_reason, usage=answer.usage, error=self.error, delivered=delivered,
+            started_at=started_at, duration=duration, completion_id=answer.completion_id,
+        )
+
+    def log(self, outcome: str, duration: float) -> None:
+        """The stream's one log line."""
+        answer = self.answer
+        usage = answer.usage or {}
+        log.info(
+            "stream id=%s outcome=%s format=%s chunks=%d steps=%d duration_ms=%d finish_reason=%s "
+            "prompt_tokens=%s completion_tokens=%s",
+            answer.completion_id, outcome, self._fmt.name, answer.chunks, answer.steps, duration * 1000,
+            answer.finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+        )

@@ -1,0 +1,86 @@
+"""Between model calls: run a turn of server-side tools, then open the next call with their results.
+
+The model asks for tools, the stream runs them at once (``run_calls``), and the next model call's
+request is the last one with the turn added. Opening that call waits for the upstream's head; a
+stop in the meantime cancels it (``cancel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import ContextManager
+
+from ._answer import Answer
+from ._events import Event
+from ._hooks import ChatRequest
+from ._tools import Tool, run_calls
+from ._transport import Cancel
+from ._upstream import Stopped, UpstreamStream
+
+NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
+
+
+class ToolLoop:
+    """One stream's turns of server-side tools."""
+
+    def __init__(self, tools: Mapping[str, Tool], request: ChatRequest | None, *, timeout: float,
+                 max_output_chars: int, gone: Callable[[], bool],
+                 reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
+                 context: Callable[[], ContextManager[object]] | None) -> None:
+        self.tools = tools
+        self.request = request or NO_REQUEST
+        """The request of the current model call: the first one's, then with the tool turns added."""
+        self.next: ChatRequest | None = None
+        """The request of the next model call, once a turn of tools has run."""
+        self.running = False
+        """A turn of tools is running (the read timeout waits for it)."""
+        self._timeout = timeout
+        self._max_output_chars = max_output_chars
+        self._gone = gone
+        """Has the client left (or stopped the stream)? Then no more tools, and no more model calls."""
+        self._reopen = reopen
+        self._context = context
+        """What each tool call runs inside: a copy of the request's Flask context."""
+        self._opening: Cancel | None = None
+        """The next model call's request while it waits for its head: a stop cancels it."""
+
+    def run_turn(self, answer: Answer) -> list[Event] | None:
+        """Run the model's calls of server-side tools and line up the next model call: their result
+        events, or None if the client left meanwhile."""
+        self.running = True
+        try:
+            runs = run_calls(self.tools, answer.turn or [], self.request, self._timeout, self._max_output_chars,
+                             stopped=self._gone, context=self._context)
+        finally:
+            self.running = False
+        if self._gone():
+            return None  # the client left: no more model calls on its account
+        events = answer.results(runs)
+        if not answer.finished:  # else the client has calls of its own to run first
+            self.next = answer.next_request(self.request, runs)
+        return events
+
+    def open_next(self) -> UpstreamStream | None:
+        """Open the next model call: its stream, or None if the stream was stopped or the client left
+        first. Raises the ``ChatStreamError`` that refused it."""
+        assert self.next is not None and self._reopen is not None
+        request, self.next = self.next, None
+        # Set before the look at _gone: a stop that comes after the look finds it and cancels it.
+        self._opening = opening = Cancel()
+        if self._gone():
+            self._opening = None
+            return None
+        try:
+            stream = self._reopen(request, opening)
+        except Stopped:
+            return None  # stopped, or the client left, while the model had not answered yet
+        finally:
+            self._opening = None
+        self.request = request
+        return stream
+
+    def cancel(self, reason: str) -> None:
+        """Stop the next model call's request, if it is waiting for its head."""
+        opening = self._opening
+        if opening is not None:
+            opening.cancel(reason)
