@@ -8,7 +8,7 @@ from __future__ import annotations
 from ._blueprint import ChatBlueprint, create_blueprint
 from ._warmup import warm_up
 from ._config import ConfigError, Options, Settings
-from ._hooks import ChatRequest, ChatResult, ToolCall
+from ._chat import ChatRequest, ChatResult, ToolCall
 from ._tools import ToolError, parsed_arguments
 from ._errors import (
     ChatStreamError,

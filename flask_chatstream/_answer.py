@@ -27,16 +27,11 @@ import dataclasses
 from collections.abc import Collection
 from typing import Any
 
-from ._errors import ChatStreamError, UpstreamError, UpstreamMalformed
+from ._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
 from ._events import USAGE_FIELDS, DoneEvent, Event, Translator, Usage, client_usage
-from ._hooks import ChatRequest, ToolCall
+from ._chat import ChatRequest, ToolCall
 from ._sse import SSEParser
 from ._tools import ToolRun, call_event
-
-
-class ToolStepsExhausted(UpstreamError):
-    code = "max_tool_steps"
-    message = "The model kept calling tools past the limit of model calls for one answer."
 
 
 class Answer:

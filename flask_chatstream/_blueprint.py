@@ -54,7 +54,8 @@ from ._errors import (
     TooManyReaders,
 )
 from ._formats import UI, Format
-from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, ChatRequest, ChatResult, run_before_upstream
+from ._chat import ChatRequest, ChatResult
+from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, run_before_upstream
 from ._host import HostJournal, HostLimit, HostStore, open_store
 from ._journal import Journal, MemoryJournal, Unavailable
 from ._policy import StreamLimit, nothing
@@ -66,7 +67,8 @@ from ._server import check_server
 from ._store import STREAMS
 from ._tools import Tool, make_tool
 from ._uimessages import is_ui_body
-from ._transport import Cancel, fileno_of
+from ._sockets import fileno_of
+from ._transport import Cancel
 from ._upstream import Stopped, Upstream, check_client
 from ._watchdog import WATCHDOG, Hangup
 

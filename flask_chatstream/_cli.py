@@ -9,7 +9,7 @@ from flask.cli import AppGroup
 from ._config import Settings
 from ._errors import ChatStreamError
 from ._formats import TEXT
-from ._hooks import ChatRequest
+from ._chat import ChatRequest
 from ._relay import Relay
 from ._upstream import Upstream
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from ._gevent import poll_now
-from ._transport import fileno_of, shutdown
+from ._sockets import fileno_of, shutdown
 from ._watchdog import HALF_CLOSED, HUNG_UP
 
 CLIENT_STALLED = "client_stalled"

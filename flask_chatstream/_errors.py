@@ -23,7 +23,8 @@ the API key back) or anything else from the environment.
         ├── UpstreamUnavailable      502  upstream_unavailable
         ├── UpstreamTimeout          504  upstream_timeout
         ├── UpstreamMalformed        502  upstream_malformed
-        └── UpstreamInterrupted      502  upstream_interrupted
+        ├── UpstreamInterrupted      502  upstream_interrupted
+        └── ToolStepsExhausted       502  max_tool_steps
 
 ``StreamAborted`` is not part of the tree: it is how a text/plain stream is cut
 after its first byte (see ``_relay``).
@@ -226,3 +227,8 @@ class StreamAborted(ConnectionAbortedError):
         self.code = reason if isinstance(reason, str) else reason.code
         super().__init__(errno.EPIPE, f"stream aborted: {self.code}")
         self.reason = reason
+
+
+class ToolStepsExhausted(UpstreamError):
+    code = "max_tool_steps"
+    message = "The model kept calling tools past the limit of model calls for one answer."

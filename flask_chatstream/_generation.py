@@ -20,7 +20,7 @@ from ._config import Settings
 from ._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
 from ._events import Event, error_event
 from ._formats import TEXT, Format
-from ._hooks import ChatRequest, ChatResult
+from ._chat import ChatRequest, ChatResult
 from ._journal import Recording
 from ._reader import PENDING, Reader
 from ._tool_loop import NO_REQUEST, ToolLoop

@@ -33,7 +33,7 @@ from ._errors import ChatStreamError, StreamAborted, StreamEnded
 from ._events import error_event
 from ._formats import Format
 from ._generation import Generation
-from ._hooks import ChatRequest, ChatResult
+from ._chat import ChatRequest, ChatResult
 from ._journal import Recording
 from ._lifecycle import GONE, Life, Phase, Stops
 from ._store import STREAMS

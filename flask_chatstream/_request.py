@@ -16,7 +16,7 @@ from werkzeug.datastructures import MIMEAccept
 from ._config import Settings
 from ._errors import NotAcceptable, RequestError, UnsupportedMediaType
 from ._formats import FORMATS, MIMETYPES, Format
-from ._hooks import ChatRequest
+from ._chat import ChatRequest
 from ._uimessages import chat_messages, is_ui_body
 
 

@@ -12,7 +12,7 @@ from typing import ContextManager
 
 from ._answer import Answer
 from ._events import Event
-from ._hooks import ChatRequest
+from ._chat import ChatRequest
 from ._tools import Tool, run_calls
 from ._transport import Cancel
 from ._upstream import Stopped, UpstreamStream

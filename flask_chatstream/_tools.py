@@ -35,7 +35,7 @@ import orjson
 import pydantic
 
 from ._events import ToolCallEvent, ToolResultEvent
-from ._hooks import ChatRequest, ToolCall
+from ._chat import ChatRequest, ToolCall
 
 log = logging.getLogger("flask_chatstream")
 

@@ -31,9 +31,7 @@ transports for them, exactly as httpx's ``trust_env`` would.
 
 from __future__ import annotations
 
-import _socket
 import collections
-import os
 import re
 import select
 import socket
@@ -43,6 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._gevent import poll_now
+from ._sockets import shutdown
 
 try:
     import httpx2 as http
@@ -101,36 +100,6 @@ class Cancel:
     def check(self) -> None:
         if self.reason is not None:
             raise Cancelled(self.reason)
-
-
-def fileno_of(sock: socket.socket | None) -> int | None:
-    """The client socket's descriptor, for the watchdog to poll; None if there is none to watch."""
-    if sock is None:
-        return None
-    try:
-        return sock.fileno()
-    except (OSError, ValueError):
-        return None
-
-
-def shutdown(sock: socket.socket) -> None:
-    """Shut ``sock`` down in both directions without touching the object: a blocked read wakes
-    with end-of-stream. Works the same on TLS sockets, whose own ``shutdown`` would unwrap them
-    under the reader's feet."""
-    try:
-        fd = sock.fileno()
-        if fd < 0:
-            return
-        # The C-level socket type: no gevent wrapper, nothing that could yield to the hub.
-        dup = _socket.socket(fileno=os.dup(fd))
-    except (OSError, ValueError):
-        return
-    try:
-        dup.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        dup.close()
 
 
 class Connection:

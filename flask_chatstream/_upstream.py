@@ -39,7 +39,8 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ._hooks import ChatRequest
+from ._chat import ChatRequest
+from ._sockets import shutdown
 
 log = logging.getLogger("flask_chatstream")
 
@@ -404,7 +405,7 @@ class UpstreamStream:
             return
         self.stopped = reason
         if self._socket is not None:
-            _transport.shutdown(self._socket)
+            shutdown(self._socket)
 
     def ready(self, timeout: float) -> bool | None:
         """Will a read bring something within ``timeout``? None where that cannot be known

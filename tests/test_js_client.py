@@ -28,7 +28,7 @@ def test_every_error_code_the_relay_sends_has_words_in_chatstream_js() -> None:
     """``errorText`` must know every code: the error classes', the request validator's, the stream's
     stop reasons. A new code without a sentence fails here."""
     from flask_chatstream import ChatStreamError
-    from flask_chatstream._answer import ToolStepsExhausted
+    from flask_chatstream._errors import ToolStepsExhausted
 
     source = (ROOT / "flask_chatstream/static/chatstream.js").read_text()
     table = source[source.index("const ERROR_TEXT = {"):source.index("};", source.index("const ERROR_TEXT = {"))]

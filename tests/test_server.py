@@ -13,7 +13,7 @@ import pytest
 
 from flask_chatstream import _server
 from flask_chatstream._config import Settings
-from flask_chatstream._hooks import ChatRequest
+from flask_chatstream._chat import ChatRequest
 from flask_chatstream._upstream import Upstream
 from flask_chatstream.testing import StandInServer
 

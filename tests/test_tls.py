@@ -17,8 +17,8 @@ import pytest
 
 from flask_chatstream._config import Settings
 from flask_chatstream._upstream import Stopped, Upstream, UpstreamStream
-from flask_chatstream._hooks import ChatRequest
-from flask_chatstream._transport import shutdown
+from flask_chatstream._chat import ChatRequest
+from flask_chatstream._sockets import shutdown
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory
