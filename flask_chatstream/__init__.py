@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 from ._blueprint import ChatBlueprint, create_blueprint
-from ._warmup import warm_up
-from ._config import ConfigError, Options, Settings
 from ._chat import ChatRequest, ChatResult, ToolCall
-from ._tools import ToolError, parsed_arguments
+from ._config import ConfigError, Options, Settings
 from ._errors import (
     ChatStreamError,
     MethodNotAllowed,
@@ -32,6 +30,8 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ._tools import ToolError, parsed_arguments
+from ._warmup import warm_up
 
 __all__ = [
     "ChatBlueprint",

@@ -40,7 +40,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import ClosingIterator
 
-from ._body import read_body
+from ._chat import ChatRequest, ChatResult
 from ._cli import cli
 from ._config import ConfigError, Options, Settings, resolve
 from ._errors import (
@@ -53,24 +53,24 @@ from ._errors import (
     StreamTruncated,
     TooManyReaders,
 )
-from ._formats import UI, Format
-from ._chat import ChatRequest, ChatResult
 from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, run_before_upstream
-from ._host import HostJournal, HostLimit, HostStore, open_store
-from ._journal import Journal, MemoryJournal, Unavailable
-from ._policy import StreamLimit, nothing
-from ._after_leave import FinishingLimit
-from ._relay import ClientGone, Relay
-from ._replay import Replay
-from ._request import check_content_type, check_tool_history, choose_format, parse_chat_request
-from ._server import check_server
-from ._store import STREAMS
-from ._tools import Tool, make_tool
-from ._uimessages import is_ui_body
+from ._request.body import read_body
+from ._request.chat import check_content_type, check_tool_history, choose_format, parse_chat_request
+from ._request.uimessages import is_ui_body
+from ._resume.journal import Journal, MemoryJournal, Unavailable
+from ._resume.replay import Replay
+from ._resume.sqlite import HostJournal, HostLimit, HostStore, open_store
 from ._sockets import fileno_of
-from ._transport import Cancel
-from ._upstream import Stopped, Upstream, check_client
-from ._watchdog import WATCHDOG, Hangup
+from ._stream.after_leave import FinishingLimit
+from ._stream.limits import StreamLimit, nothing
+from ._stream.registry import STREAMS
+from ._stream.relay import ClientGone, Relay
+from ._stream.server import check_server
+from ._stream.watchdog import WATCHDOG, Hangup
+from ._tools import Tool, make_tool
+from ._upstream.client import Stopped, Upstream, check_client
+from ._upstream.transport import Cancel
+from ._wire.encoders import UI, Format
 
 if TYPE_CHECKING:
     import openai
@@ -370,7 +370,7 @@ def _http_error(error: HTTPException) -> Response:
 def _shared_state(settings: Settings, instance: Path, scope: str
                   ) -> tuple[StreamLimit, Journal | None, HostStore | None]:
     """The stream limit, the journal, and the host's store: shared by this machine's workers through
-    SQLite (``_host``), by a fleet with ``redis_url`` in Redis, or with ``state_path=":memory:"`` (or
+    SQLite (``_resume.sqlite``), by a fleet with ``redis_url`` in Redis, or with ``state_path=":memory:"`` (or
     a folder that cannot be written) each worker's own."""
     if settings.redis_url is None:
         path = settings.state_path
@@ -382,7 +382,7 @@ def _shared_state(settings: Settings, instance: Path, scope: str
         kept = HostJournal(host, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
         return HostLimit(host, settings.max_streams_per_client), kept, host
     try:
-        from ._redis import FleetLimit, RedisJournal, RedisStore
+        from ._resume.redis import FleetLimit, RedisJournal, RedisStore
     except ImportError:
         raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
     store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)

@@ -6,12 +6,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from ._chat import ChatRequest
 from ._config import Settings
 from ._errors import ChatStreamError
-from ._formats import TEXT
-from ._chat import ChatRequest
-from ._relay import Relay
-from ._upstream import Upstream
+from ._stream.relay import Relay
+from ._upstream.client import Upstream
+from ._wire.encoders import TEXT
 
 cli = AppGroup("chatstream", help="flask_chatstream: check the chat blueprints' settings and upstream.")
 

@@ -27,7 +27,7 @@ the API key back) or anything else from the environment.
         └── ToolStepsExhausted       502  max_tool_steps
 
 ``StreamAborted`` is not part of the tree: it is how a text/plain stream is cut
-after its first byte (see ``_relay``).
+after its first byte (see ``_stream.relay``).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from typing import Any, ContextManager
 import orjson
 import pydantic
 
-from ._events import ToolCallEvent, ToolResultEvent
 from ._chat import ChatRequest, ToolCall
+from ._wire.events import ToolCallEvent, ToolResultEvent
 
 log = logging.getLogger("flask_chatstream")
 

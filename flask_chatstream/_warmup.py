@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from ._config import Settings
-from ._formats import NDJSON
-from ._relay import Relay
-from ._upstream import warm_up_stream
+from ._stream.relay import Relay
+from ._upstream.client import warm_up_stream
+from ._wire.encoders import NDJSON
 
 
 def warm_up() -> None:

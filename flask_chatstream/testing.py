@@ -184,7 +184,7 @@ class StandInServer:
         never reach a real provider, or spend a real key. A blueprint built with ``client=`` gets a
         copy of that client with this base URL. Call it after the blueprints are registered."""
         from ._blueprint import EXTENSION_KEY
-        from ._upstream import Upstream
+        from ._upstream.client import Upstream
 
         states = app.extensions.get(EXTENSION_KEY)
         if not states:

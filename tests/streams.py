@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask_chatstream._events import EVENT_TYPES
+from flask_chatstream._wire.events import EVENT_TYPES
 from flask_chatstream.testing import Script
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _shape(event_type: type) -> tuple[str, frozenset[str], frozenset[str]]:
 
 
 EVENT_SHAPES = {kind: (required, allowed) for kind, required, allowed in map(_shape, EVENT_TYPES)}
-"""What each event type must and may hold, by the package's own types (flask_chatstream._events)."""
+"""What each event type must and may hold, by the package's own types (flask_chatstream._wire.events)."""
 
 
 def check_event_shape(event: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from flask_chatstream._events import Translator
+from flask_chatstream._wire.events import Translator
 
 from .servers import ROOT
 from .streams import EVENT_SHAPES

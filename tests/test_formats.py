@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from flask_chatstream._formats import NDJSON, SSE, TEXT
+from flask_chatstream._wire.encoders import NDJSON, SSE, TEXT
 
 EVENTS = [
     {"type": "start", "id": "c1", "model": "m"},

@@ -7,7 +7,7 @@ import threading
 
 import orjson
 
-from flask_chatstream._journal import Found, MemoryJournal
+from flask_chatstream._resume.journal import Found, MemoryJournal
 
 
 def delta(text: str) -> dict[str, object]:

@@ -11,10 +11,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from flask_chatstream import _server
-from flask_chatstream._config import Settings
 from flask_chatstream._chat import ChatRequest
-from flask_chatstream._upstream import Upstream
+from flask_chatstream._config import Settings
+from flask_chatstream._stream import server as _server
+from flask_chatstream._upstream.client import Upstream
 from flask_chatstream.testing import StandInServer
 
 from .conftest import API_KEY, AppFactory

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flask_chatstream._sse import SSEParser
+from flask_chatstream._wire.sse import SSEParser
 
 STREAM = (
     b'data: {"a":1}\n\n'

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from flask_chatstream._config import Settings
-from flask_chatstream._upstream import Stopped, Upstream, UpstreamStream
 from flask_chatstream._chat import ChatRequest
+from flask_chatstream._config import Settings
 from flask_chatstream._sockets import shutdown
+from flask_chatstream._upstream.client import Stopped, Upstream, UpstreamStream
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory

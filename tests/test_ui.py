@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from flask_chatstream import ChatResult
-from flask_chatstream._formats import UI, UIEncoder
-from flask_chatstream._uimessages import chat_messages, is_ui_body
+from flask_chatstream._request.uimessages import chat_messages, is_ui_body
+from flask_chatstream._wire.encoders import UI, UIEncoder
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import AppFactory

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from flask_chatstream._config import Settings
-from flask_chatstream._formats import NDJSON
-from flask_chatstream._relay import Relay
 from flask_chatstream._chat import ChatRequest
-from flask_chatstream._upstream import Upstream
-from flask_chatstream._watchdog import Watchdog
+from flask_chatstream._config import Settings
+from flask_chatstream._stream.relay import Relay
+from flask_chatstream._stream.watchdog import Watchdog
+from flask_chatstream._upstream.client import Upstream
+from flask_chatstream._wire.encoders import NDJSON
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY

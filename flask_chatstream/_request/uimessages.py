@@ -5,7 +5,7 @@ content; ``file`` parts with an image media type become ``image_url`` content pa
 that carry a result (``output-available``, ``output-error``) become the assistant's ``tool_calls``
 and the ``tool`` messages answering them, a step at a time (``step-start``); ``step-start``,
 ``reasoning``, ``source-*`` and ``data-*`` parts are dropped. What comes out is then validated like
-any other body (``_request``).
+any other body (``chat``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import RequestError
+from .._errors import RequestError
 
 _DROPPED = ("reasoning", "source-url", "source-document")
 

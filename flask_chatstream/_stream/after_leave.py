@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from ._config import Settings
-from ._journal import Recording
+from .._config import Settings
+
+if TYPE_CHECKING:
+    from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
 

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 from werkzeug.datastructures import MIMEAccept
 
-from ._config import Settings
-from ._errors import NotAcceptable, RequestError, UnsupportedMediaType
-from ._formats import FORMATS, MIMETYPES, Format
-from ._chat import ChatRequest
-from ._uimessages import chat_messages, is_ui_body
+from .._chat import ChatRequest
+from .._config import Settings
+from .._errors import NotAcceptable, RequestError, UnsupportedMediaType
+from .._wire.encoders import FORMATS, MIMETYPES, Format
+from .uimessages import chat_messages, is_ui_body
 
 
 def choose_format(query_format: str | None, accept: MIMEAccept, *, ui_body: bool = False) -> Format:

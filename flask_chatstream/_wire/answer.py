@@ -1,7 +1,7 @@
 """One answer, over however many model calls it takes: from upstream bytes to the client's events.
 
 Pure: no Flask, no openai, no sockets. The relay feeds it what each network read brought; it parses
-the SSE (``_sse``), translates the chunks (``_events``), and at the end of each model call decides
+the SSE (``sse``), translates the chunks (``events``), and at the end of each model call decides
 what comes next:
 
 - the answer is complete: ``done``, with the token counts summed over every call;
@@ -27,11 +27,11 @@ import dataclasses
 from collections.abc import Collection
 from typing import Any
 
-from ._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
-from ._events import USAGE_FIELDS, DoneEvent, Event, Translator, Usage, client_usage
-from ._chat import ChatRequest, ToolCall
-from ._sse import SSEParser
-from ._tools import ToolRun, call_event
+from .._chat import ChatRequest, ToolCall
+from .._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
+from .._tools import ToolRun, call_event
+from .events import USAGE_FIELDS, DoneEvent, Event, Translator, Usage, client_usage
+from .sse import SSEParser
 
 
 class Answer:

@@ -14,7 +14,7 @@ import socket
 import sys
 from typing import Any
 
-from . import _gevent
+from .. import _gevent
 
 log = logging.getLogger("flask_chatstream")
 

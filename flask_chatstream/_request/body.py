@@ -8,9 +8,9 @@ import socket
 from flask import request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from ._config import Settings
-from ._errors import RequestError, RequestTimeout, RequestTooLarge
-from ._watchdog import WATCHDOG, Deadline
+from .._config import Settings
+from .._errors import RequestError, RequestTimeout, RequestTooLarge
+from .._stream.watchdog import WATCHDOG, Deadline
 
 log = logging.getLogger("flask_chatstream")
 

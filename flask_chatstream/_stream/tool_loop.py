@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import ContextManager
 
-from ._answer import Answer
-from ._events import Event
-from ._chat import ChatRequest
-from ._tools import Tool, run_calls
-from ._transport import Cancel
-from ._upstream import Stopped, UpstreamStream
+from .._chat import ChatRequest
+from .._tools import Tool, run_calls
+from .._upstream.client import Stopped, UpstreamStream
+from .._upstream.transport import Cancel
+from .._wire.answer import Answer
+from .._wire.events import Event
 
 NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
 

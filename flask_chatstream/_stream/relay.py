@@ -24,23 +24,25 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
-from ._after_leave import AfterLeave, FinishingLimit
-from ._client_side import ClientSide
-from ._config import Settings
-from ._errors import ChatStreamError, StreamAborted, StreamEnded
-from ._events import error_event
-from ._formats import Format
-from ._generation import Generation
-from ._chat import ChatRequest, ChatResult
-from ._journal import Recording
-from ._lifecycle import GONE, Life, Phase, Stops
-from ._store import STREAMS
-from ._tools import Tool
-from ._transport import Cancel
-from ._upstream import UpstreamStream
-from ._watchdog import WATCHDOG
+from .._chat import ChatRequest, ChatResult
+from .._config import Settings
+from .._errors import ChatStreamError, StreamAborted, StreamEnded
+from .._tools import Tool
+from .._upstream.client import UpstreamStream
+from .._upstream.transport import Cancel
+from .._wire.encoders import Format
+from .._wire.events import error_event
+from .after_leave import AfterLeave, FinishingLimit
+from .client_side import ClientSide
+from .generation import Generation
+from .lifecycle import GONE, Life, Phase, Stops
+from .registry import STREAMS
+from .watchdog import WATCHDOG
+
+if TYPE_CHECKING:
+    from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 
 class ClientGone(Exception):

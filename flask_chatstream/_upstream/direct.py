@@ -2,7 +2,7 @@
 
 What does not change from one request to the next (the URL, and the headers the openai client
 sends: auth, user agent, its ``X-Stainless-*``) is taken once, from a request the openai client
-builds itself (``_upstream``), and kept as the bytes of a request head. Each call then only
+builds itself (``client``), and kept as the bytes of a request head. Each call then only
 serializes its body and writes both on a connection of ``ChatTransport``'s. The SDK's own request
 path (options copied and validated, typed params walked, an httpx request and its send) cost most
 of the CPU of opening a stream; this keeps the same request on the wire without it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._transport import Body, Cancel, ChatTransport, Origin
+from .transport import Body, Cancel, ChatTransport, Origin
 
 _PER_REQUEST = (b"content-length", b"transfer-encoding", b"x-stainless-retry-count")
 

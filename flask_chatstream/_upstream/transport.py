@@ -25,7 +25,7 @@ its head a byte at a time, or sends ``103 Early Hints`` forever, cannot hold a r
 A ``Cancel`` lets another greenlet or thread abandon the exchange before the head arrives (the
 client left while a gateway held the head back): it shuts the connection's socket down.
 
-Proxies from the environment are not this transport's: ``_upstream`` mounts httpx's own proxy
+Proxies from the environment are not this transport's: ``client`` mounts httpx's own proxy
 transports for them, exactly as httpx's ``trust_env`` would.
 """
 
@@ -40,8 +40,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._gevent import poll_now
-from ._sockets import shutdown
+from .._gevent import poll_now
+from .._sockets import shutdown
 
 try:
     import httpx2 as http

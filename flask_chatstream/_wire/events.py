@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union, get_args
 
 import orjson
 
-from ._errors import ChatStreamError, ErrorBody, UpstreamError, UpstreamInterrupted, UpstreamMalformed
+from .._errors import ChatStreamError, ErrorBody, UpstreamError, UpstreamInterrupted, UpstreamMalformed
 
 if TYPE_CHECKING:
     from typing_extensions import NotRequired

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ._events import Event
+from .events import Event
 
 Encoder = Callable[[list[Event]], bytes]
 

@@ -30,10 +30,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._errors import TooManyStreams
-from ._journal import Batch, Found, Journal, Recording, Unavailable
-from ._policy import StreamLimit, nothing, once
-from ._store import STREAMS
+from .._errors import TooManyStreams
+from .._stream.limits import StreamLimit, nothing, once
+from .._stream.registry import STREAMS
+from .journal import Batch, Found, Journal, Recording, Unavailable
 
 log = logging.getLogger("flask_chatstream")
 

@@ -1,7 +1,7 @@
 """The model provider, through the official openai client. The only module that imports openai.
 
 The client does what it is good at: auth, base URL, headers, typed errors for statuses. Under the
-default client sits ``_transport.ChatTransport``, which owns one connection per stream. For the
+default client sits ``transport.ChatTransport``, which owns one connection per stream. For the
 body we take the raw SSE bytes instead of the SDK's typed chunk objects, which cost most of a naive
 relay's CPU. Retries are ours, so their total wait can be capped (a client holding a stream slot
 should not wait 14 s for a 429).
@@ -24,11 +24,10 @@ from typing import Any
 import openai
 import orjson
 
-from . import _gevent, _transport
-from ._direct import Direct
-from ._transport import Cancel, Cancelled
-from ._config import Settings
-from ._errors import (
+from .. import _gevent
+from .._chat import ChatRequest
+from .._config import Settings
+from .._errors import (
     ChatStreamError,
     UpstreamAuthError,
     UpstreamError,
@@ -39,8 +38,10 @@ from ._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ._chat import ChatRequest
-from ._sockets import shutdown
+from .._sockets import shutdown
+from . import transport as _transport
+from .direct import Direct
+from .transport import Cancel, Cancelled
 
 log = logging.getLogger("flask_chatstream")
 

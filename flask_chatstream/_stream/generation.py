@@ -13,20 +13,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
-from ._answer import Answer
-from ._config import Settings
-from ._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
-from ._events import Event, error_event
-from ._formats import TEXT, Format
-from ._chat import ChatRequest, ChatResult
-from ._journal import Recording
-from ._reader import PENDING, Reader
-from ._tool_loop import NO_REQUEST, ToolLoop
-from ._tools import Tool
-from ._transport import Cancel
-from ._upstream import STALLED, Stopped, UpstreamStream, interrupted
+from .._chat import ChatRequest, ChatResult
+from .._config import Settings
+from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
+from .._tools import Tool
+from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
+from .._upstream.transport import Cancel
+from .._wire.answer import Answer
+from .._wire.encoders import TEXT, Format
+from .._wire.events import Event, error_event
+from .reader import PENDING, Reader
+from .tool_loop import NO_REQUEST, ToolLoop
+
+if TYPE_CHECKING:
+    from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
 

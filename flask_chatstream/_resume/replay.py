@@ -17,12 +17,12 @@ from collections.abc import Callable, Generator, Iterator
 
 import orjson
 
-from ._client_side import CLIENT_LEFT, CLIENT_STALLED, ClientSide
-from ._errors import ChatStreamError, ResumeUnavailable, StreamAborted, StreamEnded, StreamTruncated
-from ._events import Event, error_event
-from ._formats import Format
-from ._journal import TERMINAL, Journal, Unavailable
-from ._watchdog import WATCHDOG
+from .._errors import ChatStreamError, ResumeUnavailable, StreamAborted, StreamEnded, StreamTruncated
+from .._stream.client_side import CLIENT_LEFT, CLIENT_STALLED, ClientSide
+from .._stream.watchdog import WATCHDOG
+from .._wire.encoders import Format
+from .._wire.events import Event, error_event
+from .journal import TERMINAL, Journal, Unavailable
 
 READ_WAIT = 1.0
 """Longest one read of the journal waits, so a replay notices its client left within about this."""

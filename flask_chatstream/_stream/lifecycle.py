@@ -20,9 +20,9 @@ from __future__ import annotations
 import enum
 import threading
 
-from ._after_leave import AfterLeave
-from ._client_side import CLIENT_LEFT, CLIENT_STALLED, PROBING, START_RESPONSE, ClientSide
-from ._generation import Generation
+from .after_leave import AfterLeave
+from .client_side import CLIENT_LEFT, CLIENT_STALLED, PROBING, START_RESPONSE, ClientSide
+from .generation import Generation
 
 GONE = ("client_left", "client_stalled", "stopped")
 """Stop reasons after which nothing more is written to the client."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ._errors import TooManyStreams
+from .._errors import TooManyStreams
 
 
 def nothing() -> None:

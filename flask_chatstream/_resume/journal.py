@@ -3,7 +3,7 @@
 The relay hands the events of each write to the stream's ``Recording``, which numbers them (``seq``,
 from 1, in the event itself: NDJSON shows it, SSE sends it as ``id:``) and keeps them.
 ``GET <prefix>/chat/<stream_id>`` reads them back after any ``seq`` and follows the live stream to
-its terminal event (``_replay``). A stream's last kept event is always terminal: its ``done`` or
+its terminal event (``replay``). A stream's last kept event is always terminal: its ``done`` or
 ``error``, or, when it was stopped or abandoned, an ``error`` saying so.
 
 Two stores behind one interface, ``Journal``:
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from ._events import Event
-from ._store import STREAMS
+from .._stream.registry import STREAMS
+from .._wire.events import Event
 
 TERMINAL = frozenset({"done", "error"})
 

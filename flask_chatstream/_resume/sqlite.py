@@ -44,11 +44,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _gevent
-from ._errors import TooManyStreams
-from ._journal import Batch, Found, Journal, Recording, Unavailable
-from ._policy import StreamLimit, nothing, once
-from ._store import STREAMS
+from .. import _gevent
+from .._errors import TooManyStreams
+from .._stream.limits import StreamLimit, nothing, once
+from .._stream.registry import STREAMS
+from .journal import Batch, Found, Journal, Recording, Unavailable
 
 log = logging.getLogger("flask_chatstream")
 
