@@ -2,7 +2,7 @@
 concurrent streams cost it little.
 
 Each stream sends ``chunks`` content events in OpenAI's ``chat.completion.chunk`` shape (about 300
-bytes each), in bursts of ``burst`` events per network write, with jittered gaps, a time to first
+bytes each; ``/v1/responses``: the Responses API's ``response.output_text.delta`` events), in bursts of ``burst`` events per network write, with jittered gaps, a time to first
 token drawn from a log-normal distribution, and occasional stalls. Every content token is
 ``<seq>@<unix time sent>|``, so a client can check the text arrived whole and in order, and measure
 the latency each relay adds.
@@ -115,9 +115,67 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def responses_event(kind: str, sequence: int, **fields: object) -> bytes:
+    body = {"type": kind, **fields, "sequence_number": sequence}
+    return b"event: " + kind.encode() + b"\ndata: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """The same answer as ``completions``, as the Responses API streams it."""
+    body = await request.json()
+    items = body.get("input") or [{}]
+    profile = Profile.from_prompt(str(items[-1].get("content", "")) if isinstance(items, list) else str(items))
+    rng = random.Random()
+    http = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await http.prepare(request)
+    rid, mid = "resp_" + uuid.uuid4().hex[:24], "msg_" + uuid.uuid4().hex[:24]
+    response = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "in_progress",
+                "model": str(body.get("model", "")), "output": [], "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": [], "usage": None, "error": None, "incomplete_details": None, "store": False}
+    sequence = iter(range(1 << 30))
+    item = {"id": mid, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    text: list[str] = []
+    try:
+        await http.write(responses_event("response.created", next(sequence), response=response)
+                         + responses_event("response.in_progress", next(sequence), response=response)
+                         + responses_event("response.output_item.added", next(sequence), output_index=0, item=item)
+                         + responses_event("response.content_part.added", next(sequence), item_id=mid, output_index=0,
+                                           content_index=0, part=part))
+        if profile.ttft:
+            await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
+        for seq, n, wait in profile.bursts(rng):
+            if seq:
+                if profile.stall_chance and rng.random() < profile.stall_chance:
+                    wait += profile.stall
+                await asyncio.sleep(wait)
+            tokens = [token(seq + i) for i in range(n)]
+            text += tokens
+            await http.write(b"".join(
+                responses_event("response.output_text.delta", next(sequence), item_id=mid, output_index=0,
+                                content_index=0, delta=piece, logprobs=[]) for piece in tokens))
+        done_part = {**part, "text": "".join(text)}
+        done_item = {**item, "status": "completed", "content": [done_part]}
+        usage = {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": profile.chunks,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 5 + profile.chunks}
+        await http.write(
+            responses_event("response.output_text.done", next(sequence), item_id=mid, output_index=0, content_index=0,
+                            text=done_part["text"], logprobs=[])
+            + responses_event("response.content_part.done", next(sequence), item_id=mid, output_index=0,
+                              content_index=0, part=done_part)
+            + responses_event("response.output_item.done", next(sequence), output_index=0, item=done_item)
+            + responses_event("response.completed", next(sequence), response={
+                **response, "status": "completed", "output": [done_item], "usage": usage}))
+        await http.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return http
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/responses", responses)
     return app
 
 

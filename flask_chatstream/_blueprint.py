@@ -67,7 +67,7 @@ from ._stream.registry import STREAMS
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
-from ._tools import Tool, make_tool
+from ._tools import Tool, make_tool, tool_name
 from ._upstream.client import Stopped, Upstream, check_client
 from ._upstream.transport import Cancel
 from ._wire.encoders import UI, Format
@@ -456,7 +456,7 @@ def _stream() -> Response:
     release = state.limit.acquire(owner)
     tools = state.blueprint.tools
     if tools:
-        chat.params["tools"] = [tool.definition() for tool in tools.values()]  # hooks may change these
+        chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
     try:
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
         check_tool_history(chat)
@@ -517,7 +517,7 @@ def _stream() -> Response:
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
     """The server-side tools this request offers the model (a hook may have taken some away)."""
-    offered = {d.get("function", {}).get("name") for d in chat.params.get("tools") or () if isinstance(d, dict)}
+    offered = {tool_name(d) for d in chat.params.get("tools") or ()}
     return {name: tool for name, tool in tools.items() if name in offered}
 
 

@@ -80,4 +80,6 @@ class ChatResult:
     duration: float = 0.0
     """Seconds from the start of the request to the end of the stream."""
     completion_id: str | None = None
-    """The upstream's own id for the completion (``chatcmpl-...``)."""
+    """The upstream's own id for the answer's first model call (``chatcmpl-...``, or ``resp_...``)."""
+    response_id: str | None = None
+    """With the Responses API: the id of the answer's first response (``resp_...``)."""

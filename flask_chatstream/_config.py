@@ -26,6 +26,7 @@ class Options(TypedDict, total=False):
 
     api_key: str
     base_url: str | None
+    api: str
     model: str
     system_prompt: str | None
     allowed_models: Sequence[str]
@@ -69,6 +70,9 @@ class Options(TypedDict, total=False):
 class Settings:
     api_key: str | None = None
     base_url: str | None = None
+    api: str = "chat"
+    """Which API of the upstream streams the answer: ``"chat"`` (chat completions), ``"responses"``, or
+    ``"auto"`` (the Responses API where the upstream serves it, else chat completions)."""
     model: str = "gpt-4o-mini"
     system_prompt: str | None = None
     allowed_models: tuple[str, ...] = ()
@@ -237,6 +241,12 @@ def _max_tokens_param(value: Any) -> str:
     return str(value)
 
 
+def _api(value: Any) -> str:
+    if value not in ("chat", "responses", "auto"):
+        raise ValueError("'chat', 'responses' or 'auto'")
+    return str(value)
+
+
 def _redis_url(value: Any) -> str | None:
     url = _optional_text(value)
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -253,6 +263,7 @@ def _on_client_leave(value: Any) -> str:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "api_key": _text,
     "base_url": _optional_text,
+    "api": _api,
     "model": _text,
     "system_prompt": _optional_text,
     "allowed_models": _models,

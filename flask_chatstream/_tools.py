@@ -75,10 +75,21 @@ class Tool:
             function["strict"] = True
         object.__setattr__(self, "_definition", orjson.dumps({"type": "function", "function": function}))
 
-    def definition(self) -> dict[str, Any]:
-        """The OpenAI tool definition for the upstream's ``tools``: a fresh copy each time, since
-        ``before_upstream`` hooks may change it."""
-        return orjson.loads(self._definition)  # type: ignore[no-any-return]
+    def definition(self, api: str = "chat") -> dict[str, Any]:
+        """The OpenAI tool definition for the upstream's ``tools``, in the shape of ``api`` (chat
+        completions nest it under ``function``; the Responses API does not): a fresh copy each time,
+        since ``before_upstream`` hooks may change it."""
+        definition: dict[str, Any] = orjson.loads(self._definition)
+        return definition if api == "chat" else {"type": "function", **definition["function"]}
+
+
+def tool_name(definition: Any) -> str | None:
+    """The name of a function tool's definition, in either API's shape."""
+    if not isinstance(definition, dict):
+        return None
+    function = definition.get("function")
+    name = function.get("name") if isinstance(function, dict) else definition.get("name")
+    return name if isinstance(name, str) else None
 
 
 def make_tool(function: Callable[..., Any], *, name: str | None = None, description: str | None = None,

@@ -1,7 +1,8 @@
-"""A stand-in for OpenAI's chat completions API, for tests and offline demos.
+"""A stand-in for OpenAI's chat completions and Responses APIs, for tests and offline demos.
 
 It streams ``chat.completion.chunk`` events in OpenAI's exact SSE shape, ending
-with ``data: [DONE]``, and can misbehave on request: an error status, a cut
+with ``data: [DONE]`` (``POST /v1/chat/completions``), or the Responses API's
+events, numbered (``POST /v1/responses``), and can misbehave on request: an error status, a cut
 mid-stream, a stall, malformed data, an in-stream error. It counts streams:
 opened, open, finished, cut, and cancelled by the caller, which is how tests
 prove that a relay stopped paying for tokens when its user left.
@@ -109,6 +110,11 @@ class Script:
     content_encoding: str | None = None
     """Compress the stream with ``"gzip"``, ``"deflate"`` or ``"br"`` (brotli), whatever the caller
     asked for, as some gateways do; each write is flushed, so every event arrives whole."""
+    citations: list[dict[str, str]] | None = None
+    """Responses API: after the text, cite these (``{"url": ..., "title": ...}``) as ``url_citation``
+    annotations."""
+    apis: tuple[str, ...] = ("chat", "responses")
+    """The APIs served; a request for another is a 404, as from a server that has only chat completions."""
 
 
 @dataclass
@@ -320,7 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_standin/release":
             standin.release()
             return self._json(200, {"ok": True})
-        if not path.endswith("/chat/completions"):
+        api = "chat" if path.endswith("/chat/completions") else "responses" if path.endswith("/responses") else None
+        if api is None:
             return self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
         try:
             body = self._read_json()
@@ -328,9 +335,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         standin._record(body)
         script = standin.scripts.get(str(body.get("model")), standin.script)
+        if api not in script.apis:
+            return self._json(404, {"error": {"message": f"Invalid URL (POST {path})", "type": "invalid_request_error"}})
         self._script = script
-        delay = script.header_delay(body.get("messages") or []) if callable(script.header_delay) else \
-            script.header_delay
+        messages = body.get("messages") or [] if api == "chat" else chat_messages(body)
+        delay = script.header_delay(messages) if callable(script.header_delay) else script.header_delay
         if delay:
             standin._count(waiting=1)
             try:
@@ -345,7 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(script)
         standin._count(opened=1, open=1)
         try:
-            self._stream(script, body)
+            wire = _ChatWire(body, script) if api == "chat" else _ResponsesWire(body, script, messages)
+            self._stream(script, wire, messages)
             standin._count(finished=1)
         except _Cut:
             standin._count(cut=1)
@@ -363,8 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Retry-After": script.retry_after} if script.retry_after else {}
         self._json(script.status, {"error": {"message": message, "type": "stand_in_error", "code": None}}, headers)
 
-    def _stream(self, script: Script, body: dict[str, Any]) -> None:
-        messages = body.get("messages") or []
+    def _stream(self, script: Script, wire: _ChatWire | _ResponsesWire, messages: list[Any]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", script.content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -380,26 +389,14 @@ class _Handler(BaseHTTPRequestHandler):
             send(script.body.encode())
             return self._end()
 
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        model = str(body.get("model") or "stand-in")
-        created = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
-            event = {
-                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": "fp_standin",
-                "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-        send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        send(wire.start())
         calls = self._tool_calls(script, messages)
         if calls:
-            return self._call_tools(calls, script, chunk, send, body, messages)
+            return self._call_tools(calls, script, wire, send)
         reply = script.reply(messages) if callable(script.reply) else script.reply
         pieces = split_reply(reply, script.chunks)
         for thought in split_reply(script.reasoning, None) if script.reasoning else ():
-            send(chunk({"reasoning_content": thought}))
+            send(wire.reasoning(thought))
         if script.giant_line is not None:
             send(b"data: ")
             for start in range(0, script.giant_line, 65536):
@@ -420,35 +417,22 @@ class _Handler(BaseHTTPRequestHandler):
             if sent == script.malformed_after:
                 send(b"data: {not json\n\n")
             if sent == script.error_after:
-                send(b'data: {"error":{"message":"stand-in failure","type":"server_error","code":null}}\n\n')
+                send(wire.failed())
                 return self._end()
-            send(b"".join(chunk({"content": piece if k == 0 else f"[{k}]{piece}"}, index=k)
-                          for k in range(script.choices)))
+            send(b"".join(wire.text(piece if k == 0 else f"[{k}]{piece}", k) for k in range(script.choices)))
         if script.cut_after is not None and script.cut_after >= len(pieces):
             raise _Cut()
         if script.hold_after is not None and script.hold_after >= len(pieces):
             self._hold()
-        self._finish(script, chunk, send, body, messages, len(pieces), script.finish_reason, script.choices)
+        send(wire.cite(script.citations or []))
+        send(wire.finish(script.finish_reason, len(pieces)))
         if script.after_done == "hold":
             self._wait(3600)
         elif script.after_done == "data":
             while True:
-                send(chunk({"content": " and more"}))
+                send(wire.text(" and more", 0))
                 self._wait(0.02)
         self._end()
-
-    def _finish(self, script: Script, chunk: Callable[..., bytes], send: Callable[[bytes], None],
-                body: dict[str, Any], messages: list[Any], completion_tokens: int, reason: str, choices: int) -> None:
-        """The finish_reason chunk, the usage chunk if it was asked for, and [DONE]."""
-        send(b"".join(chunk({}, reason, index=k) for k in range(choices)))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
-            usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt + completion_tokens, **(script.usage_extra or {})}
-            event = {"id": "chatcmpl-usage", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": str(body.get("model")), "choices": [], "usage": usage}
-            send(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
-        send(b"data: [DONE]\n\n")
 
     @staticmethod
     def _tool_calls(script: Script, messages: list[Any]) -> list[dict[str, Any]] | None:
@@ -458,24 +442,26 @@ class _Handler(BaseHTTPRequestHandler):
             return None  # no tools, or the results are in: answer
         return script.tool_calls
 
-    def _call_tools(self, calls: list[dict[str, Any]], script: Script, chunk: Callable[..., bytes],
-                    send: Callable[[bytes], None], body: dict[str, Any], messages: list[Any]) -> None:
+    def _call_tools(self, calls: list[dict[str, Any]], script: Script, wire: _ChatWire | _ResponsesWire,
+                    send: Callable[[bytes], None]) -> None:
         """Stream tool calls as OpenAI does: per call, its id and name, then its arguments in pieces."""
         for index, call in enumerate(calls):
             arguments = call.get("arguments", {})
             text = arguments if isinstance(arguments, str) else json.dumps(arguments)
             call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
             self._wait(script.first_delay if index == 0 else script.delay)
-            send(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                        "function": {"name": call["name"], "arguments": ""}}]}))
+            send(wire.call_start(index, call_id, call["name"]))
             size = max(1, -(-len(text) // max(1, script.tool_fragments)))
             for start in range(0, len(text), size):
-                send(chunk({"tool_calls": [{"index": index, "function": {"arguments": text[start:start + size]}}]}))
-        self._finish(script, chunk, send, body, messages, len(calls), "tool_calls", 1)
+                send(wire.call_arguments(index, text[start:start + size]))
+            send(wire.call_done())
+        send(wire.finish("tool_calls", len(calls)))
         self._end()
 
     def _sender(self, write_size: int | None) -> Callable[[bytes], None]:
         def send(data: bytes) -> None:
+            if not data:
+                return  # an empty chunk would be the body's end
             data = self._compress(data)
             pieces = [data] if not write_size else [data[i : i + write_size] for i in range(0, len(data), write_size)]
             for i, piece in enumerate(pieces):
@@ -578,6 +564,242 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Cut(Exception):
     pass
+
+
+def _sse_data(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _prompt_tokens(messages: list[Any]) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+
+
+class _ChatWire:
+    """Chat completions' chunks."""
+
+    def __init__(self, body: dict[str, Any], script: Script) -> None:
+        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.model = str(body.get("model") or "stand-in")
+        self.created = int(time.time())
+        self.usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.messages = body.get("messages") or []
+        self.script = script
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+        return _sse_data({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "system_fingerprint": "fp_standin",
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        })
+
+    def start(self) -> bytes:
+        return self.chunk({"role": "assistant", "content": "", "refusal": None})
+
+    def reasoning(self, piece: str) -> bytes:
+        return self.chunk({"reasoning_content": piece})
+
+    def text(self, piece: str, index: int) -> bytes:
+        return self.chunk({"content": piece}, index=index)
+
+    def cite(self, citations: list[dict[str, str]]) -> bytes:
+        return b""
+
+    def call_start(self, index: int, call_id: str, name: str) -> bytes:
+        return self.chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                           "function": {"name": name, "arguments": ""}}]})
+
+    def call_arguments(self, index: int, piece: str) -> bytes:
+        return self.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+
+    def call_done(self) -> bytes:
+        return b""
+
+    def failed(self) -> bytes:
+        return b'data: {"error":{"message":"stand-in failure","type":"server_error","code":null}}\n\n'
+
+    def finish(self, reason: str, completion_tokens: int) -> bytes:
+        """The finish_reason chunk, the usage chunk if it was asked for, and [DONE]."""
+        choices = self.script.choices if reason != "tool_calls" else 1
+        out = b"".join(self.chunk({}, reason, index=k) for k in range(choices))
+        if self.usage:
+            prompt = _prompt_tokens(self.messages)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt + completion_tokens, **(self.script.usage_extra or {})}
+            out += _sse_data({"id": "chatcmpl-usage", "object": "chat.completion.chunk", "created": int(time.time()),
+                              "model": self.model, "choices": [], "usage": usage})
+        return out + b"data: [DONE]\n\n"
+
+
+class _ResponsesWire:
+    """The Responses API's events: items added, their deltas, the items done, and the response's end."""
+
+    def __init__(self, body: dict[str, Any], script: Script, messages: list[Any]) -> None:
+        self.id = "resp_" + uuid.uuid4().hex[:24]
+        self.body = body
+        self.script = script
+        self.messages = messages
+        self.created = int(time.time())
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []
+        self.item: dict[str, Any] | None = None
+        """The output item being streamed."""
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, **fields, "sequence_number": self.sequence}
+        self.sequence += 1
+        return b"event: " + kind.encode() + b"\n" + _sse_data(data)
+
+    def response(self, status: str, **fields: Any) -> dict[str, Any]:
+        body = self.body
+        return {"id": self.id, "object": "response", "created_at": self.created, "status": status,
+                "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"), "model": str(body.get("model") or "stand-in"),
+                "output": list(self.output), "parallel_tool_calls": True, "previous_response_id": None,
+                "reasoning": {"effort": None, "summary": None}, "store": bool(body.get("store", True)),
+                "temperature": body.get("temperature"), "text": {"format": {"type": "text"}},
+                "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [], "top_p": None,
+                "truncation": "disabled", "usage": None, "user": None, "metadata": {}, **fields}
+
+    def start(self) -> bytes:
+        return (self.event("response.created", response=self.response("in_progress"))
+                + self.event("response.in_progress", response=self.response("in_progress")))
+
+    def _open(self, kind: str) -> bytes:
+        """Make sure an item of ``kind`` is being streamed: close another, add one."""
+        if self.item is not None and self.item["type"] == kind:
+            return b""
+        out = self.close()
+        index = len(self.output)
+        if kind == "message":
+            self.item = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "status": "in_progress",
+                         "role": "assistant", "content": []}
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            return out + self.event("response.output_item.added", output_index=index, item=self.item) \
+                + self.event("response.content_part.added", item_id=self.item["id"], output_index=index,
+                             content_index=0, part=part)
+        self.item = {"id": "rs_" + uuid.uuid4().hex[:24], "type": "reasoning", "summary": []}
+        return out + self.event("response.output_item.added", output_index=index, item=self.item) \
+            + self.event("response.reasoning_summary_part.added", item_id=self.item["id"], output_index=index,
+                         summary_index=0, part={"type": "summary_text", "text": ""})
+
+    def close(self) -> bytes:
+        """The item being streamed is done."""
+        item, self.item = self.item, None
+        if item is None:
+            return b""
+        index = len(self.output)
+        text = "".join(item.pop("_text", []))
+        out = b""
+        if item["type"] == "message":
+            annotations = item.pop("_annotations", [])
+            part = {"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}
+            out += self.event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                              text=text, logprobs=[])
+            out += self.event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                              part=part)
+            item = {**item, "status": "completed", "content": [part]}
+        elif item["type"] == "reasoning":
+            summary = {"type": "summary_text", "text": text}
+            out += self.event("response.reasoning_summary_text.done", item_id=item["id"], output_index=index,
+                              summary_index=0, text=text)
+            out += self.event("response.reasoning_summary_part.done", item_id=item["id"], output_index=index,
+                              summary_index=0, part=summary)
+            item = {**item, "summary": [summary]}
+        else:  # a function call
+            out += self.event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                              arguments=item["arguments"])
+            item = {**item, "status": "completed"}
+        self.output.append(item)
+        return out + self.event("response.output_item.done", output_index=index, item=item)
+
+    def reasoning(self, piece: str) -> bytes:
+        out = self._open("reasoning")
+        assert self.item is not None
+        self.item.setdefault("_text", []).append(piece)
+        return out + self.event("response.reasoning_summary_text.delta", item_id=self.item["id"],
+                                output_index=len(self.output), summary_index=0, delta=piece)
+
+    def text(self, piece: str, index: int) -> bytes:
+        if index:
+            return b""  # one answer: the Responses API has no n
+        out = self._open("message")
+        assert self.item is not None
+        self.item.setdefault("_text", []).append(piece)
+        return out + self.event("response.output_text.delta", item_id=self.item["id"], output_index=len(self.output),
+                                content_index=0, delta=piece, logprobs=[])
+
+    def cite(self, citations: list[dict[str, str]]) -> bytes:
+        out = b""
+        for number, citation in enumerate(citations):
+            out += self._open("message")
+            assert self.item is not None
+            length = len("".join(self.item.get("_text", [])))
+            annotation = {"type": "url_citation", "url": citation["url"], "title": citation.get("title", ""),
+                          "start_index": 0, "end_index": length}
+            self.item.setdefault("_annotations", []).append(annotation)
+            out += self.event("response.output_text.annotation.added", item_id=self.item["id"],
+                              output_index=len(self.output), content_index=0, annotation_index=number,
+                              annotation=annotation)
+        return out
+
+    def call_start(self, index: int, call_id: str, name: str) -> bytes:
+        out = self.close()
+        self.item = {"id": "fc_" + uuid.uuid4().hex[:24], "type": "function_call", "status": "in_progress",
+                     "call_id": call_id, "name": name, "arguments": ""}
+        return out + self.event("response.output_item.added", output_index=len(self.output), item=self.item)
+
+    def call_arguments(self, index: int, piece: str) -> bytes:
+        assert self.item is not None
+        self.item["arguments"] += piece
+        return self.event("response.function_call_arguments.delta", item_id=self.item["id"],
+                          output_index=len(self.output), delta=piece)
+
+    def call_done(self) -> bytes:
+        return self.close()
+
+    def failed(self) -> bytes:
+        error = {"code": "server_error", "message": "stand-in failure"}
+        return self.close() + self.event("response.failed", response=self.response("failed", error=error))
+
+    def finish(self, reason: str, completion_tokens: int) -> bytes:
+        """The response's end: ``response.completed``, or ``response.incomplete`` for ``length`` and
+        ``content_filter``, with its usage."""
+        out = self.close()
+        prompt = _prompt_tokens(self.messages)
+        reasoning = len(split_reply(self.script.reasoning, None)) if self.script.reasoning else 0
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": completion_tokens + reasoning, "output_tokens_details": {"reasoning_tokens": reasoning},
+                 "total_tokens": prompt + completion_tokens + reasoning, **(self.script.usage_extra or {})}
+        if reason in ("length", "content_filter"):
+            details = {"reason": "max_output_tokens" if reason == "length" else "content_filter"}
+            return out + self.event("response.incomplete",
+                                    response=self.response("incomplete", incomplete_details=details, usage=usage))
+        return out + self.event("response.completed", response=self.response("completed", usage=usage))
+
+
+def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Responses API request's ``instructions`` and ``input`` as chat messages, for the script."""
+    messages: list[dict[str, Any]] = []
+    if body.get("instructions"):
+        messages.append({"role": "system", "content": body["instructions"]})
+    items = body.get("input")
+    if isinstance(items, str):
+        return [*messages, {"role": "user", "content": items}]
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": item.get("call_id"), "type": "function",
+                 "function": {"name": item.get("name"), "arguments": item.get("arguments")}}]})
+        elif item.get("type") == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")})
+        elif "role" in item:
+            content = item.get("content")
+            if isinstance(content, list):
+                content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            messages.append({"role": item["role"], "content": content})
+    return messages
 
 
 def _compressor(encoding: str | None) -> Callable[[bytes | None], bytes]:

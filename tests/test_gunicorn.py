@@ -24,10 +24,11 @@ from .streams import answer_of, check_event_stream, events_of, post_chat, read_u
 REPLY = "one two three four five six seven eight nine ten"
 
 
-@pytest.fixture(scope="module")
-def server(_standin: StandInServer) -> Iterator[Gunicorn]:
+@pytest.fixture(scope="module", params=["chat", "responses"])
+def server(_standin: StandInServer, request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    """The example app under gunicorn + gevent, on each upstream API in turn."""
     env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url,
-           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_READ_TIMEOUT": "60"}
+           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_READ_TIMEOUT": "60", "CHATSTREAM_API": request.param}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
     log = gunicorn.log()

@@ -257,8 +257,9 @@ def test_a_reader_on_another_instance_keeps_the_answer_going(held: StandInServer
         assert answer_of(events) == REPLY and events[-1]["type"] == "done"
 
 
-def test_without_redis_a_stream_resumes_on_its_own_worker(held: StandInServer) -> None:
-    with Gunicorn(APP, env=env(held)) as server:
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_without_redis_a_stream_resumes_on_its_own_worker(held: StandInServer, api: str) -> None:
+    with Gunicorn(APP, env=env(held, api=api)) as server:
         user = "memory"
         conn, response = start(server.port, "sse", user)
         stream_id = response.getheader("X-Chat-Stream-Id")

@@ -16,6 +16,7 @@ from werkzeug.datastructures import MIMEAccept
 from .._chat import ChatRequest
 from .._config import Settings
 from .._errors import NotAcceptable, RequestError, UnsupportedMediaType
+from .._tools import tool_name
 from .._wire.encoders import FORMATS, MIMETYPES, Format
 from .uimessages import chat_messages, is_ui_body
 
@@ -204,8 +205,7 @@ def _tool_message(item: dict[str, Any], where: str, settings: Settings) -> dict[
 def check_tool_history(chat: ChatRequest) -> None:
     """Tool use in the history must be of tools this request offers (``params["tools"]``, after the
     hooks), and every tool result must answer a call made before it."""
-    offered = {d["function"].get("name") for d in chat.params.get("tools") or ()
-               if isinstance(d, dict) and isinstance(d.get("function"), dict)}
+    offered = {tool_name(d) for d in chat.params.get("tools") or ()}
     calls: set[str] = set()
     for index, message in enumerate(chat.messages):
         for call in message.get("tool_calls") or ():

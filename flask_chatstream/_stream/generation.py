@@ -55,7 +55,7 @@ class Generation:
         """The relay's: a stop and the switch to the next model call's stream never cross."""
         self.answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
                              stream_id=stream_id or None, server_tools=tools.keys(),
-                             max_tool_steps=settings.max_tool_steps)
+                             max_tool_steps=settings.max_tool_steps, translator=stream.api.translator)
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
                               context=context)
@@ -218,6 +218,7 @@ class Generation:
             refusal=answer.refusal, reasoning=answer.reasoning, tool_calls=answer.tool_calls,
             finish_reason=answer.finish_reason, usage=answer.usage, error=self.error, delivered=delivered,
             started_at=started_at, duration=duration, completion_id=answer.completion_id,
+            response_id=answer.response_id,
         )
 
     def log(self, outcome: str, duration: float) -> None:

@@ -40,6 +40,7 @@ from .._errors import (
 )
 from .._sockets import shutdown
 from . import transport as _transport
+from .apis import API, CHAT, RESPONSES
 from .direct import Direct
 from .transport import Cancel, Cancelled
 
@@ -81,7 +82,9 @@ class Upstream:
         self._timeout = _http.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         if client is not None:
             self._timeout = _shorter(self._timeout, client.timeout)  # the client's own limits hold too
-        self._direct: Direct | None = None
+        self._api: API | None = {"chat": CHAT, "responses": RESPONSES}.get(settings.api)
+        """The API the upstream streams with; None until ``api="auto"`` has found out."""
+        self._directs: dict[str, Direct | None] = {}
         if client is None:
             if settings.api_key is None:
                 raise RuntimeError(
@@ -101,40 +104,57 @@ class Upstream:
                                    http_client=http_client)
             self.max_retries = settings.max_retries
             if transport is not None:
-                self._direct = _direct(client, http_client, transport, self._timeout)
+                self._directs = {api.name: _direct(client, http_client, transport, self._timeout, api)
+                                 for api in ([self._api] if self._api is not None else [RESPONSES, CHAT])}
         else:
             self.max_retries = client.max_retries
         self.client = client
         # Retries are ours (see open), so the SDK's own are off.
-        self._create = client.with_options(max_retries=0).chat.completions.with_streaming_response.create
+        sdk = client.with_options(max_retries=0)
+        self._creates: dict[str, Any] = {"chat": sdk.chat.completions.with_streaming_response.create,
+                                         "responses": sdk.responses.with_streaming_response.create}
 
     def open(self, request: ChatRequest, cancel: Cancel | None = None) -> UpstreamStream:
-        """Start the completion and return its body, or raise an ``UpstreamError``; ``Stopped`` when
-        ``cancel`` was used (the client left before the upstream's head)."""
+        """Start the answer and return its body, or raise an ``UpstreamError``; ``Stopped`` when
+        ``cancel`` was used (the client left before the upstream's head).
+
+        With ``api="auto"`` the first request tries the Responses API, and an upstream that answers
+        404, 405 or 501 is asked with chat completions instead, from then on."""
         if self.custom_client and self._settings.adjust_httpcore:
             _gevent.adjust_httpcore(_http)
+        api = self._api or RESPONSES
+        try:
+            stream = self._open(api, request, cancel)
+        except _NoSuchAPI:
+            log.info("upstream: no Responses API there; chat completions from now on")
+            self._api = api = CHAT
+            stream = self._open(api, request, cancel)
+        self._api = api
+        return stream
+
+    def _open(self, api: API, request: ChatRequest, cancel: Cancel | None) -> UpstreamStream:
         settings = self._settings
-        body: dict[str, Any] = {**request.params, "messages": request.messages,
-                                settings.max_tokens_param: request.max_tokens}
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if settings.include_usage:
-            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
-        direct = self._direct
+        body = api.body(request, settings)
+        direct = self._directs.get(api.name)
         payload = orjson.dumps({"model": request.model, "stream": True, **body}) if direct is not None else b""
 
         def send(attempt: int) -> UpstreamStream:
             if direct is not None:
                 return _send_direct(direct, payload, attempt, cancel)
-            return self._send_sdk(request.model, body, cancel)
+            return self._send_sdk(api, request.model, body, cancel)
 
+        probing = self._api is None
         waited = 0.0
         attempt = 0
         while True:
             try:
-                return send(attempt)
+                stream = send(attempt)
+                stream.api = api
+                return stream
             except _Failed as failed:
                 error, retry, wait = failed.error, failed.retry, failed.wait
+                if probing and failed.status in (404, 405, 501):
+                    raise _NoSuchAPI() from None
             except Cancelled as cancelled:
                 raise Stopped(cancelled.reason) from None
             if cancel is not None and cancel.reason is not None:
@@ -159,15 +179,16 @@ class Upstream:
             raise _sdk_failure(exc).error from None
         return [model.id for model in page.data]
 
-    def _send_sdk(self, model: str, body: dict[str, Any], cancel: Cancel | None) -> UpstreamStream:
+    def _send_sdk(self, api: API, model: str, body: dict[str, Any], cancel: Cancel | None) -> UpstreamStream:
         """Through the SDK, for a client passed with ``client=``: its own transport, auth and headers.
         The body goes in extra_body, which the SDK lays over the request as it is: our messages are
         already validated plain data, and the SDK's recursive transform of typed params would only
         walk them again."""
         try:
             with _gevent.interruptible(cancel):  # httpx's socket is out of reach until the head is in
-                response = self._create(model=model, messages=[], stream=True, timeout=self._timeout,
-                                        extra_body=body).__enter__()
+                empty: dict[str, Any] = {"messages": []} if api is CHAT else {"input": []}
+                response = self._creates[api.name](model=model, stream=True, timeout=self._timeout, extra_body=body,
+                                                   **empty).__enter__()
         except openai.OpenAIError as exc:
             raise _sdk_failure(exc) from None
         except _http.HTTPError:  # the SDK reading a refusal's body, cut (a proxy that resets)
@@ -178,15 +199,20 @@ class Upstream:
 
 
 class _Failed(Exception):
-    """One attempt failed: what to tell the client, whether to try again, and after how long."""
+    """One attempt failed: what to tell the client, whether to try again, and after how long (and the
+    upstream's status, if it answered with one)."""
 
-    def __init__(self, error: UpstreamError, retry: bool, wait: float) -> None:
-        self.error, self.retry, self.wait = error, retry, wait
+    def __init__(self, error: UpstreamError, retry: bool, wait: float, status: int | None = None) -> None:
+        self.error, self.retry, self.wait, self.status = error, retry, wait, status
+
+
+class _NoSuchAPI(Exception):
+    """``api="auto"``: the upstream has no Responses API (404, 405 or 501)."""
 
 
 def _direct(client: openai.OpenAI, http_client: Any, transport: _transport.ChatTransport,
-            timeout: Any) -> Direct | None:
-    """The request the openai client sends for a stream, taken once, to send again with other bodies.
+            timeout: Any, api: API) -> Direct | None:
+    """The request the openai client sends for a stream of ``api``, taken once, to send again with other bodies.
     None where a proxy from the environment applies: httpx's own proxy transport handles those."""
     captured: list[Any] = []
 
@@ -195,7 +221,13 @@ def _direct(client: openai.OpenAI, http_client: Any, transport: _transport.ChatT
         return _http.Response(200, headers={"content-type": "text/event-stream"}, content=b"data: [DONE]\n\n")
 
     probe = client.copy(http_client=_http.Client(transport=_http.MockTransport(answer)))
-    with probe.chat.completions.with_streaming_response.create(model="-", messages=[], stream=True, timeout=timeout):
+    opened: Any
+    if api is CHAT:
+        opened = probe.chat.completions.with_streaming_response.create(model="-", messages=[], stream=True,
+                                                                       timeout=timeout)
+    else:
+        opened = probe.responses.with_streaming_response.create(model="-", input=[], stream=True, timeout=timeout)
+    with opened:
         pass
     [request] = captured
     url = request.url
@@ -251,7 +283,7 @@ def _send_direct(direct: Direct, payload: bytes, attempt: int, cancel: Cancel | 
     if status != 200:
         body.close()  # its text is never passed on (it can quote the key), nor worth reading
         log.warning("upstream refused the stream: status=%s request_id=%s", status, headers.get("x-request-id"))
-        raise _Failed(*_status_failure(status, headers, attempt))
+        raise _Failed(*_status_failure(status, headers, attempt), status=status)
     _check_event_stream(headers.get("content-type", ""), body.close)
     return UpstreamStream(body=body, encoding=headers.get("content-encoding"))
 
@@ -287,7 +319,7 @@ def _sdk_failure(exc: openai.OpenAIError) -> _Failed:
     """What an SDK error means for the client, whether to retry it, and after how long."""
     if isinstance(exc, openai.APIStatusError):
         log.warning("upstream refused the stream: status=%s request_id=%s", exc.status_code, exc.request_id)
-        return _Failed(*_status_failure(exc.status_code, exc.response.headers, 0))
+        return _Failed(*_status_failure(exc.status_code, exc.response.headers, 0), status=exc.status_code)
     if isinstance(exc, openai.APITimeoutError):
         log.warning("upstream timed out before the stream started")
         return _Failed(UpstreamTimeout(), True, _backoff(0))
@@ -350,7 +382,7 @@ class UpstreamStream:
     ends at its next read; shutting the socket would cut every stream on it.
     """
 
-    __slots__ = ("_response", "_body", "_socket", "_encoding", "stopped", "__weakref__")
+    __slots__ = ("_response", "_body", "_socket", "_encoding", "stopped", "api", "__weakref__")
 
     def __init__(self, response: Any = None, *, body: _transport.Body | None = None,
                  encoding: str | None = None) -> None:
@@ -358,6 +390,8 @@ class UpstreamStream:
         compressed with ``encoding`` if the upstream sent it so although it was not asked to."""
         self._response: Any = response if response is not None else body
         self.stopped: str | None = None
+        self.api = CHAT
+        """The upstream API that answers (the upstream sets it)."""
         if body is None:
             body = response.extensions.get("chatstream_body")
             encoding = response.headers.get("content-encoding")

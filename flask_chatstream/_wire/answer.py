@@ -36,14 +36,17 @@ from .sse import SSEParser
 
 class Answer:
     def __init__(self, *, expect_usage: bool, max_event_bytes: int, stream_id: str | None = None,
-                 server_tools: Collection[str] = (), max_tool_steps: int = 1) -> None:
+                 server_tools: Collection[str] = (), max_tool_steps: int = 1,
+                 translator: type[Translator] = Translator) -> None:
         self._expect_usage = expect_usage
+        self._translator = translator
+        """The upstream API's: ``Translator`` (chat completions) or ``ResponsesTranslator``."""
         self._max_event_bytes = max_event_bytes
         self._server_tools = server_tools
         self._max_steps = max_tool_steps
         self.steps = 1
         self.parser = SSEParser(max_event_bytes)
-        self.translator = Translator(expect_usage=expect_usage, stream_id=stream_id)
+        self.translator = translator(expect_usage=expect_usage, stream_id=stream_id)
         self.finished = False
         self.error: ChatStreamError | None = None
         self.turn: list[ToolCall] | None = None
@@ -148,7 +151,7 @@ class Answer:
         self._settled = False
         self.steps += 1
         self.parser = SSEParser(self._max_event_bytes)
-        self.translator = Translator(expect_usage=self._expect_usage, started=True)
+        self.translator = self._translator(expect_usage=self._expect_usage, started=True)
 
     # -- what it came to -------------------------------------------------------------------------
 
@@ -190,6 +193,11 @@ class Answer:
         pending = [] if self.translator.finished else \
             [ToolCall(id=i, name=n, arguments=a) for i, n, a in self.translator.tool_calls()]
         return tuple(self._calls + pending)
+
+    @property
+    def response_id(self) -> str | None:
+        """The Responses API's id for the (first) response; None on chat completions."""
+        return self.completion_id if self._translator.api == "responses" else None
 
     @property
     def finish_reason(self) -> str | None:

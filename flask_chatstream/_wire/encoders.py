@@ -75,7 +75,7 @@ class UIEncoder:
     One message per stream: ``start`` and ``start-step``; each run of text or reasoning inside its
     ``-start``/``-end``; each tool call as ``tool-input-start``/``-delta``/``-available``, and a
     server-side tool's result as ``tool-output-available`` or ``tool-output-error``, after which
-    the next model call is a new step; then ``finish-step``, ``finish`` (usage in
+    the next model call is a new step; each cited URL as ``source-url``; then ``finish-step``, ``finish`` (usage in
     ``messageMetadata``) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``.
     """
 
@@ -83,6 +83,7 @@ class UIEncoder:
         self._open: tuple[str, str] | None = None  # ("text" | "reasoning", id)
         self._count = 0
         self._tools_ran = False
+        self._sources = 0
 
     def __call__(self, events: list[Event]) -> bytes:
         parts: list[dict[str, Any]] = []
@@ -121,6 +122,13 @@ class UIEncoder:
                 else:
                     parts.append({"type": "tool-output-available", "toolCallId": event["id"], "output": event["output"]})
                 self._tools_ran = True
+            elif event["type"] == "source":
+                self._sources += 1
+                source: dict[str, Any] = {"type": "source-url", "sourceId": f"source-{self._sources}",
+                                          "url": event["url"]}
+                if event["title"]:
+                    source["title"] = event["title"]
+                parts.append(source)
             elif event["type"] == "done":
                 self._close(parts)
                 finish: dict[str, Any] = {"type": "finish",

@@ -1,4 +1,5 @@
-"""From upstream ``chat.completion.chunk`` payloads to the relay's own events.
+"""The relay's own events, and the translation of ``chat.completion.chunk`` payloads into them
+(``_wire.responses`` translates the Responses API's events into the same).
 
 Events are plain dicts, ready for the encoders, and typed: one ``TypedDict`` per event type, so mypy
 checks every place that makes or reads one, from this translation to each encoder. The README's
@@ -10,6 +11,7 @@ event table is tested against them (tests/test_events.py).
     ReasoningEvent   {"type": "reasoning", "content": "..."}       # a reasoning model's thinking, where streamed
     ToolCallEvent    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # by the relay, once whole
     ToolResultEvent  {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's
+    SourceEvent      {"type": "source", "url": ..., "title": ...}  # a URL the answer cites (Responses API)
     DoneEvent        {"type": "done", "finish_reason": "stop", "usage": {...} | None}
     ErrorEvent       {"type": "error", "error": {"code": ..., "message": ...}}
     PingEvent        {"type": "ping"}
@@ -91,6 +93,12 @@ class ToolResultEvent(_Event):
     """Instead of ``output``, when the tool failed."""
 
 
+class SourceEvent(_Event):
+    type: Literal["source"]
+    url: str
+    title: str | None
+
+
 class DoneEvent(_Event):
     type: Literal["done"]
     finish_reason: str | None
@@ -106,8 +114,8 @@ class PingEvent(_Event):
     type: Literal["ping"]
 
 
-Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, DoneEvent,
-              ErrorEvent, PingEvent]
+Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, SourceEvent,
+              DoneEvent, ErrorEvent, PingEvent]
 EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 PING: PingEvent = {"type": "ping"}
@@ -123,8 +131,8 @@ def error_event(error: ChatStreamError) -> ErrorEvent:
     return {"type": "error", "error": error.to_dict()}
 
 
-class _Malformed(Exception):
-    pass
+class Malformed(Exception):
+    """A payload that is not what the upstream's API sends."""
 
 
 class Translator:
@@ -136,6 +144,8 @@ class Translator:
     when it was asked for, the usage chunk have both arrived: nothing the client needs comes after.
     """
 
+    api = "chat"
+    """The upstream API whose stream this translates."""
     __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker", "stream_id",
                  "_text", "_refusal", "_calls", "_reasoning")
 
@@ -173,7 +183,7 @@ class Translator:
                 return events
             try:
                 self._chunk(payload, text, events)
-            except _Malformed:
+            except Malformed:
                 self.error = UpstreamMalformed()
             except UpstreamError as error:
                 self.error = error
@@ -187,7 +197,7 @@ class Translator:
         return events
 
     def _chunk(self, payload: bytes, text: list[str], events: list[Event]) -> None:
-        chunk = _load(payload)
+        chunk = load_event(payload)
         self.chunks += 1
         if not self.started:
             self.started = True
@@ -200,28 +210,28 @@ class Translator:
         choices = chunk.get("choices")
         if choices:
             if not isinstance(choices, list):
-                raise _Malformed()
+                raise Malformed()
             for choice in choices:
                 if not isinstance(choice, dict):
-                    raise _Malformed()
+                    raise Malformed()
                 if choice.get("index", 0) == 0:
                     self._choice(choice, text, events)
         usage = chunk.get("usage")
         if usage:
             if not isinstance(usage, dict):
-                raise _Malformed()
+                raise Malformed()
             self.usage = usage
 
     def _choice(self, choice: dict[str, Any], text: list[str], events: list[Event]) -> None:
         delta = choice.get("delta")
         if delta:
             if not isinstance(delta, dict):
-                raise _Malformed()
+                raise Malformed()
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
                 # vLLM, DeepSeek, Ollama, LM Studio: "reasoning_content"; OpenRouter: "reasoning".
                 if not isinstance(reasoning, str):
-                    raise _Malformed()
+                    raise Malformed()
                 self._flush(text, events)
                 self._reasoning.append(reasoning)
                 last = events[-1] if events else None
@@ -232,24 +242,24 @@ class Translator:
             content = delta.get("content")
             if content:
                 if not isinstance(content, str):
-                    raise _Malformed()
+                    raise Malformed()
                 text.append(content)
             refusal = delta.get("refusal")
             if refusal:
                 if not isinstance(refusal, str):
-                    raise _Malformed()
+                    raise Malformed()
                 self._flush(text, events)
                 self._refusal.append(refusal)
                 events.append({"type": "refusal", "content": refusal})
             tool_calls = delta.get("tool_calls")
             if tool_calls:
                 if not isinstance(tool_calls, list):
-                    raise _Malformed()
+                    raise Malformed()
                 self._assemble(tool_calls)  # the relay tells the client once each call is whole
         finish_reason = choice.get("finish_reason")
         if finish_reason:
             if not isinstance(finish_reason, str):
-                raise _Malformed()
+                raise Malformed()
             self.finish_reason = finish_reason
 
     def end_of_stream(self) -> list[Event]:
@@ -277,13 +287,13 @@ class Translator:
         """Tool calls stream in fragments, keyed by index: the id and name once, the arguments in pieces."""
         for delta in deltas:
             if not isinstance(delta, dict):
-                raise _Malformed()
+                raise Malformed()
             index = delta.get("index", 0)
             call = self._calls.setdefault(index if isinstance(index, int) else 0,
                                           {"id": "", "name": "", "arguments": []})
             function = delta.get("function") or {}
             if not isinstance(function, dict):
-                raise _Malformed()
+                raise Malformed()
             if isinstance(delta.get("id"), str):
                 call["id"] = delta["id"]
             if isinstance(function.get("name"), str):
@@ -321,13 +331,13 @@ def client_usage(usage: dict[str, Any] | None) -> Usage | None:
     return counts
 
 
-def _load(payload: bytes) -> dict[str, Any]:
+def load_event(payload: bytes) -> dict[str, Any]:
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        raise _Malformed() from None
+        raise Malformed() from None
     if not isinstance(chunk, dict):
-        raise _Malformed()
+        raise Malformed()
     if "error" in chunk:
         # The upstream's own message is not relayed: it can quote credentials.
         raise UpstreamError("The model provider reported an error during the answer.")

@@ -23,6 +23,7 @@ export type ChatEvent = { seq?: number } & (
   | { type: "reasoning"; content: string }
   | { type: "tool_call"; id: string; name: string; arguments: unknown }
   | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string }
+  | { type: "source"; url: string; title: string | null }
   | { type: "done"; finish_reason: string | null; usage: Usage | null }
 );
 

@@ -7,7 +7,8 @@
 //
 // The iterator yields {type: "delta", content} for each piece of text and ends
 // with {type: "done", finish_reason, usage}. NDJSON and SSE also carry "start",
-// "refusal", and for tools "tool_call" ({id, name, arguments}) and "tool_result"
+// "refusal", "reasoning", "source" ({url, title}: a cited URL), and for tools
+// "tool_call" ({id, name, arguments}) and "tool_result"
 // ({id, name, output} or {id, name, error}). It never ends quietly on a broken
 // stream: an HTTP error, the server's terminal error event, or a stream that
 // stops before "done" all throw a ChatStreamError; an abort throws the

@@ -1,0 +1,372 @@
+"""The Responses API as the upstream (``api="responses"``, ``"auto"``): the same events, formats,
+tools, errors and results as chat completions, so no client can tell which API answered.
+
+Most tests run on both APIs (the ``api`` fixture), against the stand-in's ``/v1/responses`` and
+``/v1/chat/completions``; the first ones prove that the stand-in's Responses stream is what the
+official SDK parses."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from flask import Flask
+
+from flask_chatstream import ChatRequest, ConfigError, create_blueprint
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY, AppFactory, hooked_app
+from .servers import STOP_ON_LEAVE, Gunicorn
+from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw, streams_while_held
+
+
+@pytest.fixture(params=["chat", "responses"])
+def api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def post(client: Any, fmt: str, body: dict[str, Any]) -> bytes:
+    """POST a chat and read the whole stream; closing the response is what runs ``after_stream``."""
+    response = client.post(f"/api/chat?format={fmt}", json=body)
+    data: bytes = response.get_data()
+    response.close()
+    return data
+
+
+def sse_parts(body: bytes) -> list[dict[str, Any]]:
+    """The ``ui`` format's parts, without ``[DONE]``."""
+    lines = [line.removeprefix("data: ") for line in body.decode().split("\n") if line.startswith("data: ")]
+    return [json.loads(line) for line in lines if line != "[DONE]"]
+
+
+# ---- the stand-in speaks the Responses API as the SDK reads it ------------------------------------
+
+
+def test_the_sdk_parses_the_stand_ins_responses_stream(upstream: StandInServer) -> None:
+    upstream.script = Script(reply="Paris is the capital.", reasoning="Recall geography.",
+                             citations=[{"url": "https://example.org/paris", "title": "Paris"}])
+    client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=0)
+    with client.responses.stream(model="m", input="Capital of France?", instructions="Be brief.") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert final.output_text == "Paris is the capital."
+    assert final.status == "completed" and final.usage is not None and final.usage.output_tokens > 0
+    reasoning, message = final.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Recall geography."
+    assert message.type == "message"
+    [annotation] = message.content[0].annotations  # type: ignore[union-attr]
+    assert annotation.type == "url_citation" and annotation.url == "https://example.org/paris"
+    body = upstream.stats.bodies[-1]
+    assert body["input"] == "Capital of France?" and body["instructions"] == "Be brief."
+
+
+def test_the_sdk_parses_the_stand_ins_function_calls(upstream: StandInServer) -> None:
+    upstream.script = Script(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}},
+                                         {"name": "time", "arguments": {"zone": "CET"}}])
+    client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=0)
+    with client.responses.stream(model="m", input="Weather and time?") as stream:
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("weather", {"city": "Oslo"}),
+                                                                   ("time", {"zone": "CET"})]
+    assert all(c.call_id.startswith("call_") for c in calls)
+
+
+def test_a_server_without_the_responses_api_answers_404(upstream: StandInServer) -> None:
+    upstream.script = Script(apis=("chat",))
+    client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="m", input="hi", stream=True)
+
+
+# ---- the same relay on either API -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+def test_streams_token_by_token(make_app: AppFactory, upstream: StandInServer, api: str, fmt: str) -> None:
+    client = make_app(api=api).test_client()
+    streams_while_held(client, upstream, fmt)  # the first words arrive while the upstream is held
+    body = upstream.stats.bodies[-1]
+    if api == "responses":
+        assert "messages" not in body and body["input"] == [{"role": "user", "content": "hi"}]
+        assert body["store"] is False and body["stream"] is True and body["max_output_tokens"] == 4096
+    else:
+        assert "input" not in body and body["messages"][-1] == {"role": "user", "content": "hi"}
+
+
+def test_the_request_becomes_input_items(make_app: AppFactory, upstream: StandInServer) -> None:
+    client = make_app(api="responses", system_prompt="You are terse.").test_client()
+    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    messages = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi, how can I help?"},
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                     {"type": "image_url", "image_url": {"url": image, "detail": "low"}}]},
+    ]
+    response = client.post("/api/chat?format=ndjson", json={"messages": messages, "temperature": 0.5})
+    assert response.status_code == 200, response.get_data()
+    body = upstream.stats.bodies[-1]
+    assert body["instructions"] == "You are terse." and body["temperature"] == 0.5
+    assert body["input"] == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi, how can I help?"},
+        {"role": "user", "content": [{"type": "input_text", "text": "what is this?"},
+                                     {"type": "input_image", "image_url": image, "detail": "low"}]},
+    ]
+
+
+def test_done_carries_usage_and_the_result_keeps_the_details(upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(reply="one two three", reasoning="hmm")
+    app, _, results = hooked_app(upstream, api=api)
+    events = events_of("ndjson", post(app.test_client(), "ndjson", {"content": "a b"}))
+    done = check_event_stream(events)
+    assert done["finish_reason"] == "stop"
+    assert set(done["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    [result] = results
+    assert result.outcome == "done" and result.text == "one two three" and result.reasoning == "hmm"
+    assert result.usage is not None and result.usage["total_tokens"] == done["usage"]["total_tokens"]
+    if api == "responses":
+        assert result.response_id is not None and result.response_id.startswith("resp_")
+        assert result.response_id == events[0]["id"] == result.completion_id
+        assert result.usage["output_tokens_details"] == {"reasoning_tokens": 1}  # the details stay on the server
+    else:
+        assert result.response_id is None and result.completion_id.startswith("chatcmpl-")
+
+
+@pytest.mark.parametrize(("finish", "expected"), [("length", "length"), ("content_filter", "content_filter")])
+def test_an_incomplete_answer_says_why(make_app: AppFactory, upstream: StandInServer, api: str, finish: str,
+                                       expected: str) -> None:
+    upstream.script = Script(reply="cut short", finish_reason=finish)
+    body = make_app(api=api).test_client().post("/api/chat?format=sse", json={"content": "hi"}).get_data()
+    events = events_of("sse", body)
+    assert check_event_stream(events)["finish_reason"] == expected
+    assert answer_of(events) == "cut short"
+
+
+def test_reasoning_summaries_are_reasoning_events(make_app: AppFactory, upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(reply="42", reasoning="Think it through first")
+    client = make_app(api=api).test_client()
+    events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "q"}).get_data())
+    check_event_stream(events)
+    assert "".join(e["content"] for e in events if e["type"] == "reasoning") == "Think it through first"
+    kinds = [e["type"] for e in events]
+    assert kinds.index("reasoning") < kinds.index("delta")
+    parts = sse_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
+    assert [p["type"] for p in parts if p["type"].startswith("reasoning")][:2] == ["reasoning-start", "reasoning-delta"]
+
+
+def test_url_citations_are_source_events(make_app: AppFactory, upstream: StandInServer) -> None:
+    citations = [{"url": "https://example.org/a", "title": "A"}, {"url": "https://example.org/b", "title": "B"}]
+    upstream.script = Script(reply="See the sources.", citations=citations)
+    client = make_app(api="responses").test_client()
+    for fmt in ("ndjson", "sse"):
+        events = events_of(fmt, client.post(f"/api/chat?format={fmt}", json={"content": "q"}).get_data())
+        check_event_stream(events)
+        assert [e for e in events if e["type"] == "source"] == [
+            {"type": "source", "url": "https://example.org/a", "title": "A"},
+            {"type": "source", "url": "https://example.org/b", "title": "B"}]
+    parts = sse_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
+    assert [p for p in parts if p["type"] == "source-url"] == [
+        {"type": "source-url", "sourceId": "source-1", "url": "https://example.org/a", "title": "A"},
+        {"type": "source-url", "sourceId": "source-2", "url": "https://example.org/b", "title": "B"}]
+    text = client.post("/api/chat?format=text", json={"content": "q"}).get_data()
+    assert text == b"See the sources."
+
+
+def test_a_failure_in_the_answer_is_the_error_event(make_app: AppFactory, upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(reply="one two three four", error_after=2)
+    client = make_app(api=api).test_client()
+    events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "q"}).get_data())
+    error = check_event_stream(events)
+    assert error["type"] == "error" and error["error"]["code"] == "upstream_error"
+    assert answer_of(events) == "one two"
+    assert "stand-in failure" not in json.dumps(events)  # the upstream's words are never passed on
+
+
+def test_a_failure_before_any_text_is_a_status(make_app: AppFactory, upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(reply="never", error_after=0)
+    response = make_app(api=api).test_client().post("/api/chat?format=ndjson", json={"content": "q"})
+    assert response.status_code == 502
+    assert response.get_json()["error"]["code"] == "upstream_error"
+
+
+def test_refusals_are_statuses_and_retries_hold(make_app: AppFactory, upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(status=429, retry_after="7")
+    client = make_app(api=api).test_client()
+    response = client.post("/api/chat", json={"content": "q"})
+    assert response.status_code == 429 and response.headers["Retry-After"] == "7"
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert API_KEY not in response.get_data(as_text=True)
+    upstream.reset()
+    upstream.script = Script(status=503)
+    response = make_app(api=api, max_retries=1, max_retry_wait=5).test_client().post(
+        "/api/chat", json={"content": "q"})
+    assert response.status_code == 502 and response.get_json()["error"]["code"] == "upstream_unavailable"
+    assert upstream.stats.requests == 2  # retried once
+
+
+def test_server_side_tools_round_trip_with_the_same_call_id(upstream: StandInServer, api: str) -> None:
+    def reply(messages: Any) -> str:
+        return f"The sum is {messages[-1]['content']}."
+
+    upstream.script = Script(tool_calls=[{"id": "call_sum1", "name": "add", "arguments": {"a": 2, "b": 3}}],
+                             reply=reply)
+    app, blueprint, results = hooked_app(upstream, api=api)
+
+    @blueprint.tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    events = events_of("ndjson", post(app.test_client(), "ndjson", {"content": "2+3"}))
+    check_event_stream(events)
+    kinds = [e["type"] for e in events]
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("delta")
+    assert answer_of(events) == "The sum is 5."
+    first, second = list(upstream.stats.bodies)[-2:]
+    if api == "responses":
+        assert first["tools"] == [{"type": "function", "name": "add", "description": "Add two numbers.",
+                                   "parameters": first["tools"][0]["parameters"]}]
+        assert second["input"][-2:] == [
+            {"type": "function_call", "call_id": "call_sum1", "name": "add", "arguments": '{"a": 2, "b": 3}'},
+            {"type": "function_call_output", "call_id": "call_sum1", "output": "5"}]
+    else:
+        assert first["tools"][0]["function"]["name"] == "add"
+        assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_sum1", "content": "5"}
+    assert results[0].tool_calls[0].output == 5
+
+
+def test_client_side_tools_and_their_history(upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(tool_calls=[{"id": "call_loc", "name": "get_location", "arguments": {}}])
+    app, blueprint, _ = hooked_app(upstream, api=api)
+
+    @blueprint.before_upstream
+    def offer(chat: ChatRequest) -> None:  # in chat completions' shape: accepted on either API
+        chat.params["tools"] = [{"type": "function", "function": {"name": "get_location", "parameters": {}}}]
+
+    client = app.test_client()
+    events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "where?"}).get_data())
+    done = check_event_stream(events)
+    [call] = [e for e in events if e["type"] == "tool_call"]
+    assert done["finish_reason"] == "tool_calls" and call["id"] == "call_loc" and call["name"] == "get_location"
+    history = [{"role": "user", "content": "where?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_loc", "type": "function", "function": {"name": "get_location", "arguments": "{}"}}]},
+               {"role": "tool", "tool_call_id": "call_loc", "content": "Oslo"}]
+    upstream.script = Script(reply="You are in Oslo.")
+    events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"messages": history}).get_data())
+    assert answer_of(events) == "You are in Oslo."
+    body = upstream.stats.bodies[-1]
+    if api == "responses":
+        assert body["tools"] == [{"type": "function", "name": "get_location", "parameters": {}}]
+        assert body["input"][1:] == [
+            {"type": "function_call", "call_id": "call_loc", "name": "get_location", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_loc", "output": "Oslo"}]
+
+
+def test_hooks_shape_the_responses_request(upstream: StandInServer) -> None:
+    app, blueprint, _ = hooked_app(upstream, api="responses")
+
+    @blueprint.before_upstream
+    def think(chat: ChatRequest) -> None:
+        chat.params["reasoning"] = {"effort": "low", "summary": "auto"}
+        chat.params["store"] = True
+
+    assert app.test_client().post("/api/chat?format=ndjson", json={"content": "q"}).status_code == 200
+    body = upstream.stats.bodies[-1]
+    assert body["reasoning"] == {"effort": "low", "summary": "auto"} and body["store"] is True
+
+
+# ---- api="auto" -------------------------------------------------------------------------------------
+
+
+def test_auto_takes_the_responses_api_where_there_is_one(make_app: AppFactory, upstream: StandInServer) -> None:
+    client = make_app(api="auto").test_client()
+    for _ in range(2):
+        events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "hi"}).get_data())
+        assert check_event_stream(events)["type"] == "done"
+    assert upstream.stats.requests == 2 and all("input" in body for body in upstream.stats.bodies)
+
+
+def test_auto_falls_back_to_chat_completions_and_remembers(make_app: AppFactory, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="from chat completions", apis=("chat",))
+    client = make_app(api="auto").test_client()
+    for _ in range(3):
+        events = events_of("ndjson", client.post("/api/chat?format=ndjson", json={"content": "hi"}).get_data())
+        assert answer_of(events) == "from chat completions"
+    bodies = list(upstream.stats.bodies)
+    assert len(bodies) == 4  # one /responses (404), then chat completions each time
+    assert "input" in bodies[0] and all("messages" in body for body in bodies[1:])
+
+
+def test_the_setting_is_checked_at_startup() -> None:
+    app = Flask(__name__)
+    app.config["CHATSTREAM_API"] = "completions"
+    with pytest.raises(ConfigError, match="CHATSTREAM_API"):
+        app.register_blueprint(create_blueprint(api_key=API_KEY))
+
+
+# ---- a stream's life under gunicorn + gevent, on the Responses API ----------------------------------
+# (test_gunicorn.py runs its tests on both APIs, and test_resume.py a resume on one machine)
+
+
+@pytest.fixture(scope="module")
+def server(_standin: StandInServer) -> Iterator[Gunicorn]:
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_API": "responses",
+           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_HEARTBEAT": "0.3", "CHATSTREAM_FIRST_EVENT_WAIT": "0.2"}
+    with Gunicorn(env=env) as gunicorn:
+        yield gunicorn
+    log = gunicorn.log()
+    assert "Traceback" not in log and API_KEY not in log, log
+
+
+@pytest.mark.parametrize(("fmt", "ping"), [("ndjson", b'{"type":"ping"}\n'), ("sse", b": ping\n\n")])
+def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
+                                              ping: bytes) -> None:
+    upstream.script = Script(reply="after the wait", hold_after=0)
+    conn, response = post_chat(server.port, fmt, {"content": "think"}, timeout=30)
+    received = b""
+    while received.count(ping) < 3:
+        piece = response.read1(65536)
+        assert piece, received
+        received += piece
+    assert b"after" not in received
+    upstream.release()
+    events = events_of(fmt, received + response.read())
+    conn.close()
+    assert answer_of(events) == "after the wait" and check_event_stream(events)["type"] == "done"
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+def test_a_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, upstream: StandInServer,
+                                                             fmt: str) -> None:
+    upstream.script = Script(reply="late", first_delay=3600)
+    sock = send_chat_raw(server.port, fmt)
+    upstream.wait_for(lambda s: s.open == 1)
+    sock.close()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+
+
+def test_a_stop_ends_the_stream_and_the_model(server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="one two three four five", hold_after=2)
+    conn, response = post_chat(server.port, "ndjson", {"content": "count"}, timeout=30)
+    stream_id = response.getheader("X-Chat-Stream-Id")
+    read_until(response, b"two")
+    stop = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    stop.request("POST", f"/api/chat/{stream_id}/stop")
+    assert stop.getresponse().status == 204
+    stop.close()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    try:
+        rest = response.read()
+    except http.client.IncompleteRead as cut:
+        rest = cut.partial
+    conn.close()
+    assert b'"type":"done"' not in rest  # stopped: never ends as if complete
