@@ -15,7 +15,8 @@ prove that a relay stopped paying for tokens when its user left.
 It is built on the standard library's threaded HTTP server with one thread per
 connection, so it works unchanged under gevent's monkey-patching (the example
 app runs it inside a gevent worker). ``python -m flask_chatstream.testing``
-runs it on its own, with a small control API under ``/_standin/``.
+runs it on its own, with a small control API under ``/_standin/`` (``stats``, ``bodies``,
+``messages``: each request's conversation as chat messages, whichever API it asked).
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ class Script:
     """Compress the stream with ``"gzip"``, ``"deflate"`` or ``"br"`` (brotli), whatever the caller
     asked for, as some gateways do; each write is flushed, so every event arrives whole."""
     citations: list[dict[str, str]] | None = None
-    """Responses API: after the text, cite these (``{"url": ..., "title": ...}``) as ``url_citation``
-    annotations."""
+    """After the text, cite these (``{"url": ..., "title": ...}``) as ``url_citation`` annotations (in
+    a chat completions delta, as web search models send them; in the Responses API's text part)."""
     apis: tuple[str, ...] = ("chat", "responses")
     """The APIs served; a request for another is a 404, as from a server that has only chat completions."""
 
@@ -300,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {k: v for k, v in dataclasses.asdict(stats).items() if k != "bodies"})
         elif path == "/_standin/bodies":
             self._json(200, list(self.server.standin.stats.bodies))
+        elif path == "/_standin/messages":  # the same, as chat messages whichever API was asked
+            self._json(200, [body["messages"] if "messages" in body else chat_messages(body)
+                             for body in self.server.standin.stats.bodies])
         elif path.endswith("/models"):
             script = self.server.standin.script
             if script.status != 200:  # a refused key or a rate limit holds for every endpoint
@@ -602,7 +606,12 @@ class _ChatWire:
         return self.chunk({"content": piece}, index=index)
 
     def cite(self, citations: list[dict[str, str]]) -> bytes:
-        return b""
+        """URL citations as web search models stream them in a delta."""
+        if not citations:
+            return b""
+        return self.chunk({"annotations": [
+            {"type": "url_citation", "url_citation": {"url": c["url"], "title": c.get("title", ""), "start_index": 0,
+                                                      "end_index": 0}} for c in citations]})
 
     def call_start(self, index: int, call_id: str, name: str) -> bytes:
         return self.chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",

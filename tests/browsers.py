@@ -29,11 +29,11 @@ WATCH_GROWTH = """(selector) => {
 }"""
 
 
-def example_app(standin: StandInServer) -> Gunicorn:
+def example_app(standin: StandInServer, api: str = "chat") -> Gunicorn:
     """The example app as it ships (it finishes answers for clients that left), on two workers as
-    `make demo` runs it: a Stop lands on either, and must reach the stream's."""
+    `make demo` runs it: a Stop lands on either, and must reach the stream's. ``api`` is the upstream's."""
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}
+           "CHATSTREAM_ON_CLIENT_LEAVE": "finish", "CHATSTREAM_API": api}
     return Gunicorn(env=env, workers=2)
 
 

@@ -325,6 +325,41 @@ def test_a_reasoning_models_thinking_shows_folded_above_its_answer(desktop: Page
     expect(reasoning.locator(".thought")).to_have_text("Let me think about the question first.")
 
 
+# ---- the same pages on the Responses API -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def responses_server(_standin: StandInServer) -> Iterator[Gunicorn]:
+    with example_app(_standin, api="responses") as gunicorn:
+        yield gunicorn
+
+
+@pytest.fixture
+def on_responses(browser: Browser, responses_server: Gunicorn, ui: str, request: pytest.FixtureRequest
+                 ) -> Iterator[Page]:
+    yield from open_page(browser, responses_server, ui, request, viewport={"width": 1280, "height": 800})
+
+
+def test_each_page_works_unchanged_on_the_responses_api(on_responses: Page, upstream: StandInServer) -> None:
+    page = on_responses
+    upstream.script = Script(reply=WORDS, reasoning="Count them one by one.", hold_after=3)
+    send(page, "Count for me")
+    answer = last_answer(page)
+    expect(answer.locator(".content")).to_contain_text("word3")  # streaming, while the model is held
+    assert (upstream.stats.open, upstream.stats.finished) == (1, 0)
+    assert "input" in upstream.stats.bodies[-1]  # asked of /v1/responses
+    upstream.release()
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(answer.locator(".content")).to_have_text(WORDS)
+    expect(page.locator("#messages .message.reasoning .thought")).to_have_text("Count them one by one.")
+    upstream.script = Script(reply=lambda messages: f"The clock said {messages[-1]['content']}.",
+                             tool_calls=[{"name": "current_time", "arguments": {"zone": "UTC"}}])
+    send(page, "What time is it?")
+    expect(last_answer(page)).to_have_attribute("data-status", "complete")
+    expect(page.locator("#messages .message.tool summary")).to_have_text("Used a tool: current_time")
+    expect(last_answer(page).locator(".content")).to_contain_text("The clock said 20")
+
+
 # ---- a phone, and the dark ------------------------------------------------------------------------------
 
 

@@ -36,8 +36,9 @@ def load_example(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[n
     return importlib.reload(example_app).app
 
 
-def test_offline_demo_streams_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = load_example(monkeypatch)
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_offline_demo_streams_without_a_key(monkeypatch: pytest.MonkeyPatch, api: str) -> None:
+    app = load_example(monkeypatch, CHATSTREAM_API=api)
     client = app.test_client()
     page = client.get("/").get_data(as_text=True)
     assert 'id="demo-banner"' in page and "/api/chatstream.js" in page
@@ -200,8 +201,9 @@ def wait_for_answer(client: Any, conversation_id: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def test_the_offline_demo_calls_its_tool(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = load_example(monkeypatch).test_client()
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_the_offline_demo_calls_its_tool(monkeypatch: pytest.MonkeyPatch, api: str) -> None:
+    client = load_example(monkeypatch, CHATSTREAM_API=api).test_client()
     response = client.post("/api/chat?format=ndjson", json={"content": "What time is it?"}, buffered=True)
     events = ndjson_events(response.data)
     call, result = [e for e in events if e["type"] in ("tool_call", "tool_result")]

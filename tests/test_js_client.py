@@ -6,16 +6,21 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
+
 from flask_chatstream.testing import StandInServer
 
 from .conftest import API_KEY
 from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, run_node_tests
 
 
-def test_chatstream_js(_standin: StandInServer) -> None:
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_chatstream_js(_standin: StandInServer, api: str) -> None:
+    """Every JS test, against the app on each upstream API: the same client code works on both."""
     node = shutil.which("node")
     assert node, "node is required: install Node.js 20 or newer"
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_API": api}
     assert (ROOT / "tests/js/node_modules/ai6").is_dir(), "run `npm ci` in tests/js (make test does)"
     with Gunicorn(env=env) as server:
         output = run_node_tests([node, "--test", "--test-concurrency=1", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,
@@ -39,7 +44,7 @@ def test_every_error_code_the_relay_sends_has_words_in_chatstream_js() -> None:
 
     codes = {c.code for c in classes(ChatStreamError)} | {ToolStepsExhausted.code}
     package = ROOT / "flask_chatstream"
-    for module in package.glob("*.py"):
+    for module in package.rglob("*.py"):
         codes |= set(re.findall(r'code="([a-z_]+)"', module.read_text()))
     codes |= {"stopped", "client_left", "client_stalled", "stream_lost", "internal_error"}  # stream ends
     missing = codes - known

@@ -160,10 +160,10 @@ def test_reasoning_summaries_are_reasoning_events(make_app: AppFactory, upstream
     assert [p["type"] for p in parts if p["type"].startswith("reasoning")][:2] == ["reasoning-start", "reasoning-delta"]
 
 
-def test_url_citations_are_source_events(make_app: AppFactory, upstream: StandInServer) -> None:
+def test_url_citations_are_source_events(make_app: AppFactory, upstream: StandInServer, api: str) -> None:
     citations = [{"url": "https://example.org/a", "title": "A"}, {"url": "https://example.org/b", "title": "B"}]
     upstream.script = Script(reply="See the sources.", citations=citations)
-    client = make_app(api="responses").test_client()
+    client = make_app(api=api).test_client()
     for fmt in ("ndjson", "sse"):
         events = events_of(fmt, client.post(f"/api/chat?format={fmt}", json={"content": "q"}).get_data())
         check_event_stream(events)

@@ -11,7 +11,7 @@ event table is tested against them (tests/test_events.py).
     ReasoningEvent   {"type": "reasoning", "content": "..."}       # a reasoning model's thinking, where streamed
     ToolCallEvent    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # by the relay, once whole
     ToolResultEvent  {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's
-    SourceEvent      {"type": "source", "url": ..., "title": ...}  # a URL the answer cites (Responses API)
+    SourceEvent      {"type": "source", "url": ..., "title": ...}  # a URL the answer cites
     DoneEvent        {"type": "done", "finish_reason": "stop", "usage": {...} | None}
     ErrorEvent       {"type": "error", "error": {"code": ..., "message": ...}}
     PingEvent        {"type": "ping"}
@@ -251,6 +251,10 @@ class Translator:
                 self._flush(text, events)
                 self._refusal.append(refusal)
                 events.append({"type": "refusal", "content": refusal})
+            annotations = delta.get("annotations")
+            if annotations:
+                self._flush(text, events)
+                events += _sources(annotations)
             tool_calls = delta.get("tool_calls")
             if tool_calls:
                 if not isinstance(tool_calls, list):
@@ -318,6 +322,20 @@ class Translator:
         """The tool calls so far, assembled: (id, name, arguments), in index order."""
         return [(call["id"], call["name"], "".join(call["arguments"]))
                 for _, call in sorted(self._calls.items())]
+
+
+def _sources(annotations: Any) -> list[Event]:
+    """URL citations in a chat completions delta (web search models, OpenRouter's web plugin):
+    ``{"type": "url_citation", "url_citation": {"url": ..., "title": ...}}``."""
+    if not isinstance(annotations, list):
+        raise Malformed()
+    sources: list[Event] = []
+    for annotation in annotations:
+        citation = annotation.get("url_citation") if isinstance(annotation, dict) else None
+        if isinstance(citation, dict) and annotation.get("type") == "url_citation" and isinstance(citation.get("url"), str):
+            title = citation.get("title")
+            sources.append({"type": "source", "url": citation["url"], "title": title if isinstance(title, str) else None})
+    return sources
 
 
 def client_usage(usage: dict[str, Any] | None) -> Usage | None:

@@ -21,6 +21,12 @@ async function script(settings) {
   assert.equal(response.status, 200);
 }
 
+// The conversation each request sent, as chat messages, whichever upstream API the app asks (the
+// stand-in reads a Responses API request's input items back into messages).
+async function sentMessages() {
+  return (await fetch(`${CONTROL}/_standin/messages`)).json();
+}
+
 async function stats() {
   return (await fetch(`${CONTROL}/_standin/stats`)).json();
 }
@@ -71,8 +77,8 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
       user("second question", "u2"),
     ];
     assert.equal(textOf(await chat(sdk, history)), "second answer");
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
-    assert.deepEqual(body.messages, [
+    const [messages] = await sentMessages();
+    assert.deepEqual(messages, [
       { role: "user", content: "first question" },
       { role: "assistant", content: "first answer" },
       { role: "user", content: "second question" },
@@ -115,6 +121,14 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
     ]);
   });
 
+  test(`ai ${version}: cited URLs are source-url parts`, async () => {
+    await script({ reply: "See the sources.", citations: [{ url: "https://example.org/a", title: "A" }] });
+    const message = await chat(sdk, [user("Sources?")]);
+    assert.deepEqual(message.parts.filter((p) => p.type === "source-url").map(({ url, title }) => [url, title]),
+      [["https://example.org/a", "A"]]);
+    assert.equal(textOf(message), "See the sources.");
+  });
+
   test(`ai ${version}: a server-side tool call and its result are a tool part`, async () => {
     await script({ reply: "Used the clock.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
     const message = await chat(sdk, [user("What time is it?")]);
@@ -126,10 +140,10 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
     // ...and sent back as history, it becomes the tool call and its result again
     await script({ reply: "Still the clock." });
     await chat(sdk, [user("What time is it?"), message, user("Again?", "u2")]);
-    const [body] = await (await fetch(`${CONTROL}/_standin/bodies`)).json();
-    assert.deepEqual(body.messages.map((m) => m.role), ["user", "assistant", "tool", "assistant", "user"]);
-    assert.equal(body.messages[1].tool_calls[0].function.name, "current_time");
-    assert.equal(body.messages[2].tool_call_id, body.messages[1].tool_calls[0].id);
+    const [messages] = await sentMessages();
+    assert.deepEqual(messages.map((m) => m.role), ["user", "assistant", "tool", "assistant", "user"]);
+    assert.equal(messages[1].tool_calls[0].function.name, "current_time");
+    assert.equal(messages[2].tool_call_id, messages[1].tool_calls[0].id);
   });
 
   test(`ai ${version}: TextStreamChatTransport reads ?format=text`, async () => {
