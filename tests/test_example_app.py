@@ -148,11 +148,12 @@ def test_a_bad_conversation_id_is_a_json_400(monkeypatch: pytest.MonkeyPatch, up
     assert upstream.stats.requests == 0
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
 def test_an_answer_in_progress_shows_and_a_closed_tab_still_gets_it_saved(monkeypatch: pytest.MonkeyPatch,
-                                                                          upstream: StandInServer) -> None:
+                                                                          upstream: StandInServer, api: str) -> None:
     upstream.script = Script(reply="saved even so", hold_after=1)
     app = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url,
-                       CHATSTREAM_FIRST_EVENT_WAIT="0.1")
+                       CHATSTREAM_FIRST_EVENT_WAIT="0.1", CHATSTREAM_API=api)
     client = app.test_client()
     response = client.post("/api/chat?format=ndjson", json={"conversation_id": "c2", "content": "q"}, buffered=False)
     next(iter(response.response))
@@ -166,10 +167,12 @@ def test_an_answer_in_progress_shows_and_a_closed_tab_still_gets_it_saved(monkey
     assert (saved["content"], saved["status"]) == ("saved even so", "complete")
 
 
-def test_stop_stops_the_model_and_keeps_what_came(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer) -> None:
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_stop_stops_the_model_and_keeps_what_came(monkeypatch: pytest.MonkeyPatch, upstream: StandInServer,
+                                                  api: str) -> None:
     upstream.script = Script(reply="a b c d e f", hold_after=2)
     app = load_example(monkeypatch, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url,
-                       CHATSTREAM_FIRST_EVENT_WAIT="0.1")
+                       CHATSTREAM_FIRST_EVENT_WAIT="0.1", CHATSTREAM_API=api)
     client = app.test_client()
     response = client.post("/api/chat?format=ndjson", json={"conversation_id": "c3", "content": "q"}, buffered=False)
     stream_id = response.headers["X-Chat-Stream-Id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,10 @@ import openai
 import pytest
 from flask import Flask
 
-from flask_chatstream import ChatRequest, ConfigError, create_blueprint
+from flask_chatstream import ChatRequest, ConfigError, Settings, create_blueprint
+from flask_chatstream._stream.relay import Relay
+from flask_chatstream._upstream.client import Upstream
+from flask_chatstream._wire.encoders import NDJSON
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory, hooked_app
@@ -280,6 +284,20 @@ def test_hooks_shape_the_responses_request(upstream: StandInServer) -> None:
     assert app.test_client().post("/api/chat?format=ndjson", json={"content": "q"}).status_code == 200
     body = upstream.stats.bodies[-1]
     assert body["reasoning"] == {"effort": "low", "summary": "auto"} and body["store"] is True
+
+
+def test_a_silent_upstream_is_stopped_at_the_read_timeout(upstream: StandInServer, api: str) -> None:
+    upstream.script = Script(reply="never", first_delay=3600)
+    settings = Settings(api_key=API_KEY, base_url=upstream.url, max_retries=0, read_timeout=5.0, api=api)
+    relay = Relay(Upstream(settings).open(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="m",
+                                                      max_tokens=10)), NDJSON, settings)
+    relay.tick(time.monotonic() + 1, 0)
+    assert relay.stop_reason is None
+    relay.tick(time.monotonic() + 6, 0)  # the watchdog's tick, past the read timeout
+    assert relay.stop_reason == "timeout"
+    events = events_of("ndjson", b"".join(relay))
+    assert check_event_stream(events)["error"]["code"] == "upstream_timeout"
+    assert upstream.wait_for(lambda s: s.open == 0).cancelled == 1
 
 
 # ---- api="auto" -------------------------------------------------------------------------------------
