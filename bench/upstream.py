@@ -22,7 +22,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -71,6 +71,19 @@ def token(seq: int) -> str:
     return f"{seq}@{time.time():.6f}|"
 
 
+async def paced(profile: Profile, rng: random.Random) -> AsyncIterator[tuple[int, int]]:
+    """``(first token, tokens in this write)``, each once its wait (the time to first token, a gap, a
+    stall) has passed."""
+    if profile.ttft:
+        await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
+    for seq, n, wait in profile.bursts(rng):
+        if seq:
+            if profile.stall_chance and rng.random() < profile.stall_chance:
+                wait += profile.stall
+            await asyncio.sleep(wait)
+        yield seq, n
+
+
 def event(cid: str, model: str, created: int, delta: dict[str, object], finish: str | None = None) -> bytes:
     body = {
         "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -93,13 +106,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
     try:
         await response.write(event(cid, model, created, {"role": "assistant", "content": "", "refusal": None}))
-        if profile.ttft:
-            await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
-        for seq, n, wait in profile.bursts(rng):
-            if seq:
-                if profile.stall_chance and rng.random() < profile.stall_chance:
-                    wait += profile.stall
-                await asyncio.sleep(wait)
+        async for seq, n in paced(profile, rng):
             data = b"".join(event(cid, model, created, {"content": token(seq + i)}) for i in range(n))
             await response.write(data)
         await response.write(event(cid, model, created, {}, "stop"))
@@ -142,13 +149,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
                          + responses_event("response.output_item.added", next(sequence), output_index=0, item=item)
                          + responses_event("response.content_part.added", next(sequence), item_id=mid, output_index=0,
                                            content_index=0, part=part))
-        if profile.ttft:
-            await asyncio.sleep(profile.ttft * math.exp(rng.gauss(0, 0.5)))
-        for seq, n, wait in profile.bursts(rng):
-            if seq:
-                if profile.stall_chance and rng.random() < profile.stall_chance:
-                    wait += profile.stall
-                await asyncio.sleep(wait)
+        async for seq, n in paced(profile, rng):
             tokens = [token(seq + i) for i in range(n)]
             text += tokens
             await http.write(b"".join(

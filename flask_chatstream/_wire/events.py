@@ -200,13 +200,7 @@ class Translator:
         chunk = load_event(payload)
         self.chunks += 1
         if not self.started:
-            self.started = True
-            chunk_id, model = chunk.get("id"), chunk.get("model")
-            self.id = chunk_id if isinstance(chunk_id, str) else None
-            start: StartEvent = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
-            if self.stream_id is not None:
-                start["stream_id"] = self.stream_id
-            events.append(start)
+            self._start(chunk, events)
         choices = chunk.get("choices")
         if choices:
             if not isinstance(choices, list):
@@ -221,6 +215,17 @@ class Translator:
             if not isinstance(usage, dict):
                 raise Malformed()
             self.usage = usage
+
+    def _start(self, source: dict[str, Any], events: list[Event]) -> None:
+        """The ``start`` event, with the upstream's id and model from ``source`` (the first chunk, or
+        the Responses API's response)."""
+        self.started = True
+        upstream_id, model = source.get("id"), source.get("model")
+        self.id = upstream_id if isinstance(upstream_id, str) else None
+        start: StartEvent = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
+        if self.stream_id is not None:
+            start["stream_id"] = self.stream_id
+        events.append(start)
 
     def _choice(self, choice: dict[str, Any], text: list[str], events: list[Event]) -> None:
         delta = choice.get("delta")

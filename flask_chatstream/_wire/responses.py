@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import UpstreamError, UpstreamRateLimited, UpstreamRejected
-from .events import Event, Malformed, StartEvent, Translator, load_event
+from .events import Event, Malformed, Translator, load_event
 
 INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 """Why a response is incomplete, as a chat completions ``finish_reason``."""
@@ -50,7 +50,8 @@ class ResponsesTranslator(Translator):
         if not isinstance(kind, str):
             raise Malformed()
         if not self.started:
-            self._start(event.get("response") if kind == "response.created" else None, events)
+            response = event.get("response") if kind == "response.created" else None
+            self._start(response if isinstance(response, dict) else {}, events)
         if kind == "response.output_text.delta":
             text.append(_string(event.get("delta")))
         elif kind == "response.reasoning_summary_text.delta" or kind == "response.reasoning_text.delta":
@@ -88,16 +89,6 @@ class ResponsesTranslator(Translator):
             raise _error(failure.get("code") if isinstance(failure, dict) else None)
         elif kind == "error":
             raise _error(event.get("code"))
-
-    def _start(self, response: Any, events: list[Event]) -> None:
-        self.started = True
-        response = response if isinstance(response, dict) else {}
-        response_id, model = response.get("id"), response.get("model")
-        self.id = response_id if isinstance(response_id, str) else None
-        start: StartEvent = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
-        if self.stream_id is not None:
-            start["stream_id"] = self.stream_id
-        events.append(start)
 
     def _item(self, event: dict[str, Any]) -> None:
         """A function call's id and name when its item is added; the whole call when it is done."""
