@@ -21,6 +21,7 @@ from flask_chatstream import ChatRequest, ConfigError, Settings, create_blueprin
 from flask_chatstream._stream.relay import Relay
 from flask_chatstream._upstream.client import Upstream
 from flask_chatstream._wire.encoders import NDJSON
+from flask_chatstream._wire.responses import ResponsesTranslator
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory, hooked_app
@@ -86,6 +87,77 @@ def test_a_server_without_the_responses_api_answers_404(upstream: StandInServer)
     client = openai.OpenAI(api_key=API_KEY, base_url=upstream.url, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="m", input="hi", stream=True)
+
+
+# ---- the translation, event by event (pure) ------------------------------------------------------
+
+
+def feed(*events: dict[str, Any]) -> tuple[ResponsesTranslator, list[dict[str, Any]]]:
+    translator = ResponsesTranslator(stream_id="s1")
+    payloads = [json.dumps({**event, "sequence_number": n}).encode() for n, event in enumerate(events)]
+    return translator, [dict(e) for e in translator.feed(payloads)]
+
+
+CREATED = {"type": "response.created", "response": {"id": "resp_1", "model": "m", "status": "in_progress"}}
+
+
+def test_refusals_text_and_the_end_in_one_read() -> None:
+    translator, events = feed(
+        CREATED,
+        {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hel"},
+        {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "lo"},
+        {"type": "response.refusal.delta", "item_id": "msg_1", "output_index": 0, "content_index": 1, "delta": "No."},
+        {"type": "response.completed", "response": {"id": "resp_1", "status": "completed", "usage": {
+            "input_tokens": 3, "output_tokens": 2, "total_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}}}},
+    )
+    assert events == [
+        {"type": "start", "id": "resp_1", "model": "m", "stream_id": "s1"},
+        {"type": "delta", "content": "Hello"},  # what one read brought, merged
+        {"type": "refusal", "content": "No."},
+        {"type": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+    ]
+    assert translator.finished and translator.usage is not None and translator.usage["input_tokens"] == 3
+
+
+@pytest.mark.parametrize(("event", "code"), [
+    ({"type": "error", "code": "rate_limit_exceeded", "message": "Rate limit reached for sk-secret"}, "rate_limited"),
+    ({"type": "error", "code": "invalid_prompt", "message": "bad"}, "upstream_rejected"),
+    ({"type": "response.failed", "response": {"status": "failed", "error": {"code": "server_error",
+                                                                            "message": "oops sk-secret"}}}, "upstream_error"),
+])
+def test_failures_in_band_have_our_codes_and_never_the_upstreams_words(event: dict[str, Any], code: str) -> None:
+    translator, events = feed(CREATED, event)
+    assert [e["type"] for e in events] == ["start"]
+    assert translator.error is not None and translator.error.code == code
+    assert "sk-secret" not in translator.error.message
+
+
+def test_a_function_call_is_whole_by_its_call_id_and_ends_with_tool_calls() -> None:
+    item = {"id": "fc_1", "type": "function_call", "call_id": "call_9", "name": "weather", "arguments": ""}
+    translator, events = feed(
+        CREATED,
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 0, "delta": '{"city":'},
+        {"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 0, "delta": '"Oslo"}'},
+        {"type": "response.output_item.done", "output_index": 0, "item": {**item, "arguments": '{"city":"Oslo"}'}},
+        {"type": "response.completed", "response": {"status": "completed"}},
+    )
+    assert translator.tool_calls() == [("call_9", "weather", '{"city":"Oslo"}')]
+    assert events[-1] == {"type": "done", "finish_reason": "tool_calls", "usage": None}
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b'{"no": "type"}', json.dumps(
+    {"type": "response.output_text.delta", "delta": 7}).encode()])
+def test_what_the_responses_api_never_sends_is_malformed(payload: bytes) -> None:
+    translator = ResponsesTranslator()
+    translator.feed([json.dumps(CREATED).encode(), payload])
+    assert translator.error is not None and translator.error.code == "upstream_malformed"
+
+
+def test_a_stream_that_ends_before_its_terminal_event_was_interrupted() -> None:
+    translator, _ = feed(CREATED, {"type": "response.output_text.delta", "output_index": 0, "delta": "Hi"})
+    assert translator.end_of_stream() == []
+    assert translator.error is not None and translator.error.code == "upstream_interrupted"
 
 
 # ---- the same relay on either API -----------------------------------------------------------------
