@@ -51,23 +51,28 @@ def venv_with(tmp: Path, requirement: str) -> Path:
 CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
 
 
+def serve(command: list[str], tmp: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run a server (``{port}`` in ``command`` becomes a free port) until the caller is done; its
+    base URL. Its output goes to ``tmp/server.log``."""
+    port = free_port()
+    with (tmp / "server.log").open("wb") as log:
+        process = subprocess.Popen([part.replace("{port}", str(port)) for part in command], cwd=tmp,
+                                   env={**CLEAN, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, process, timeout=120)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+
 @pytest.fixture(scope="module")
 def mockllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("mockllm")
     python = str(venv_with(tmp, "mockllm==0.0.8") / "python")
     (tmp / "responses.yml").write_text(RESPONSES)
-    port = free_port()
-    log = (tmp / "mockllm.log").open("wb")
-    process = subprocess.Popen([python, "-m", "uvicorn", "mockllm.server:app", "--host", "127.0.0.1", "--port",
-                                str(port)], cwd=tmp, env={**CLEAN, "MOCKLLM_RESPONSES_FILE": str(tmp / "responses.yml")},
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_port(port, process, timeout=60)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
+    yield from serve([python, "-m", "uvicorn", "mockllm.server:app", "--host", "127.0.0.1", "--port", "{port}"], tmp,
+                     {"MOCKLLM_RESPONSES_FILE": str(tmp / "responses.yml")})
 
 
 @pytest.fixture(scope="module")
@@ -122,19 +127,8 @@ def litellm(tmp_path_factory: pytest.TempPathFactory, _standin: StandInServer) -
     (tmp / "config.yaml").write_text(
         "model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n      model: openai/gpt-4o-mini\n"
         f"      api_key: sk-stand-in\n      api_base: {_standin.url}\nlitellm_settings:\n  telemetry: false\n")
-    port = free_port()
-    log = (tmp / "litellm.log").open("wb")
-    env = {**CLEAN, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    process = subprocess.Popen([str(bin_dir / "litellm"), "--config", str(tmp / "config.yaml"), "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
-        wait_for_port(port, process, timeout=120)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
+    yield from serve([str(bin_dir / "litellm"), "--config", str(tmp / "config.yaml"), "--host", "127.0.0.1",
+                      "--port", "{port}"], tmp, {"LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
 
 
 @pytest.fixture(scope="module")
