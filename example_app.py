@@ -287,6 +287,14 @@ def create_app() -> Flask:
                      for c in result.tool_calls]
             store.finish(answer_id, result.text, status, tools, result.reasoning)
 
+    @chat.message_metadata
+    def answer_metadata(known: ChatRequest | ChatResult) -> dict[str, Any] | None:
+        """Beside the answer, for the page: the model as it starts, how long it took when it is done
+        (useChat's message.metadata; the start and done events' metadata in NDJSON and SSE)."""
+        if isinstance(known, ChatRequest):
+            return {"model": known.model}
+        return {"seconds": round(known.duration, 2)}
+
     @chat.tool
     def current_time(zone: Literal["UTC", "local"] = "UTC") -> str:
         """The server's current date and time, in ISO 8601. A harmless tool, to show the loop.

@@ -53,7 +53,14 @@ from ._errors import (
     StreamTruncated,
     TooManyReaders,
 )
-from ._hooks import AfterStream, AfterStreamHooks, BeforeUpstream, run_before_upstream
+from ._hooks import (
+    AfterStream,
+    AfterStreamHooks,
+    BeforeUpstream,
+    MessageMetadata,
+    MessageMetadataHooks,
+    run_before_upstream,
+)
 from ._request.body import read_body
 from ._request.chat import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._request.uimessages import is_ui_body
@@ -121,6 +128,7 @@ class ChatBlueprint(Blueprint):
         super().__init__(name, import_name)
         self.before_upstream_funcs: list[BeforeUpstream] = []
         self.after_stream_funcs: list[AfterStream] = []
+        self.message_metadata_funcs: list[MessageMetadata] = []
         self.tools: dict[str, Tool] = {}
         """The server-side tools, by name: every request offers them to the model."""
         self.may_resume_func: MayResume | None = None
@@ -178,11 +186,25 @@ class ChatBlueprint(Blueprint):
         self.after_stream_funcs.append(f)
         return f
 
+    def message_metadata(self, f: D) -> D:
+        """Register a function whose dict goes to the client with the answer, as the AI SDK's message
+        metadata: ``messageMetadata`` on the ``ui`` format's ``start`` and ``finish`` parts, ``metadata``
+        on the ``start`` and ``done`` events of NDJSON and SSE.
+
+        It is called twice, in an app context: with the ``ChatRequest`` as the answer starts, and with
+        the ``ChatResult`` as it is done (not after a stop or an error). Return a dict (JSON), or None
+        for nothing. What it raises is logged and leaves its part out. Several merge in registration
+        order.
+        """
+        self.message_metadata_funcs.append(f)
+        return f
+
 
 MayResume = Callable[[str, str], bool]
 M = TypeVar("M", bound=MayResume)
 B = TypeVar("B", bound=BeforeUpstream)
 A = TypeVar("A", bound=AfterStream)
+D = TypeVar("D", bound=MessageMetadata)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -465,7 +487,9 @@ def _stream() -> Response:
         raise
     # From here on after_stream runs once, whatever happens.
     stream_id = uuid.uuid4().hex
-    after = AfterStreamHooks(current_app._get_current_object(), state.blueprint.after_stream_funcs)  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    after = AfterStreamHooks(app, state.blueprint.after_stream_funcs)
+    metadata = state.blueprint.message_metadata_funcs
     started, started_at = time.monotonic(), datetime.now(timezone.utc)
     opening = Cancel()
     hangup = Hangup(fileno_of(client), lambda: opening.cancel("client_left"))
@@ -497,7 +521,7 @@ def _stream() -> Response:
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=request_ctx.copy().copy if tools else None,
-                  finishing=state.finishing)
+                  finishing=state.finishing, metadata=MessageMetadataHooks(app, metadata) if metadata else None)
 
     try:
         relay.prime(settings.first_event_wait)

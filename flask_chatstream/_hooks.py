@@ -5,7 +5,9 @@ return a changed one (``dataclasses.replace``), return ``None`` to keep it, or r
 ``abort(...)``, a ``ChatStreamError`` or any ``HTTPException``. ``after_stream`` hooks get the
 ``ChatResult`` exactly once for every request that passed the ``before_upstream`` hooks, inside an app
 context, after the client has its last byte. A hook that raises there is logged with its traceback
-and changes nothing for the client or for later streams.
+and changes nothing for the client or for later streams. ``message_metadata`` hooks get what is known
+so far (the ``ChatRequest`` as the answer starts, the ``ChatResult`` as it is done) and return a dict
+for the client, or None; the same rules hold for what they raise.
 
 Hooks get plain data, never the relay's insides.
 """
@@ -18,17 +20,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from ._chat import ChatRequest, ChatResult
+
 if TYPE_CHECKING:
     from flask import Flask
-
-    
-from ._chat import ChatRequest, ChatResult
 
 log = logging.getLogger("flask_chatstream")
 
 
 BeforeUpstream = Callable[[ChatRequest], "ChatRequest | None"]
 AfterStream = Callable[[ChatResult], None]
+MessageMetadata = Callable[["ChatRequest | ChatResult"], "Mapping[str, Any] | None"]
 
 
 def run_before_upstream(hooks: Sequence[BeforeUpstream], chat: ChatRequest) -> ChatRequest:
@@ -68,3 +72,33 @@ class AfterStreamHooks:
                 except Exception:
                     log.exception("after_stream hook %s failed for stream %s",
                                   getattr(hook, "__name__", hook), result.id)
+
+
+class MessageMetadataHooks:
+    """Runs the ``message_metadata`` hooks, in an app context of ``app``: their dicts, merged in
+    registration order, or None. A hook that raises, or returns what is not a JSON object, is logged
+    and left out."""
+
+    __slots__ = ("_app", "_hooks")
+
+    def __init__(self, app: Flask, hooks: Sequence[MessageMetadata]) -> None:
+        self._app = app
+        self._hooks = hooks
+
+    def __call__(self, known: ChatRequest | ChatResult) -> dict[str, Any] | None:
+        merged: dict[str, Any] = {}
+        with self._app.app_context():
+            for hook in self._hooks:
+                name = getattr(hook, "__name__", hook)
+                try:
+                    value = hook(known)
+                    if value is None:
+                        continue
+                    if not isinstance(value, Mapping):
+                        raise TypeError(f"it returned {type(value).__name__}, not a dict or None")
+                    orjson.dumps(value)  # what cannot go out as JSON never reaches the stream
+                except Exception:
+                    log.exception("message_metadata hook %s failed", name)
+                    continue
+                merged.update(value)
+        return merged or None

@@ -282,3 +282,84 @@ def test_finish_mode_under_gunicorn_when_the_client_leaves_in_silence(hooks_serv
     stats = upstream.wait_for(lambda s: s.open == 0)
     assert (stats.finished, stats.cancelled) == (1, 0)
     assert hook(hooks_server, lambda s: s["saved"])["saved"] == [["done", "thought long and hard", False]]
+
+
+# ---- message metadata ----------------------------------------------------------------------------
+
+
+def ui_parts(body: bytes) -> list[dict[str, Any]]:
+    lines = [line.removeprefix("data: ") for line in body.decode().split("\n") if line.startswith("data: ")]
+    return [json.loads(line) for line in lines if line != "[DONE]"]
+
+
+def test_message_metadata_goes_out_at_the_start_and_at_the_end(upstream: StandInServer) -> None:
+    upstream.script = Script(reply="one two three", hold_after=1)
+    app, blueprint, _ = hooked_app(upstream)
+    seen: list[Any] = []
+
+    @blueprint.message_metadata
+    def about(known: ChatRequest | ChatResult) -> dict[str, Any] | None:
+        seen.append(known)
+        if isinstance(known, ChatRequest):
+            return {"model": known.model, "asked": known.messages[-1]["content"]}
+        return {"words": len(known.text.split()), "finish": known.finish_reason}
+
+    @blueprint.message_metadata
+    def nothing(known: ChatRequest | ChatResult) -> None:
+        return None
+
+    client = app.test_client()
+    response = client.post("/api/chat?format=ndjson", json={"content": "count"}, buffered=False)
+    chunks = iter(response.response)
+    first = next(chunks)
+    start = json.loads(first.split(b"\n")[0])
+    assert start["metadata"] == {"model": "gpt-4o-mini", "asked": "count"}  # while the model is held
+    assert upstream.stats.finished == 0 and len(seen) == 1
+    upstream.release()
+    events = events_of("ndjson", first + b"".join(chunks))
+    response.close()
+    assert events[-1]["metadata"] == {"words": 3, "finish": "stop"} and events[-1]["type"] == "done"
+    assert isinstance(seen[1], ChatResult) and seen[1].text == "one two three" and seen[1].outcome == "done"
+    upstream.script = Script(reply="one two three")
+    parts = ui_parts(client.post("/api/chat?format=ui", json={"content": "count"}).get_data())
+    assert parts[0]["messageMetadata"] == {"model": "gpt-4o-mini", "asked": "count"}
+    assert parts[-1]["type"] == "finish" and parts[-1]["messageMetadata"] == {
+        "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}, "words": 3, "finish": "stop"}
+
+
+def test_a_message_metadata_hook_that_fails_is_logged_and_left_out(upstream: StandInServer,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    app, blueprint, results = hooked_app(upstream)
+
+    @blueprint.message_metadata
+    def broken(known: ChatRequest | ChatResult) -> dict[str, Any]:
+        if isinstance(known, ChatResult):
+            raise RuntimeError("metadata hook broke")
+        return {"when": object()}  # not JSON
+
+    @blueprint.message_metadata
+    def fine(known: ChatRequest | ChatResult) -> dict[str, Any]:
+        return {"fine": True}
+
+    response = app.test_client().post("/api/chat?format=sse", json={"content": "hi"})
+    events = events_of("sse", response.get_data())
+    response.close()
+    assert events[0]["metadata"] == {"fine": True} and events[-1]["metadata"] == {"fine": True}
+    assert answer_of(events) and events[-1]["type"] == "done"
+    assert caplog.text.count("message_metadata hook broken failed") == 2 and "metadata hook broke" in caplog.text
+    assert [r.outcome for r in results] == ["done"]
+
+
+def test_no_end_metadata_after_an_error(upstream: StandInServer) -> None:
+    upstream.script = Script(reply="one two three four", error_after=2)
+    app, blueprint, _ = hooked_app(upstream)
+    seen: list[Any] = []
+
+    @blueprint.message_metadata
+    def about(known: ChatRequest | ChatResult) -> dict[str, Any]:
+        seen.append(type(known).__name__)
+        return {"seen": len(seen)}
+
+    events = events_of("ndjson", app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}).get_data())
+    assert events[0]["metadata"] == {"seen": 1} and events[-1]["type"] == "error" and "metadata" not in events[-1]
+    assert seen == ["ChatRequest"]

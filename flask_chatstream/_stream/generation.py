@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
@@ -65,6 +65,14 @@ class Generation:
         """Has an event reached the relay that the client needs, beyond ``start``?"""
         self.last_event = time.monotonic()
         """When the upstream last sent a data event (comments do not count), or a turn of tools ended."""
+        self._start_metadata: dict[str, Any] | None = None
+        self._end_metadata: Callable[[], dict[str, Any] | None] | None = None
+
+    def metadata(self, start: dict[str, Any] | None, end: Callable[[], dict[str, Any] | None]) -> None:
+        """The host's message metadata: ``start`` goes on the ``start`` event, and what ``end()`` says
+        once the answer is done on the ``done`` event."""
+        self._start_metadata = start
+        self._end_metadata = end
 
     @property
     def over(self) -> bool:
@@ -134,7 +142,18 @@ class Generation:
                     break
         if not self.visible:
             self.visible = any(event["type"] != "start" for event in events)
+        if self._end_metadata is not None:
+            self._add_metadata(events)
         return self._encoder(self.record(events)) if events else b""
+
+    def _add_metadata(self, events: list[Event]) -> None:
+        for event in events:
+            if event["type"] == "start" and self._start_metadata:
+                event["metadata"] = self._start_metadata
+            elif event["type"] == "done" and self._end_metadata is not None:
+                end = self._end_metadata()
+                if end:
+                    event["metadata"] = end
 
     def encode_error(self, error: ChatStreamError) -> bytes:
         """The terminal ``error`` event, recorded and encoded."""

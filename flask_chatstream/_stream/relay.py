@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, ContextManager
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, StreamAborted, StreamEnded
+from .._hooks import MessageMetadataHooks
 from .._tools import Tool
 from .._upstream.client import UpstreamStream
 from .._upstream.transport import Cancel
@@ -39,6 +40,7 @@ from .client_side import ClientSide
 from .generation import Generation
 from .lifecycle import GONE, Life, Phase, Stops
 from .registry import STREAMS
+from .tool_loop import NO_REQUEST
 from .watchdog import WATCHDOG
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ class Relay:
                  tools: Mapping[str, Tool] | None = None,
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
                  recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
-                 finishing: FinishingLimit | None = None) -> None:
+                 finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None) -> None:
         self.fmt = fmt
         self.id = stream_id
         self.on_close = on_close
@@ -69,6 +71,8 @@ class Relay:
         self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
                               reopen=reopen, context=context, recording=recording, gone=self._gone,
                               lock=self.life.lock)
+        if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
+            self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
         self._recording = recording
         self._leave = AfterLeave(settings, recording, finishing)
         self.client = ClientSide(client, ping=fmt.ping, heartbeat=settings.heartbeat,

@@ -75,8 +75,9 @@ class UIEncoder:
     One message per stream: ``start`` and ``start-step``; each run of text or reasoning inside its
     ``-start``/``-end``; each tool call as ``tool-input-start``/``-delta``/``-available``, and a
     server-side tool's result as ``tool-output-available`` or ``tool-output-error``, after which
-    the next model call is a new step; each cited URL as ``source-url``; then ``finish-step``, ``finish`` (usage in
-    ``messageMetadata``) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``.
+    the next model call is a new step; each cited URL as ``source-url``; then ``finish-step``,
+    ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start`` carries
+    too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``.
     """
 
     def __init__(self) -> None:
@@ -91,7 +92,10 @@ class UIEncoder:
         for event in events:
             if event["type"] == "start":
                 message_id = event.get("stream_id") or event["id"]
-                parts.append({"type": "start", "messageId": message_id} if message_id else {"type": "start"})
+                start: dict[str, Any] = {"type": "start", "messageId": message_id} if message_id else {"type": "start"}
+                if "metadata" in event:
+                    start["messageMetadata"] = event["metadata"]
+                parts.append(start)
                 parts.append({"type": "start-step"})
             elif event["type"] == "delta" or event["type"] == "reasoning":
                 self._step(parts)
@@ -133,8 +137,9 @@ class UIEncoder:
                 self._close(parts)
                 finish: dict[str, Any] = {"type": "finish",
                                           "finishReason": FINISH_REASONS.get(event["finish_reason"] or "", "other")}
-                if event["usage"]:
-                    finish["messageMetadata"] = {"usage": event["usage"]}
+                metadata = {**({"usage": event["usage"]} if event["usage"] else {}), **event.get("metadata", {})}
+                if metadata:
+                    finish["messageMetadata"] = metadata
                 parts += [{"type": "finish-step"}, finish]
                 end = True
             elif event["type"] == "error":

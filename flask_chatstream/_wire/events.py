@@ -59,6 +59,8 @@ class StartEvent(_Event):
     model: str | None
     stream_id: NotRequired[str]
     """Ours: for stopping and resuming the stream."""
+    metadata: NotRequired[dict[str, Any]]
+    """The host's message metadata (``message_metadata``), as the answer starts."""
 
 
 class DeltaEvent(_Event):
@@ -103,6 +105,8 @@ class DoneEvent(_Event):
     type: Literal["done"]
     finish_reason: str | None
     usage: Usage | None
+    metadata: NotRequired[dict[str, Any]]
+    """The host's message metadata (``message_metadata``), as the answer is done."""
 
 
 class ErrorEvent(_Event):

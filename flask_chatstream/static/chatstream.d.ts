@@ -17,14 +17,14 @@ export interface Usage {
 
 /** In a resumable stream (NDJSON and SSE) every event carries `seq`, numbered from 1. */
 export type ChatEvent = { seq?: number } & (
-  | { type: "start"; id: string | null; model: string | null; stream_id?: string }
+  | { type: "start"; id: string | null; model: string | null; stream_id?: string; metadata?: Record<string, unknown> }
   | { type: "delta"; content: string }
   | { type: "refusal"; content: string }
   | { type: "reasoning"; content: string }
   | { type: "tool_call"; id: string; name: string; arguments: unknown }
   | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string }
   | { type: "source"; url: string; title: string | null }
-  | { type: "done"; finish_reason: string | null; usage: Usage | null }
+  | { type: "done"; finish_reason: string | null; usage: Usage | null; metadata?: Record<string, unknown> }
 );
 
 export interface ResumeOptions {

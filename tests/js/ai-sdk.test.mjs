@@ -63,7 +63,11 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
     const message = await chat(sdk, [user("Hi")], { onChunk: (c) => chunks.push(c.type) });
     assert.equal(message.role, "assistant");
     assert.equal(textOf(message), "Streamed to useChat, word by word.");
-    assert.deepEqual(message.metadata, { usage: { prompt_tokens: 1, completion_tokens: 6, total_tokens: 7 } });
+    // the token counts, and the app's message metadata from its start and its end (example_app.py)
+    const { usage, model, seconds } = message.metadata;
+    assert.deepEqual(usage, { prompt_tokens: 1, completion_tokens: 6, total_tokens: 7 });
+    assert.equal(model, "gpt-4o-mini");
+    assert.equal(typeof seconds, "number");
     assert.deepEqual([chunks[0], chunks[1], chunks[2]], ["start", "start-step", "text-start"]);
     assert.deepEqual(chunks.slice(-3), ["text-end", "finish-step", "finish"]);
   });

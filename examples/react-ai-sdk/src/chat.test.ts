@@ -60,7 +60,10 @@ describe("useChat's Chat against flask_chatstream", () => {
     await sent;
     expect(chat.status).toBe("ready");
     expect(textOf(chat.messages.at(-1)!)).toBe(REPLY);
-    expect(chat.messages.at(-1)!.metadata).toEqual({ usage: { prompt_tokens: 1, completion_tokens: 8, total_tokens: 9 } });
+    // the token counts, and the app's message metadata from the answer's start and end (example_app.py)
+    expect(chat.messages.at(-1)!.metadata).toEqual({
+      usage: { prompt_tokens: 1, completion_tokens: 8, total_tokens: 9 }, model: "gpt-4o-mini", seconds: expect.any(Number),
+    });
   });
 
   it("sends the conversation so far", async () => {
