@@ -158,3 +158,29 @@ def test_resume_answers_204_for_now(client: FlaskClient) -> None:
     assert client.get("/api/chat/chat-9/stream").status_code == 204
     refused = client.post("/api/chat/chat-9/stream")
     assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_a_stopped_answer_is_an_abort_part_then_done() -> None:
+    encoder = UI.encoder()
+    encoder([{"type": "start", "id": "c", "model": "m", "stream_id": "s"}, {"type": "delta", "content": "Hi"}])
+    for code in ("stopped", "client_left", "client_stalled"):  # a replay of an answer that was stopped
+        assert UI.encoder()([{"type": "error", "error": {"code": code, "message": "…"}}]) == \
+            b'data: {"type":"abort"}\n\ndata: [DONE]\n\n'
+    assert b'"type":"error"' in UI.encoder()([{"type": "error", "error": {"code": "stream_lost", "message": "…"}}])
+
+
+def test_a_stop_from_elsewhere_ends_the_ui_stream_with_abort(client: FlaskClient, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="one two three four", hold_after=2)
+    response = client.post("/api/chat?format=ui", json={"content": "hi"}, buffered=False)
+    stream_id = response.headers["X-Chat-Stream-Id"]
+    chunks = iter(response.response)
+    received = b""
+    while b"two" not in received:
+        received += next(chunks)
+    assert client.post(f"/api/chat/{stream_id}/stop").status_code == 204  # another tab, say
+    received += b"".join(chunks)
+    response.close()
+    parts = [line.removeprefix("data: ") for line in received.decode().split("\n") if line.startswith("data: ")]
+    assert parts[-2:] == ['{"type":"abort"}', "[DONE]"]  # useChat shows it as stopped, not failed
+    assert "three" not in received.decode()
+    assert upstream.wait_for(lambda s: s.open == 0).cancelled == 1

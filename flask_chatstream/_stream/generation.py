@@ -159,6 +159,11 @@ class Generation:
         """The terminal ``error`` event, recorded and encoded."""
         return self._encoder(self.record([error_event(error)]))
 
+    def ending(self, error: ChatStreamError) -> bytes:
+        """The terminal ``error`` event for the client alone: the recording gets its own as the stream
+        is let go of."""
+        return self._encoder([error_event(error)])
+
     def record(self, events: list[Event]) -> list[Event]:
         if self._recording is not None:
             self._recording.add(events)

@@ -162,6 +162,10 @@ class Relay:
                 if answer.finished or gen.error is not None or life.stop_reason in GONE:
                     break
                 out = gen.step()
+            if self.life.stop_reason == "stopped" and self.fmt.says_stopped:
+                with self.client.writing:  # a reader that is still there (the stop came from elsewhere)
+                    yield gen.ending(StreamEnded("stopped"))
+                return
             if self.life.stop_reason in GONE:
                 # Nobody is listening, or a client that only half-closed: either way no terminator,
                 # so a cut answer never looks complete.

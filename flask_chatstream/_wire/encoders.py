@@ -37,6 +37,9 @@ class Format:
     headers: dict[str, str] = field(default_factory=dict)
     """Response headers the format needs beside its Content-Type."""
     stateful: Callable[[], Encoder] | None = None
+    says_stopped: bool = False
+    """Can the format tell a reader that the answer was stopped (``ui``: an ``abort`` part)? Others are
+    cut, so a stopped answer never looks complete."""
 
     def encoder(self) -> Encoder:
         """The encoder for one stream."""
@@ -69,6 +72,10 @@ FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content
 """OpenAI's finish reasons as the AI SDK names them; any other is "other"."""
 
 
+STOPPED = ("stopped", "client_left", "client_stalled")
+"""The codes of an answer that was stopped rather than failed: an ``abort`` part in ``ui``."""
+
+
 class UIEncoder:
     """Our events as the AI SDK's UI message stream parts, with only the keys its schemas know.
 
@@ -77,7 +84,8 @@ class UIEncoder:
     server-side tool's result as ``tool-output-available`` or ``tool-output-error``, after which
     the next model call is a new step; each cited URL as ``source-url``; then ``finish-step``,
     ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start`` carries
-    too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``.
+    too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``; a stopped answer an ``abort``
+    part, then ``[DONE]``.
     """
 
     def __init__(self) -> None:
@@ -142,6 +150,9 @@ class UIEncoder:
                     finish["messageMetadata"] = metadata
                 parts += [{"type": "finish-step"}, finish]
                 end = True
+            elif event["type"] == "error" and event["error"]["code"] in STOPPED:
+                parts.append({"type": "abort"})  # useChat shows it as stopped, not failed
+                end = True
             elif event["type"] == "error":
                 parts.append({"type": "error", "errorText": event["error"]["message"]})
                 end = True
@@ -165,7 +176,7 @@ TEXT = Format("text", "text/plain; charset=utf-8", encode_text, ping=b"", in_ban
 NDJSON = Format("ndjson", "application/x-ndjson", encode_ndjson, ping=b'{"type":"ping"}\n', in_band_errors=True)
 SSE = Format("sse", "text/event-stream", encode_sse, ping=b": ping\n\n", in_band_errors=True)
 UI = Format("ui", "text/event-stream", lambda events: UIEncoder()(events), ping=b": ping\n\n", in_band_errors=True,
-            headers={"x-vercel-ai-ui-message-stream": "v1"}, stateful=UIEncoder)
+            headers={"x-vercel-ai-ui-message-stream": "v1"}, stateful=UIEncoder, says_stopped=True)
 
 FORMATS: dict[str, Format] = {f.name: f for f in (TEXT, NDJSON, SSE, UI)}
 """By the name used in ``?format=``."""

@@ -125,6 +125,28 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
     ]);
   });
 
+  test(`ai ${version}: a stop from elsewhere ends the message as stopped, not failed`, async () => {
+    await script({ reply: "one two three four five", hold_after: 2 });
+    const chunks = [];
+    let streamId;
+    const message = await chat(sdk, [user("Count")], {
+      onChunk: (c) => {
+        chunks.push(c.type);
+        if (c.type === "start") streamId = c.messageId;
+        // another tab stops it, while this reader goes on reading
+        if (c.type === "text-delta" && chunks.filter((t) => t === "text-delta").length === 1) {
+          fetch(`${SERVER}/api/chat/${streamId}/stop`, { method: "POST" });
+        }
+      },
+    });
+    assert.equal(chunks.at(-1), "abort");
+    assert.ok(!chunks.includes("error") && !chunks.includes("finish"));
+    assert.match(textOf(message), /^one/);
+    assert.doesNotMatch(textOf(message), /four/);
+    const after = await waitFor((s) => s.open === 0);
+    assert.deepEqual([after.cancelled, after.finished], [1, 0]);
+  });
+
   test(`ai ${version}: cited URLs are source-url parts`, async () => {
     await script({ reply: "See the sources.", citations: [{ url: "https://example.org/a", title: "A" }] });
     const message = await chat(sdk, [user("Sources?")]);
