@@ -155,14 +155,11 @@ class Generation:
                 if end:
                     event["metadata"] = end
 
-    def encode_error(self, error: ChatStreamError) -> bytes:
-        """The terminal ``error`` event, recorded and encoded."""
-        return self._encoder(self.record([error_event(error)]))
-
-    def ending(self, error: ChatStreamError) -> bytes:
-        """The terminal ``error`` event for the client alone: the recording gets its own as the stream
-        is let go of."""
-        return self._encoder([error_event(error)])
+    def encode_error(self, error: ChatStreamError, *, record: bool = True) -> bytes:
+        """The terminal ``error`` event, encoded, and recorded unless the recording gets its own as the
+        stream is let go of (``record=False``)."""
+        events: list[Event] = [error_event(error)]
+        return self._encoder(self.record(events) if record else events)
 
     def record(self, events: list[Event]) -> list[Event]:
         if self._recording is not None:

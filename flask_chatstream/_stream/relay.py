@@ -164,7 +164,7 @@ class Relay:
                 out = gen.step()
             if self.life.stop_reason == "stopped" and self.fmt.says_stopped:
                 with self.client.writing:  # a reader that is still there (the stop came from elsewhere)
-                    yield gen.ending(StreamEnded("stopped"))
+                    yield gen.encode_error(StreamEnded("stopped"), record=False)
                 return
             if self.life.stop_reason in GONE:
                 # Nobody is listening, or a client that only half-closed: either way no terminator,

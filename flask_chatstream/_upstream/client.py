@@ -124,15 +124,17 @@ class Upstream:
             _gevent.adjust_httpcore(_http)
         api = self._api or RESPONSES
         try:
-            stream = self._open(api, request, cancel)
+            stream = self._open(api, request, cancel, probing=self._api is None)
         except _NoSuchAPI:
             log.info("upstream: no Responses API there; chat completions from now on")
-            self._api = api = CHAT
-            stream = self._open(api, request, cancel)
+            self._api = api = CHAT  # remembered, whatever this first chat completion brings
+            stream = self._open(api, request, cancel, probing=False)
         self._api = api
         return stream
 
-    def _open(self, api: API, request: ChatRequest, cancel: Cancel | None) -> UpstreamStream:
+    def _open(self, api: API, request: ChatRequest, cancel: Cancel | None, *, probing: bool) -> UpstreamStream:
+        """One API's attempts, with our retries. ``probing`` (``api="auto"``, not yet known): a 404, 405
+        or 501 raises ``_NoSuchAPI`` instead of an error."""
         settings = self._settings
         body = api.body(request, settings)
         direct = self._directs.get(api.name)
@@ -143,7 +145,6 @@ class Upstream:
                 return _send_direct(direct, payload, attempt, cancel)
             return self._send_sdk(api, request.model, body, cancel)
 
-        probing = self._api is None
         waited = 0.0
         attempt = 0
         while True:

@@ -241,13 +241,7 @@ class Translator:
                 # vLLM, DeepSeek, Ollama, LM Studio: "reasoning_content"; OpenRouter: "reasoning".
                 if not isinstance(reasoning, str):
                     raise Malformed()
-                self._flush(text, events)
-                self._reasoning.append(reasoning)
-                last = events[-1] if events else None
-                if last is not None and last["type"] == "reasoning":
-                    last["content"] += reasoning  # what one read brought, as one event
-                else:
-                    events.append({"type": "reasoning", "content": reasoning})
+                self._add_reasoning(reasoning, text, events)
             content = delta.get("content")
             if content:
                 if not isinstance(content, str):
@@ -257,9 +251,7 @@ class Translator:
             if refusal:
                 if not isinstance(refusal, str):
                     raise Malformed()
-                self._flush(text, events)
-                self._refusal.append(refusal)
-                events.append({"type": "refusal", "content": refusal})
+                self._add_refusal(refusal, text, events)
             annotations = delta.get("annotations")
             if annotations:
                 self._flush(text, events)
@@ -274,6 +266,22 @@ class Translator:
             if not isinstance(finish_reason, str):
                 raise Malformed()
             self.finish_reason = finish_reason
+
+    def _add_reasoning(self, reasoning: str, text: list[str], events: list[Event]) -> None:
+        """A piece of the model's thinking, after the text before it; what one read brought, as one event."""
+        self._flush(text, events)
+        self._reasoning.append(reasoning)
+        last = events[-1] if events else None
+        if last is not None and last["type"] == "reasoning":
+            last["content"] += reasoning
+        else:
+            events.append({"type": "reasoning", "content": reasoning})
+
+    def _add_refusal(self, refusal: str, text: list[str], events: list[Event]) -> None:
+        """A piece of a refusal, as an event of its own after the text before it."""
+        self._flush(text, events)
+        self._refusal.append(refusal)
+        events.append({"type": "refusal", "content": refusal})
 
     def end_of_stream(self) -> list[Event]:
         """The upstream closed its body. Done if the answer was complete."""
@@ -342,9 +350,13 @@ def _sources(annotations: Any) -> list[Event]:
     for annotation in annotations:
         citation = annotation.get("url_citation") if isinstance(annotation, dict) else None
         if isinstance(citation, dict) and annotation.get("type") == "url_citation" and isinstance(citation.get("url"), str):
-            title = citation.get("title")
-            sources.append({"type": "source", "url": citation["url"], "title": title if isinstance(title, str) else None})
+            sources.append(source_event(citation["url"], citation.get("title")))
     return sources
+
+
+def source_event(url: str, title: Any) -> SourceEvent:
+    """A cited URL, its title where the upstream gave one as text."""
+    return {"type": "source", "url": url, "title": title if isinstance(title, str) else None}
 
 
 def client_usage(usage: dict[str, Any] | None) -> Usage | None:

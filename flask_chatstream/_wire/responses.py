@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import UpstreamError, UpstreamRateLimited, UpstreamRejected
-from .events import Event, Malformed, Translator, load_event
+from .events import Event, Malformed, Translator, load_event, source_event
 
 INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 """Why a response is incomplete, as a chat completions ``finish_reason``."""
@@ -55,19 +55,9 @@ class ResponsesTranslator(Translator):
         if kind == "response.output_text.delta":
             text.append(_string(event.get("delta")))
         elif kind == "response.reasoning_summary_text.delta" or kind == "response.reasoning_text.delta":
-            self._flush(text, events)
-            reasoning = _string(event.get("delta"))
-            self._reasoning.append(reasoning)
-            last = events[-1] if events else None
-            if last is not None and last["type"] == "reasoning":
-                last["content"] += reasoning
-            else:
-                events.append({"type": "reasoning", "content": reasoning})
+            self._add_reasoning(_string(event.get("delta")), text, events)
         elif kind == "response.refusal.delta":
-            self._flush(text, events)
-            refusal = _string(event.get("delta"))
-            self._refusal.append(refusal)
-            events.append({"type": "refusal", "content": refusal})
+            self._add_refusal(_string(event.get("delta")), text, events)
         elif kind == "response.output_item.added" or kind == "response.output_item.done":
             self._item(event)
         elif kind == "response.function_call_arguments.delta":
@@ -78,9 +68,7 @@ class ResponsesTranslator(Translator):
             annotation = event.get("annotation")
             if isinstance(annotation, dict) and annotation.get("type") == "url_citation":
                 self._flush(text, events)
-                title = annotation.get("title")
-                events.append({"type": "source", "url": _string(annotation.get("url")),
-                               "title": title if isinstance(title, str) else None})
+                events.append(source_event(_string(annotation.get("url")), annotation.get("title")))
         elif kind in _TERMINAL:
             self._end(kind, event.get("response"))
         elif kind == "response.failed":
