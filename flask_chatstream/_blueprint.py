@@ -40,6 +40,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import ClosingIterator
 
+from ._approvals import approval_key, decide, go_on, verdicts_in
 from ._chat import ChatRequest, ChatResult
 from ._cli import cli
 from ._config import ConfigError, Options, Settings, resolve
@@ -63,7 +64,7 @@ from ._hooks import (
 )
 from ._request.body import read_body
 from ._request.chat import check_content_type, check_tool_history, choose_format, parse_chat_request
-from ._request.uimessages import is_ui_body
+from ._request.uimessages import continued_message, is_ui_body
 from ._resume.journal import Journal, MemoryJournal, Unavailable
 from ._resume.replay import Replay
 from ._resume.sqlite import HostJournal, HostLimit, HostStore, open_store
@@ -137,20 +138,23 @@ class ChatBlueprint(Blueprint):
     def tool(self, f: F) -> F: ...
     @overload
     def tool(self, f: None = None, *, name: str | None = None, description: str | None = None,
-             strict: bool = False) -> Callable[[F], F]: ...
+             strict: bool = False, needs_approval: bool = False) -> Callable[[F], F]: ...
 
     def tool(self, f: F | None = None, *, name: str | None = None, description: str | None = None,
-             strict: bool = False) -> F | Callable[[F], F]:
+             strict: bool = False, needs_approval: bool = False) -> F | Callable[[F], F]:
         """Register a Python function the model may call, run in the worker while the stream stays open.
 
         Its schema comes from its signature and docstring (``name``, ``description`` and
         ``strict=True``, OpenAI's strict schema mode, override). A parameter annotated
         ``ChatRequest`` gets the request. Raise ``ToolError("...")`` to tell the model what went
         wrong; anything else it raises reaches the model only as "The tool failed."
+        ``needs_approval=True`` runs it only once a person approves the call (``_approvals``); the
+        approvals are signed with the app's ``SECRET_KEY``.
         """
 
         def register(function: F) -> F:
-            tool = make_tool(function, name=name, description=description, strict=strict)
+            tool = make_tool(function, name=name, description=description, strict=strict,
+                             needs_approval=needs_approval)
             if tool.name in self.tools:
                 raise ValueError(f"A tool named {tool.name!r} is already registered on this blueprint.")
             self.tools[tool.name] = tool
@@ -314,6 +318,7 @@ def create_blueprint(
     def register(state: BlueprintSetupState) -> None:
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
         settings = resolve(options, state.app.config, os.environ, key)
+        approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
         limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
             settings, Upstream(settings, client), limit, limit.sibling(settings.max_readers_per_stream), client_key,
@@ -479,9 +484,15 @@ def _stream() -> Response:
     tools = state.blueprint.tools
     if tools:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
+    key = approval_key(current_app, tools)
+    context = request_ctx.copy().copy if tools else None
     try:
+        decided = decide(verdicts_in(chat.body), chat, tools, key)  # a forged approval: 400, before the hooks
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
         check_tool_history(chat)
+        chat, continuation = go_on(chat, decided, _offered(tools, chat), message_id=continued_message(chat.body),
+                                   timeout=settings.tool_timeout, max_output_chars=settings.max_tool_output_chars,
+                                   context=context)
     except BaseException:
         release()
         raise
@@ -520,8 +531,9 @@ def _stream() -> Response:
         state.host.start()  # this worker's watcher, which takes the stops asked for on other workers
     relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
-                  recording=recording, context=request_ctx.copy().copy if tools else None,
-                  finishing=state.finishing, metadata=MessageMetadataHooks(app, metadata) if metadata else None)
+                  recording=recording, context=context, finishing=state.finishing,
+                  metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key,
+                  continuation=continuation)
 
     try:
         relay.prime(settings.first_event_wait)

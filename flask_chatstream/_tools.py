@@ -61,6 +61,8 @@ class Tool:
     request_parameter: str | None
     """The parameter that gets the ``ChatRequest``, if any."""
     strict: bool
+    needs_approval: bool = False
+    """Run only once a person approves the call (``_approvals``)."""
 
     _definition: bytes = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -93,7 +95,7 @@ def tool_name(definition: Any) -> str | None:
 
 
 def make_tool(function: Callable[..., Any], *, name: str | None = None, description: str | None = None,
-              strict: bool = False) -> Tool:
+              strict: bool = False, needs_approval: bool = False) -> Tool:
     """A ``Tool`` from a function, or a ``TypeError`` that says what to fix."""
     name = name or function.__name__
     if not _NAME.fullmatch(name):
@@ -119,7 +121,7 @@ def make_tool(function: Callable[..., Any], *, name: str | None = None, descript
         raise TypeError(f"Tool {name!r} needs a description: give it a docstring or description=.")
     try:
         model = pydantic.create_model(f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
-        return Tool(name, text, function, model, request_parameter, strict)  # builds the schema
+        return Tool(name, text, function, model, request_parameter, strict, needs_approval)  # builds the schema
     except Exception as exc:
         raise TypeError(f"Tool {name!r} has a parameter pydantic cannot describe: {exc}") from None
 
@@ -150,6 +152,10 @@ def _clean(schema: Any) -> Any:
     return schema
 
 
+DENIED = "The user denied this tool call."
+"""What the model is told of a call a person denied (``_approvals``), with their reason if they gave one."""
+
+
 @dataclass(frozen=True)
 class ToolRun:
     """One call of one turn: what the model asked for, and what came of it."""
@@ -159,6 +165,8 @@ class ToolRun:
     """The arguments parsed from JSON, or the model's text itself where it was not JSON."""
     output: Any = None
     error: str | None = None
+    denied: bool = False
+    """A person denied the call (``error`` says so to the model)."""
 
     def recorded(self) -> ToolCall:
         """The call as ``ChatResult.tool_calls`` lists it, with its output or error."""
@@ -174,6 +182,8 @@ class ToolRun:
         event: ToolResultEvent = {"type": "tool_result", "id": self.call.id, "name": self.call.name}
         if self.error is not None:
             event["error"] = self.error
+            if self.denied:
+                event["denied"] = True
         else:
             event["output"] = self.output
         return event

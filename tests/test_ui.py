@@ -58,7 +58,8 @@ def test_the_parts_of_an_answer_with_reasoning_a_refusal_and_tools() -> None:
 @pytest.mark.parametrize(("ours", "theirs"), [("stop", "stop"), ("length", "length"), ("content_filter", "content-filter"),
                                               ("tool_calls", "tool-calls"), ("weird", "other"), (None, "other")])
 def test_finish_reasons_in_the_ai_sdks_words(ours: str | None, theirs: str) -> None:
-    [finish_step, finish, done] = parts(UI.encode([{"type": "done", "finish_reason": ours, "usage": None}]))
+    [start_step, finish_step, finish, done] = parts(UI.encode([{"type": "done", "finish_reason": ours, "usage": None}]))
+    assert [start_step, finish_step] == [{"type": "start-step"}, {"type": "finish-step"}]  # an empty answer is a step
     assert finish == {"type": "finish", "finishReason": theirs} and done == "[DONE]"
 
 

@@ -2,8 +2,10 @@
 
 ``{id, messages: [{id, role, parts: [...]}], trigger, messageId, ...}``. ``text`` parts become
 content; ``file`` parts with an image media type become ``image_url`` content parts; tool parts
-that carry a result (``output-available``, ``output-error``) become the assistant's ``tool_calls``
-and the ``tool`` messages answering them, a step at a time (``step-start``); ``step-start``,
+that carry a result (``output-available``, ``output-error``, ``output-denied``) become the
+assistant's ``tool_calls`` and the ``tool`` messages answering them, a step at a time
+(``step-start``); one a person has just approved or denied (``approval-responded``) becomes a call
+with no result yet, which the server runs or refuses (``_approvals``); ``step-start``,
 ``reasoning``, ``source-*`` and ``data-*`` parts are dropped. What comes out is then validated like
 any other body (``chat``).
 """
@@ -16,6 +18,7 @@ from typing import Any
 import orjson
 
 from .._errors import RequestError
+from .._tools import DENIED
 
 _DROPPED = ("reasoning", "source-url", "source-document")
 
@@ -25,6 +28,15 @@ def is_ui_body(data: Mapping[str, Any]) -> bool:
     messages = data.get("messages")
     return (isinstance(messages, list) and bool(messages)
             and all(isinstance(m, dict) and "parts" in m and "content" not in m for m in messages))
+
+
+def continued_message(data: Mapping[str, Any]) -> str | None:
+    """The id of the assistant message a useChat request ends with, which the answer goes on with
+    (after a tool approval, or a client-side tool's result): else the client would add a second one."""
+    if not is_ui_body(data):
+        return None
+    last = data["messages"][-1]
+    return last["id"] if last.get("role") == "assistant" and isinstance(last.get("id"), str) else None
 
 
 def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,7 +107,7 @@ def _assistant(parts: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         elif kind == "dynamic-tool" or kind.startswith("tool-"):
             name = part.get("toolName") if kind == "dynamic-tool" else kind[5:]
             state = part.get("state")
-            if state not in ("output-available", "output-error"):
+            if state not in ("output-available", "output-error", "output-denied", "approval-responded"):
                 continue  # a call without its result yet: nothing the model can use
             call_id = part.get("toolCallId")
             if not isinstance(call_id, str) or not isinstance(name, str):
@@ -103,7 +115,10 @@ def _assistant(parts: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
                                    code="invalid_tool_message")
             calls.append({"id": call_id, "type": "function",
                           "function": {"name": name, "arguments": orjson.dumps(part.get("input", {})).decode()}})
-            output = {"error": part.get("errorText")} if state == "output-error" else part.get("output")
+            if state == "approval-responded":
+                continue  # its result comes from the server now (``_approvals``)
+            output = {"error": part.get("errorText")} if state == "output-error" else \
+                {"error": DENIED} if state == "output-denied" else part.get("output")
             results.append({"role": "tool", "tool_call_id": call_id,
                             "content": output if isinstance(output, str) else orjson.dumps(output).decode()})
         elif not (_dropped(kind) or kind == "file"):

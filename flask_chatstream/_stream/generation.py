@@ -28,6 +28,7 @@ from .reader import PENDING, Reader
 from .tool_loop import NO_REQUEST, ToolLoop
 
 if TYPE_CHECKING:
+    from .._approvals import ApprovalKey, Continuation
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
@@ -43,7 +44,8 @@ class Generation:
                  request: ChatRequest | None, tools: Mapping[str, Tool],
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
                  context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
-                 gone: Callable[[], bool], lock: threading.Lock) -> None:
+                 gone: Callable[[], bool], lock: threading.Lock, approval_key: ApprovalKey | None = None,
+                 continuation: Continuation | None = None) -> None:
         self.stream = stream
         self.request = request
         self._fmt = fmt
@@ -55,7 +57,12 @@ class Generation:
         """The relay's: a stop and the switch to the next model call's stream never cross."""
         self.answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
                              stream_id=stream_id or None, server_tools=tools.keys(),
-                             max_tool_steps=settings.max_tool_steps, translator=stream.api.translator)
+                             max_tool_steps=settings.max_tool_steps, translator=stream.api.translator,
+                             approval_tools={name for name, tool in tools.items() if tool.needs_approval},
+                             approval_id=approval_key.approval_id if approval_key is not None else None,
+                             preface=continuation.runs if continuation is not None else ())
+        self._message_id = continuation.message_id if continuation is not None else None
+        """The assistant message the answer goes on with, for the ``start`` event."""
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
                               context=context)
@@ -142,14 +149,18 @@ class Generation:
                     break
         if not self.visible:
             self.visible = any(event["type"] != "start" for event in events)
-        if self._end_metadata is not None:
-            self._add_metadata(events)
+        if self._end_metadata is not None or self._message_id is not None:
+            self._decorate(events)
         return self._encoder(self.record(events)) if events else b""
 
-    def _add_metadata(self, events: list[Event]) -> None:
+    def _decorate(self, events: list[Event]) -> None:
+        """What the relay adds to the answer's ``start`` and ``done``: message id and metadata."""
         for event in events:
-            if event["type"] == "start" and self._start_metadata:
-                event["metadata"] = self._start_metadata
+            if event["type"] == "start":
+                if self._message_id is not None:
+                    event["message_id"] = self._message_id
+                if self._start_metadata:
+                    event["metadata"] = self._start_metadata
             elif event["type"] == "done" and self._end_metadata is not None:
                 end = self._end_metadata()
                 if end:

@@ -44,6 +44,7 @@ from .tool_loop import NO_REQUEST
 from .watchdog import WATCHDOG
 
 if TYPE_CHECKING:
+    from .._approvals import ApprovalKey, Continuation
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 
@@ -60,7 +61,8 @@ class Relay:
                  tools: Mapping[str, Tool] | None = None,
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
                  recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
-                 finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None) -> None:
+                 finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None,
+                 approval_key: ApprovalKey | None = None, continuation: Continuation | None = None) -> None:
         self.fmt = fmt
         self.id = stream_id
         self.on_close = on_close
@@ -70,7 +72,7 @@ class Relay:
         self.life = Life()
         self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
                               reopen=reopen, context=context, recording=recording, gone=self._gone,
-                              lock=self.life.lock)
+                              lock=self.life.lock, approval_key=approval_key, continuation=continuation)
         if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
             self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
         self._recording = recording

@@ -14,6 +14,9 @@ what comes next:
 - both kinds in one turn: the server's run (``turn``), their ``tool_result`` events go out, and then
   ``done`` ends the answer with the client's calls pending, as the AI SDK does: the client runs
   those and sends the conversation back, the server's results in it;
+- the model called a tool that needs approval (``approval_tools``): its ``tool_call`` event, then a
+  ``tool_approval`` event, and it is left for the client like a client-side call (the next request
+  approves or denies it);
 - the model still calls tools after ``max_tool_steps`` model calls: an ``error``
   (``max_tool_steps``), since there is no answer yet.
 
@@ -24,25 +27,29 @@ The relay asks ``finished`` and ``error``, and reads ``text``, ``usage`` and the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .._chat import ChatRequest, ToolCall
 from .._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
 from .._tools import ToolRun, call_event
-from .events import USAGE_FIELDS, DoneEvent, Event, Translator, Usage, client_usage
+from .events import USAGE_FIELDS, DoneEvent, Event, ToolApprovalEvent, Translator, Usage, client_usage
 from .sse import SSEParser
 
 
 class Answer:
     def __init__(self, *, expect_usage: bool, max_event_bytes: int, stream_id: str | None = None,
                  server_tools: Collection[str] = (), max_tool_steps: int = 1,
-                 translator: type[Translator] = Translator) -> None:
+                 translator: type[Translator] = Translator, approval_tools: Collection[str] = (),
+                 approval_id: Callable[[ToolCall], str] | None = None, preface: Sequence[ToolRun] = ()) -> None:
         self._expect_usage = expect_usage
         self._translator = translator
         """The upstream API's: ``Translator`` (chat completions) or ``ResponsesTranslator``."""
         self._max_event_bytes = max_event_bytes
         self._server_tools = server_tools
+        self._approval_tools = approval_tools
+        """Server-side tools that run only once approved: ``approval_id`` names each call's request."""
+        self._approval_id = approval_id
         self._max_steps = max_tool_steps
         self.steps = 1
         self.parser = SSEParser(max_event_bytes)
@@ -55,7 +62,9 @@ class Answer:
         self._texts: list[str] = []
         self._refusals: list[str] = []
         self._reasoning: list[str] = []
-        self._calls: list[ToolCall] = []
+        self._calls: list[ToolCall] = [run.recorded() for run in preface]
+        self._preface: list[Event] = [run.event() for run in preface]
+        """The results of the calls the request approved (or denied), right after ``start``."""
         self._usage: dict[str, Any] | None = None
         self._settled = False
         self._then_done: DoneEvent | None = None
@@ -80,6 +89,8 @@ class Answer:
 
     def _settle(self, events: list[Event]) -> list[Event]:
         translator = self.translator
+        if self._preface and events and events[0]["type"] == "start":
+            events[1:1], self._preface = self._preface, []
         if translator.error is not None:
             self.error = translator.error
         if self.completion_id is None:
@@ -103,8 +114,11 @@ class Answer:
         self._add_usage(translator.usage)
         calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
         self._calls += calls
-        events += [call_event(call) for call in calls]
-        server = [call for call in calls if call.name in self._server_tools]
+        for call in calls:
+            events.append(call_event(call))
+            if call.name in self._approval_tools:
+                events.append(self._approval_event(call))
+        server = [call for call in calls if call.name in self._server_tools and call.name not in self._approval_tools]
         if server and len(server) < len(calls):
             self.turn = server  # then the answer ends, the client's calls pending: no model call to count
             self._then_done = done
@@ -120,6 +134,11 @@ class Answer:
         return events
 
     # -- tools -----------------------------------------------------------------------------------
+
+    def _approval_event(self, call: ToolCall) -> ToolApprovalEvent:
+        assert self._approval_id is not None
+        return {"type": "tool_approval", "id": call.id, "name": call.name,
+                "arguments": call_event(call)["arguments"], "approval_id": self._approval_id(call)}
 
     def results(self, runs: list[ToolRun]) -> list[Event]:
         """Record a turn's results: the ``tool_result`` events for the client (and ``done``, when

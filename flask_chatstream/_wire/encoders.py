@@ -79,18 +79,24 @@ STOPPED = ("stopped", "client_left", "client_stalled")
 class UIEncoder:
     """Our events as the AI SDK's UI message stream parts, with only the keys its schemas know.
 
-    One message per stream: ``start`` and ``start-step``; each run of text or reasoning inside its
-    ``-start``/``-end``; each tool call as ``tool-input-start``/``-delta``/``-available``, and a
-    server-side tool's result as ``tool-output-available`` or ``tool-output-error``, after which
-    the next model call is a new step; each cited URL as ``source-url``; then ``finish-step``,
-    ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start`` carries
-    too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``; a stopped answer an ``abort``
-    part, then ``[DONE]``.
+    One message per stream, opened by ``start`` (its ``messageId`` the message the answer goes on
+    with, or the stream's id). Each model call is a step, framed by ``start-step`` and
+    ``finish-step`` as the AI SDK's own server frames them. Inside: each run of text or reasoning
+    inside its ``-start``/``-end``; each tool call as ``tool-input-start``/``-delta``/``-available``
+    (then ``tool-approval-request`` for a tool that needs approval), and a server-side tool's result
+    as ``tool-output-available``, ``tool-output-error`` or ``tool-output-denied``, after which the
+    next model call is a new step; each cited URL as ``source-url``; the host's data as
+    ``data-<name>``. Results of calls approved in the request come first, before any step. Then
+    ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start``
+    carries too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``; a stopped answer an
+    ``abort`` part, then ``[DONE]``.
     """
 
     def __init__(self) -> None:
         self._open: tuple[str, str] | None = None  # ("text" | "reasoning", id)
         self._count = 0
+        self._in_step = False
+        self._steps = 0
         self._tools_ran = False
         self._sources = 0
 
@@ -99,12 +105,11 @@ class UIEncoder:
         end = False
         for event in events:
             if event["type"] == "start":
-                message_id = event.get("stream_id") or event["id"]
+                message_id = event.get("message_id") or event.get("stream_id") or event["id"]
                 start: dict[str, Any] = {"type": "start", "messageId": message_id} if message_id else {"type": "start"}
                 if "metadata" in event:
                     start["messageMetadata"] = event["metadata"]
                 parts.append(start)
-                parts.append({"type": "start-step"})
             elif event["type"] == "delta" or event["type"] == "reasoning":
                 self._step(parts)
                 part = "text" if event["type"] == "delta" else "reasoning"
@@ -115,6 +120,7 @@ class UIEncoder:
                     parts.append({"type": f"{part}-start", "id": self._open[1]})
                 parts.append({"type": f"{part}-delta", "id": self._open[1], "delta": event["content"]})
             elif event["type"] == "refusal":
+                self._step(parts)
                 self._close(parts)
                 parts.append({"type": "data-refusal", "data": event["content"]})
             elif event["type"] == "tool_call":
@@ -128,27 +134,43 @@ class UIEncoder:
                      "inputTextDelta": arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()},
                     {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": arguments},
                 ]
+            elif event["type"] == "tool_approval":
+                parts.append({"type": "tool-approval-request", "approvalId": event["approval_id"],
+                              "toolCallId": event["id"]})
             elif event["type"] == "tool_result":
-                if "error" in event:
+                self._close(parts)
+                if event.get("denied"):
+                    parts.append({"type": "tool-output-denied", "toolCallId": event["id"]})
+                elif "error" in event:
                     parts.append({"type": "tool-output-error", "toolCallId": event["id"], "errorText": event["error"]})
                 else:
                     parts.append({"type": "tool-output-available", "toolCallId": event["id"], "output": event["output"]})
                 self._tools_ran = True
             elif event["type"] == "source":
+                self._step(parts)
                 self._sources += 1
                 source: dict[str, Any] = {"type": "source-url", "sourceId": f"source-{self._sources}",
                                           "url": event["url"]}
                 if event["title"]:
                     source["title"] = event["title"]
                 parts.append(source)
+            elif event["type"] == "data":
+                data: dict[str, Any] = {"type": f"data-{event['name']}", "data": event["data"]}
+                if "id" in event:
+                    data["id"] = event["id"]
+                if event.get("transient"):
+                    data["transient"] = True
+                parts.append(data)
             elif event["type"] == "done":
-                self._close(parts)
+                if not self._steps:
+                    self._step(parts)  # an empty answer is still one step
+                self._end_step(parts)
                 finish: dict[str, Any] = {"type": "finish",
                                           "finishReason": FINISH_REASONS.get(event["finish_reason"] or "", "other")}
                 metadata = {**({"usage": event["usage"]} if event["usage"] else {}), **event.get("metadata", {})}
                 if metadata:
                     finish["messageMetadata"] = metadata
-                parts += [{"type": "finish-step"}, finish]
+                parts.append(finish)
                 end = True
             elif event["type"] == "error" and event["error"]["code"] in STOPPED:
                 parts.append({"type": "abort"})  # useChat shows it as stopped, not failed
@@ -165,11 +187,20 @@ class UIEncoder:
             self._open = None
 
     def _step(self, parts: list[dict[str, Any]]) -> None:
-        """After tool results, what the model says next is a step of its own."""
+        """What the model says opens its step, if none is open; after tool results, the next."""
         if self._tools_ran:
             self._tools_ran = False
-            self._close(parts)
-            parts += [{"type": "finish-step"}, {"type": "start-step"}]
+            self._end_step(parts)
+        if not self._in_step:
+            self._in_step = True
+            self._steps += 1
+            parts.append({"type": "start-step"})
+
+    def _end_step(self, parts: list[dict[str, Any]]) -> None:
+        self._close(parts)
+        if self._in_step:
+            self._in_step = False
+            parts.append({"type": "finish-step"})
 
 
 TEXT = Format("text", "text/plain; charset=utf-8", encode_text, ping=b"", in_band_errors=False)

@@ -11,6 +11,8 @@ event table is tested against them (tests/test_events.py).
     ReasoningEvent   {"type": "reasoning", "content": "..."}       # a reasoning model's thinking, where streamed
     ToolCallEvent    {"type": "tool_call", "id": ..., "name": ..., "arguments": {...}}   # by the relay, once whole
     ToolResultEvent  {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's
+    ToolApprovalEvent {"type": "tool_approval", "id": ..., "name": ..., "arguments": {...}, "approval_id": ...}
+    DataEvent        {"type": "data", "name": ..., "data": ..., "id": ...}   # the host's own (``emit``)
     SourceEvent      {"type": "source", "url": ..., "title": ...}  # a URL the answer cites
     DoneEvent        {"type": "done", "finish_reason": "stop", "usage": {...} | None}
     ErrorEvent       {"type": "error", "error": {"code": ..., "message": ...}}
@@ -61,6 +63,9 @@ class StartEvent(_Event):
     """Ours: for stopping and resuming the stream."""
     metadata: NotRequired[dict[str, Any]]
     """The host's message metadata (``message_metadata``), as the answer starts."""
+    message_id: NotRequired[str]
+    """The assistant message this answer goes on with (the AI SDK's, after a tool approval or a
+    client-side tool): the ``ui`` format's ``messageId`` then, so the client adds to that message."""
 
 
 class DeltaEvent(_Event):
@@ -93,6 +98,30 @@ class ToolResultEvent(_Event):
     output: NotRequired[Any]
     error: NotRequired[str]
     """Instead of ``output``, when the tool failed."""
+    denied: NotRequired[bool]
+    """A person denied the call (``error`` says so)."""
+
+
+class ToolApprovalEvent(_Event):
+    """A call of a tool that needs approval: it runs once the next request approves ``approval_id``."""
+
+    type: Literal["tool_approval"]
+    id: str
+    name: str
+    arguments: Any
+    approval_id: str
+
+
+class DataEvent(_Event):
+    """The host's own data, sent with ``emit`` (a tool's progress, a hook's documents)."""
+
+    type: Literal["data"]
+    name: str
+    data: Any
+    id: NotRequired[str]
+    """A later event with the same name and id replaces this one."""
+    transient: NotRequired[bool]
+    """For the moment only: not part of the message (``ui``), not kept for a resume."""
 
 
 class SourceEvent(_Event):
@@ -118,8 +147,8 @@ class PingEvent(_Event):
     type: Literal["ping"]
 
 
-Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, SourceEvent,
-              DoneEvent, ErrorEvent, PingEvent]
+Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, ToolApprovalEvent,
+              SourceEvent, DataEvent, DoneEvent, ErrorEvent, PingEvent]
 EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 PING: PingEvent = {"type": "ping"}
