@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._blueprint import ChatBlueprint, create_blueprint
 from ._chat import ChatRequest, ChatResult, ToolCall
 from ._config import ConfigError, Options, Settings
+from ._emit import emit
 from ._errors import (
     ChatStreamError,
     MethodNotAllowed,
@@ -63,6 +64,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "create_blueprint",
+    "emit",
     "parsed_arguments",
     "warm_up",
 ]

@@ -29,6 +29,7 @@ from flask.sansio.app import App
 from itsdangerous import Signer
 
 from ._chat import ChatRequest, ToolCall
+from ._emit import Sink
 from ._errors import RequestError
 from ._tools import DENIED, Tool, ToolRun, parsed_arguments, run_calls
 
@@ -79,16 +80,6 @@ def _whole(value: Any) -> Any:
     if isinstance(value, list):
         return [_whole(v) for v in value]
     return value
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """An answer that goes on with the assistant message the request ends with."""
-
-    message_id: str | None
-    """The AI SDK's id for that message: the ``ui`` answer's ``messageId``, so it is added to it."""
-    runs: tuple[ToolRun, ...] = ()
-    """The calls the request approved (run) or denied: their results go out first."""
 
 
 @dataclass(frozen=True)
@@ -173,22 +164,21 @@ def _open_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
 
 
 def go_on(chat: ChatRequest, decided: Sequence[tuple[ToolCall, Verdict]], tools: Mapping[str, Tool], *,
-          message_id: str | None, timeout: float, max_output_chars: int,
-          context: Callable[[], ContextManager[object]] | None) -> tuple[ChatRequest, Continuation | None]:
+          timeout: float, max_output_chars: int, context: Callable[[], ContextManager[object]] | None,
+          sink: Sink | None) -> tuple[ChatRequest, list[ToolRun]]:
     """Before the model is asked: run the approved calls (at once, as a turn's calls run) and refuse the
-    denied. The request with their results added, and what the answer goes on with (None for a new one)."""
+    denied. The request with their results added, and the results."""
     if not decided:
-        return chat, Continuation(message_id) if message_id is not None else None
+        return chat, []
     approved = [call for call, verdict in decided if verdict.approved]
     for call in approved:
         if call.name not in tools:  # a hook took the tool away from this request
             raise RequestError(f"The conversation calls a tool that is not offered here: {call.name!r}.",
                                code="unknown_tool")
     ran = {run.call.id: run for run in run_calls(tools, approved, chat, timeout, max_output_chars,
-                                                 stopped=lambda: False, context=context)} if approved else {}
+                                                 stopped=lambda: False, context=context, sink=sink)} if approved else {}
     runs = [ran[call.id] if verdict.approved else denied(call, verdict) for call, verdict in decided]
-    chat = dataclasses.replace(chat, messages=[*chat.messages, *(run.message() for run in runs)])
-    return chat, Continuation(message_id, tuple(runs))
+    return dataclasses.replace(chat, messages=[*chat.messages, *(run.message() for run in runs)]), runs
 
 
 def denied(call: ToolCall, verdict: Verdict) -> ToolRun:

@@ -44,6 +44,7 @@ from ._approvals import approval_key, decide, go_on, verdicts_in
 from ._chat import ChatRequest, ChatResult
 from ._cli import cli
 from ._config import ConfigError, Options, Settings, resolve
+from ._emit import Emitted, emitting_to
 from ._errors import (
     ChatStreamError,
     MethodNotAllowed,
@@ -72,6 +73,7 @@ from ._sockets import fileno_of
 from ._stream.after_leave import FinishingLimit
 from ._stream.limits import StreamLimit, nothing
 from ._stream.registry import STREAMS
+from ._stream.generation import Prelude
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
@@ -486,16 +488,18 @@ def _stream() -> Response:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
     key = approval_key(current_app, tools)
     context = request_ctx.copy().copy if tools else None
+    emitted = Emitted()
     try:
         decided = decide(verdicts_in(chat.body), chat, tools, key)  # a forged approval: 400, before the hooks
-        chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
+        with emitting_to(emitted.add):
+            chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
         check_tool_history(chat)
-        chat, continuation = go_on(chat, decided, _offered(tools, chat), message_id=continued_message(chat.body),
-                                   timeout=settings.tool_timeout, max_output_chars=settings.max_tool_output_chars,
-                                   context=context)
+        chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
+                           max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add)
     except BaseException:
         release()
         raise
+    prelude = Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
     # From here on after_stream runs once, whatever happens.
     stream_id = uuid.uuid4().hex
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -533,7 +537,7 @@ def _stream() -> Response:
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=context, finishing=state.finishing,
                   metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key,
-                  continuation=continuation)
+                  prelude=prelude)
 
     try:
         relay.prime(settings.first_event_wait)

@@ -35,6 +35,7 @@ import orjson
 import pydantic
 
 from ._chat import ChatRequest, ToolCall
+from ._emit import Sink, emitting_to
 from ._wire.events import ToolCallEvent, ToolResultEvent
 
 log = logging.getLogger("flask_chatstream")
@@ -200,40 +201,65 @@ def parsed_arguments(text: str) -> Any:
         return text
 
 
+class Calls:
+    """One turn's calls, running at once, each in a thread of its own (a greenlet under gevent), inside
+    ``context()`` (a fresh one per call) and sending what it emits to ``sink``."""
+
+    def __init__(self, tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, *, timeout: float,
+                 max_output_chars: int, context: Callable[[], ContextManager[object]] | None = None,
+                 sink: Sink | None = None) -> None:
+        self.calls = calls
+        self._runs: list[ToolRun | None] = [None] * len(calls)
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+        self._left = len(calls)
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        if not calls:
+            self._ended.set()
+
+        def run(index: int, call: ToolCall) -> None:
+            try:
+                with emitting_to(sink), context() if context is not None else contextlib.nullcontext():
+                    self._runs[index] = _capped(_run_one(tools[call.name], call, chat), max_output_chars)
+            finally:
+                with self._lock:
+                    self._left -= 1
+                    if not self._left:
+                        self._ended.set()
+
+        for index, call in enumerate(calls):
+            threading.Thread(target=run, args=(index, call), name=f"chatstream-tool-{call.name}", daemon=True).start()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds: have all the calls ended (or has ``tool_timeout`` passed)?"""
+        left = self._deadline - time.monotonic()
+        return self._ended.wait(max(0.0, min(timeout, left))) or time.monotonic() >= self._deadline
+
+    def results(self, *, stopped: bool = False) -> list[ToolRun]:
+        """Each call's result, or error, in the order of the calls, each cut to ``max_output_chars``; a
+        call still running has timed out (or, ``stopped``, was abandoned)."""
+        results: list[ToolRun] = []
+        for index, call in enumerate(self.calls):
+            result = self._runs[index]
+            if result is None:
+                if not stopped:
+                    log.warning("tool %s (call %s) did not finish within tool_timeout (%ss)", call.name, call.id,
+                                self._timeout)
+                result = ToolRun(call, parsed_arguments(call.arguments),
+                                 error=f"The tool did not finish within {self._timeout:g} seconds.")
+            results.append(result)
+        return results
+
+
 def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, timeout: float,
               max_output_chars: int, stopped: Callable[[], bool],
-              context: Callable[[], ContextManager[object]] | None = None) -> list[ToolRun]:
-    """Run one turn's calls at once; each result, or error, in the order of the calls, each cut to
-    ``max_output_chars``.
-
-    ``context`` makes what each call runs inside (a fresh one per call: calls run at once)."""
-    runs: list[ToolRun | None] = [None] * len(calls)
-    threads: list[threading.Thread] = []
-
-    def run(index: int, call: ToolCall) -> None:
-        with context() if context is not None else contextlib.nullcontext():
-            runs[index] = _capped(_run_one(tools[call.name], call, chat), max_output_chars)
-
-    for index, call in enumerate(calls):
-        thread = threading.Thread(target=run, args=(index, call), name=f"chatstream-tool-{call.name}", daemon=True)
-        thread.start()
-        threads.append(thread)
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        while thread.is_alive() and not stopped():
-            thread.join(min(0.2, max(0.0, deadline - time.monotonic())))
-            if time.monotonic() >= deadline:
-                break
-    results: list[ToolRun] = []
-    for index, call in enumerate(calls):
-        result = runs[index]
-        if result is None:
-            if not stopped():
-                log.warning("tool %s (call %s) did not finish within tool_timeout (%ss)", call.name, call.id, timeout)
-            result = ToolRun(call, parsed_arguments(call.arguments),
-                             error=f"The tool did not finish within {timeout:g} seconds.")
-        results.append(result)
-    return results
+              context: Callable[[], ContextManager[object]] | None = None, sink: Sink | None = None) -> list[ToolRun]:
+    """Run one turn's calls at once, until they end, ``tool_timeout`` passes or ``stopped()``: their results."""
+    running = Calls(tools, calls, chat, timeout=timeout, max_output_chars=max_output_chars, context=context, sink=sink)
+    while not running.wait(0.2) and not stopped():
+        pass
+    return running.results(stopped=stopped())
 
 
 def _run_one(tool: Tool, call: ToolCall, chat: ChatRequest) -> ToolRun:

@@ -9,7 +9,7 @@ def test_exported_names() -> None:
         "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
         "RequestTimeout", "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyReaders", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
         "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
-        "UpstreamUnavailable", "create_blueprint", "parsed_arguments", "warm_up",
+        "UpstreamUnavailable", "create_blueprint", "emit", "parsed_arguments", "warm_up",
     ]
     for name in flask_chatstream.__all__:
         assert hasattr(flask_chatstream, name)

@@ -12,29 +12,46 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
-from .._tools import Tool
+from .._tools import Tool, ToolRun
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
 from .._upstream.transport import Cancel
 from .._wire.answer import Answer
 from .._wire.encoders import TEXT, Format
-from .._wire.events import Event, error_event
+from .._wire.events import DataEvent, Event, error_event
 from .reader import PENDING, Reader
 from .tool_loop import NO_REQUEST, ToolLoop
 
 if TYPE_CHECKING:
-    from .._approvals import ApprovalKey, Continuation
+    from .._approvals import ApprovalKey
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
 
+TURN_WAIT = 0.2
+"""How long one step of a turn of tools waits for them, before what they emitted meanwhile goes out."""
+
 FINISH_WAIT = 0.5
 """After a complete answer, how long ``drain`` waits for the end of the upstream body to reuse the connection."""
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """What the answer starts with, before the model says anything."""
+
+    message_id: str | None = None
+    """The assistant message the answer goes on with (the AI SDK's id): the ``ui`` format's
+    ``messageId``, so the client adds to that message instead of showing a second one."""
+    data: tuple[DataEvent, ...] = ()
+    """What the ``before_upstream`` hooks (and the calls a request approved) emitted."""
+    runs: tuple[ToolRun, ...] = ()
+    """The calls the request approved (run) or denied: their results."""
 
 
 class Generation:
@@ -45,7 +62,7 @@ class Generation:
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
                  context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
                  gone: Callable[[], bool], lock: threading.Lock, approval_key: ApprovalKey | None = None,
-                 continuation: Continuation | None = None) -> None:
+                 prelude: Prelude = Prelude()) -> None:
         self.stream = stream
         self.request = request
         self._fmt = fmt
@@ -60,9 +77,9 @@ class Generation:
                              max_tool_steps=settings.max_tool_steps, translator=stream.api.translator,
                              approval_tools={name for name, tool in tools.items() if tool.needs_approval},
                              approval_id=approval_key.approval_id if approval_key is not None else None,
-                             preface=continuation.runs if continuation is not None else ())
-        self._message_id = continuation.message_id if continuation is not None else None
-        """The assistant message the answer goes on with, for the ``start`` event."""
+                             preface=[*prelude.data, *(run.event() for run in prelude.runs)],
+                             earlier=[run.recorded() for run in prelude.runs])
+        self._message_id = prelude.message_id
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
                               context=context)
@@ -173,8 +190,9 @@ class Generation:
         return self._encoder(self.record(events) if record else events)
 
     def record(self, events: list[Event]) -> list[Event]:
+        """Keep the events for a resume (all but transient data, which is for the moment only)."""
         if self._recording is not None:
-            self._recording.add(events)
+            self._recording.add([e for e in events if not (e["type"] == "data" and e.get("transient"))])
         return events
 
     def _stopped(self, reason: str) -> None:
@@ -185,7 +203,7 @@ class Generation:
 
     def _run_turn(self) -> bytes:
         try:
-            events = self.tools.run_turn(self.answer)
+            events = self.tools.run_turn(self.answer, TURN_WAIT)
         finally:
             self.last_event = time.monotonic()
         return b"" if events is None else self.encode(events)

@@ -37,14 +37,14 @@ from .._wire.encoders import Format
 from .._wire.events import error_event
 from .after_leave import AfterLeave, FinishingLimit
 from .client_side import ClientSide
-from .generation import Generation
+from .generation import Generation, Prelude
 from .lifecycle import GONE, Life, Phase, Stops
 from .registry import STREAMS
 from .tool_loop import NO_REQUEST
 from .watchdog import WATCHDOG
 
 if TYPE_CHECKING:
-    from .._approvals import ApprovalKey, Continuation
+    from .._approvals import ApprovalKey
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 
@@ -62,7 +62,7 @@ class Relay:
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
                  recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
                  finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None,
-                 approval_key: ApprovalKey | None = None, continuation: Continuation | None = None) -> None:
+                 approval_key: ApprovalKey | None = None, prelude: Prelude = Prelude()) -> None:
         self.fmt = fmt
         self.id = stream_id
         self.on_close = on_close
@@ -72,7 +72,7 @@ class Relay:
         self.life = Life()
         self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
                               reopen=reopen, context=context, recording=recording, gone=self._gone,
-                              lock=self.life.lock, approval_key=approval_key, continuation=continuation)
+                              lock=self.life.lock, approval_key=approval_key, prelude=prelude)
         if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
             self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
         self._recording = recording

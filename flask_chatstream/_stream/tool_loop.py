@@ -1,7 +1,8 @@
 """Between model calls: run a turn of server-side tools, then open the next call with their results.
 
-The model asks for tools, the stream runs them at once (``run_calls``), and the next model call's
-request is the last one with the turn added. Opening that call waits for the upstream's head; a
+The model asks for tools, the stream runs them at once (``Calls``), and the next model call's
+request is the last one with the turn added. The turn runs in steps of a fraction of a second, so
+what its calls ``emit`` goes out while they run. Opening that call waits for the upstream's head; a
 stop in the meantime cancels it (``cancel``).
 """
 
@@ -11,7 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import ContextManager
 
 from .._chat import ChatRequest
-from .._tools import Tool, run_calls
+from .._emit import Emitted
+from .._tools import Calls, Tool
 from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
 from .._wire.answer import Answer
@@ -43,19 +45,28 @@ class ToolLoop:
         """What each tool call runs inside: a copy of the request's Flask context."""
         self._opening: Cancel | None = None
         """The next model call's request while it waits for its head: a stop cancels it."""
+        self._calls: Calls | None = None
+        self._emitted = Emitted()
 
-    def run_turn(self, answer: Answer) -> list[Event] | None:
-        """Run the model's calls of server-side tools and line up the next model call: their result
-        events, or None if the client left meanwhile."""
-        self.running = True
-        try:
-            runs = run_calls(self.tools, answer.turn or [], self.request, self._timeout, self._max_output_chars,
-                             stopped=self._gone, context=self._context)
-        finally:
-            self.running = False
+    def run_turn(self, answer: Answer, wait: float) -> list[Event] | None:
+        """Run the model's calls of server-side tools for up to ``wait`` seconds: the data they emitted
+        meanwhile; once all have ended (``running`` is False again), their results after it, and the
+        next model call is lined up. None if the client left meanwhile."""
+        if self._calls is None:
+            self.running = True
+            self._calls = Calls(self.tools, answer.turn or [], self.request, timeout=self._timeout,
+                                max_output_chars=self._max_output_chars, context=self._context,
+                                sink=self._emitted.add)
+        ended = self._calls.wait(wait)
         if self._gone():
-            return None  # the client left: no more model calls on its account
-        events = answer.results(runs)
+            self._calls, self.running = None, False
+            return None  # the client left: no more tools or model calls on its account
+        events: list[Event] = list(self._emitted.take())
+        if not ended:
+            return events
+        runs = self._calls.results()
+        self._calls, self.running = None, False
+        events += self._emitted.take() + answer.results(runs)
         if not answer.finished:  # else the client has calls of its own to run first
             self.next = answer.next_request(self.request, runs)
         return events

@@ -41,7 +41,8 @@ class Answer:
     def __init__(self, *, expect_usage: bool, max_event_bytes: int, stream_id: str | None = None,
                  server_tools: Collection[str] = (), max_tool_steps: int = 1,
                  translator: type[Translator] = Translator, approval_tools: Collection[str] = (),
-                 approval_id: Callable[[ToolCall], str] | None = None, preface: Sequence[ToolRun] = ()) -> None:
+                 approval_id: Callable[[ToolCall], str] | None = None, preface: Sequence[Event] = (),
+                 earlier: Sequence[ToolCall] = ()) -> None:
         self._expect_usage = expect_usage
         self._translator = translator
         """The upstream API's: ``Translator`` (chat completions) or ``ResponsesTranslator``."""
@@ -62,9 +63,10 @@ class Answer:
         self._texts: list[str] = []
         self._refusals: list[str] = []
         self._reasoning: list[str] = []
-        self._calls: list[ToolCall] = [run.recorded() for run in preface]
-        self._preface: list[Event] = [run.event() for run in preface]
-        """The results of the calls the request approved (or denied), right after ``start``."""
+        self._calls: list[ToolCall] = list(earlier)
+        """Every call of the answer: those the request approved or denied (``earlier``), then the model's."""
+        self._preface: list[Event] = list(preface)
+        """What goes out right after ``start``: the host's data, the results of approved calls."""
         self._usage: dict[str, Any] | None = None
         self._settled = False
         self._then_done: DoneEvent | None = None

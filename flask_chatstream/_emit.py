@@ -1,0 +1,80 @@
+"""``emit``: the host's own data, sent with the answer (a tool's progress, a hook's documents).
+
+A stream's data goes out in order with the rest of its events: ``data-<name>`` parts in ``ui``,
+``{"type": "data", ...}`` events in NDJSON and SSE (text/plain has no place for it). Where ``emit``
+sends to is a context variable: the view sets it while the ``before_upstream`` hooks (and calls a
+request approved) run, and each tool call's thread sets it for the call; its data then goes out
+while the tool is still running, before its result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+
+from ._wire.events import DataEvent
+
+Sink = Callable[[DataEvent], None]
+
+_SINK: ContextVar[Sink | None] = ContextVar("flask_chatstream.emit", default=None)
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def emit(name: str, data: Any, *, id: str | None = None, transient: bool = False) -> None:
+    """Send ``data`` (anything JSON can carry) to the client with the answer now being made.
+
+    Call it from a tool, or from a ``before_upstream`` hook. With ``id``, a later ``emit`` of the same
+    name and id replaces this one on the client (``useChat`` updates the part: progress). A
+    ``transient`` one is for the moment only: ``useChat`` hands it to ``onData`` and keeps no part, and
+    a resumed stream does not replay it.
+    """
+    sink = _SINK.get()
+    if sink is None:
+        raise RuntimeError("emit() sends data with an answer: call it from a tool, or from a before_upstream "
+                           "hook, while a chat request runs.")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"emit(): the name must be 1 to 64 letters, digits, '_' or '-': {name!r}.")
+    if id is not None and not isinstance(id, str):
+        raise TypeError("emit(): id must be a string.")
+    try:
+        data = orjson.loads(orjson.dumps(data))
+    except TypeError as exc:
+        raise TypeError(f"emit(): the data must be what JSON can carry: {exc}") from None
+    event: DataEvent = {"type": "data", "name": name, "data": data}
+    if id is not None:
+        event["id"] = id
+    if transient:
+        event["transient"] = True
+    sink(event)
+
+
+class Emitted:
+    """What was emitted and has not gone out yet (from any thread)."""
+
+    def __init__(self) -> None:
+        self._events: deque[DataEvent] = deque()
+
+    def add(self, event: DataEvent) -> None:
+        self._events.append(event)
+
+    def take(self) -> list[DataEvent]:
+        taken = []
+        while self._events:
+            taken.append(self._events.popleft())
+        return taken
+
+
+@contextmanager
+def emitting_to(sink: Sink | None) -> Iterator[None]:
+    """``emit`` sends to ``sink`` inside this block (in this thread, or greenlet)."""
+    token = _SINK.set(sink)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
