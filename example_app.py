@@ -16,6 +16,11 @@ for its answer, and ``after_stream`` saves the answer, even one whose reader
 left (``on_client_leave="finish"``: a closed tab still gets its answer saved,
 while Stop, which tells the server, stops it).
 
+Two tools show the loop: ``current_time`` runs when the model calls it (and reports
+what it is doing with ``emit``); ``rename_chat`` needs the user's approval first
+(the useChat example shows Approve and Deny). Approvals are signed with the app's
+SECRET_KEY: from the environment, or one made once and kept in ``instance/``.
+
     GET    /api/conversations          newest first: id, title, updated_at
     GET    /api/conversations/<id>     its messages
     PATCH  /api/conversations/<id>     {"title": "..."}: rename it
@@ -42,7 +47,7 @@ from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, in
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from flask_chatstream import ChatRequest, ChatResult, create_blueprint, parsed_arguments
+from flask_chatstream import ChatRequest, ChatResult, ToolError, create_blueprint, emit, parsed_arguments
 
 EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
@@ -121,12 +126,18 @@ class Store:
                 connection.execute(text("ALTER TABLE messages ADD COLUMN reasoning TEXT"))
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
-    def history(self, conversation_id: str) -> list[dict[str, str]]:
-        """The conversation as the model should see it: what was asked, and what was answered (a
-        stopped answer as far as it got; failed and unfinished ones not at all)."""
+    def last_answer(self, conversation_id: str) -> Message | None:
         with self.session() as session:
-            rows = session.scalars(select(Message).where(Message.conversation_id == conversation_id)
-                                   .order_by(Message.id)).all()
+            return session.scalar(select(Message).where(Message.conversation_id == conversation_id,
+                                                        Message.role == "assistant").order_by(Message.id.desc()))
+
+    def history(self, conversation_id: str, before: int | None = None) -> list[dict[str, str]]:
+        """The conversation as the model should see it: what was asked, and what was answered (a
+        stopped answer as far as it got; failed and unfinished ones not at all); only the messages
+        before ``before``, if given."""
+        with self.session() as session:
+            rows = session.scalars(select(Message).where(Message.conversation_id == conversation_id,
+                                                         Message.id < (before or 2**62)).order_by(Message.id)).all()
         return [{"role": m.role, "content": m.content} for m in rows
                 if m.content and (m.role == "user" or m.status in ("complete", "stopped"))]
 
@@ -160,12 +171,19 @@ class Store:
             return conversation is not None
 
     def finish(self, message_id: int, answer_text: str, status: str, tools: list[dict[str, Any]],
-               reasoning: str | None) -> None:
+               reasoning: str | None, continues: bool = False) -> None:
+        """Save an answer; one that ``continues`` (after a tool approval) adds to what is saved."""
         with self.session.begin() as session:
             answer = session.get(Message, message_id)
-            if answer is not None:
-                answer.content, answer.status, answer.reasoning = answer_text, status, reasoning or None
-                answer.tools = json.dumps(tools) if tools else None
+            if answer is None:
+                return
+            if continues:
+                earlier = {t["id"]: t for t in json.loads(answer.tools or "[]")}
+                tools = list({**earlier, **{t["id"]: t for t in tools}}.values())
+                answer_text = answer.content + answer_text
+                reasoning = "".join(filter(None, [answer.reasoning, reasoning]))
+            answer.content, answer.status, answer.reasoning = answer_text, status, reasoning or None
+            answer.tools = json.dumps(tools) if tools else None
 
     def list(self) -> list[dict[str, Any]]:
         with self.session() as session:
@@ -193,9 +211,14 @@ class Store:
 
 
 def demo_tool_calls(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The offline demo model calls the example's tool when asked for the time (and no result is in yet)."""
+    """The offline demo model calls the example's tools: ``rename_chat`` when asked to rename the chat
+    ("rename this chat to Trip plans"), ``current_time`` when asked for the time (once no result is in yet)."""
     last = messages[-1] if messages else {}
-    if last.get("role") == "user" and "time" in str(last.get("content", "")).lower():
+    asked = str(last.get("content", "")) if last.get("role") == "user" else ""
+    renamed = re.search(r"\brename\b.*?\bto\s+(.+)", asked, re.IGNORECASE)
+    if renamed:
+        return [{"name": "rename_chat", "arguments": {"title": renamed.group(1).strip(" .\"'")[:80]}}]
+    if "time" in asked.lower():
         return [{"name": "current_time", "arguments": {"zone": "UTC"}}]
     return None
 
@@ -230,7 +253,12 @@ Set `OPENAI_API_KEY` and restart to get answers from a real model through exactl
 def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
     """A deterministic answer in markdown (a list, a table, code), to show the stream and its rendering."""
     if messages and messages[-1].get("role") == "tool":
-        return f"The server's clock says {messages[-1].get('content')}. (That came from a tool the model called.)"
+        result = str(messages[-1].get("content"))
+        if "denied" in result:
+            return "All right, I left the chat's name as it was."
+        if result.startswith("Renamed"):
+            return f"{result}. (You approved that tool call; the server ran it then.)"
+        return f"The server's clock says {result}. (That came from a tool the model called.)"
     asked = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     asked = " ".join(asked.split())[:200]
     earlier = sum(1 for m in messages if m.get("role") == "user") - 1
@@ -239,8 +267,29 @@ def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
     return f"You asked: \u201c{asked}\u201d.{memory} {DEMO_ANSWER}"
 
 
+def secret_key(instance: Path) -> str:
+    """SECRET_KEY from the environment, or one made once and kept in the instance folder (so every
+    worker, and the next start, signs with the same key)."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = instance / "secret_key"
+    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x", encoding="ascii") as made:  # the first worker to get here makes it
+            made.write(os.urandom(32).hex())
+    except FileExistsError:
+        pass
+    for _ in range(50):
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+        time.sleep(0.02)  # another worker is writing it
+    raise RuntimeError(f"{path} is empty: delete it and start again.")
+
+
 def create_app() -> Flask:
     app = Flask(__name__)
+    app.config["SECRET_KEY"] = secret_key(Path(app.instance_path))
     # CHATSTREAM_* settings may come from the environment, e.g. CHATSTREAM_MODEL=gpt-4.1-mini.
     app.config.update({k: v for k, v in os.environ.items() if k.startswith("CHATSTREAM_")})
     if not logging.getLogger().handlers:
@@ -268,9 +317,19 @@ def create_app() -> Flask:
         if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
             abort(400, "conversation_id must be 1 to 64 letters, digits, '-' or '_'.")
         *before, question = chat_request.messages
+        system = [m for m in before if m["role"] == "system"]
+        if question["role"] in ("assistant", "tool"):
+            # useChat goes on with the last answer, sent back with its tool calls approved or denied
+            # (their results come next): the history before it, then it. It is saved into that answer.
+            answer = store.last_answer(conversation_id)
+            if answer is None:
+                abort(404, "There is no such conversation.")
+            chat_request.context.update(answer_id=answer.id, continues=True)
+            sent = [m for m in chat_request.messages if m["role"] != "system"]
+            return dataclasses.replace(chat_request,
+                                       messages=[*system, *store.history(conversation_id, before=answer.id), *sent])
         if question["role"] != "user" or not isinstance(question["content"], str):
             abort(400, "With a conversation_id, send one new user message as text.")
-        system = [m for m in before if m["role"] == "system"]
         if chat_request.body.get("regenerate") is True:
             store.drop_last_exchange(conversation_id)  # asked again: the old answer makes way
         history = store.history(conversation_id)
@@ -285,7 +344,8 @@ def create_app() -> Flask:
             tools = [{"id": c.id, "name": c.name, "arguments": parsed_arguments(c.arguments),
                       **({"error": c.error} if c.error is not None else {"output": c.output})}
                      for c in result.tool_calls]
-            store.finish(answer_id, result.text, status, tools, result.reasoning)
+            store.finish(answer_id, result.text, status, tools, result.reasoning,
+                         continues=bool(result.request.context.get("continues")))
 
     @chat.message_metadata
     def answer_metadata(known: ChatRequest | ChatResult) -> dict[str, Any] | None:
@@ -302,8 +362,22 @@ def create_app() -> Flask:
         Args:
             zone: UTC, or the server's local time.
         """
+        emit("status", f"Reading the server's {zone} clock", transient=True)
         now = datetime.now(timezone.utc)
         return (now if zone == "UTC" else now.astimezone()).isoformat(timespec="seconds")
+
+    @chat.tool(needs_approval=True)
+    def rename_chat(title: str, chat_request: ChatRequest) -> str:
+        """Rename this chat. It runs only once the user approves.
+
+        Args:
+            title: The new title, a few words.
+        """
+        conversation_id = chat_request.body.get("conversation_id")
+        title = " ".join(title.split())[:200]
+        if not isinstance(conversation_id, str) or not title or not store.rename(conversation_id, title):
+            raise ToolError("This chat is not saved, so it has no title to change.")
+        return f"Renamed the chat to \u201c{title}\u201d"
 
     app.register_blueprint(chat, url_prefix="/api")
 

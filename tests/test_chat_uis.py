@@ -306,6 +306,33 @@ def test_a_tool_call_shows_as_it_happens(desktop: Page, upstream: StandInServer)
     expect(last_answer(desktop).locator(".content")).to_contain_text("The clock said 20")
 
 
+@pytest.mark.parametrize("ui", ["ai-sdk"], indirect=True)
+@pytest.mark.parametrize("approved", [True, False])
+def test_a_tool_that_needs_approval_waits_for_approve_or_deny(desktop: Page, server: Gunicorn, upstream: StandInServer,
+                                                              approved: bool) -> None:
+    """useChat's page shows Approve and Deny for the example's rename_chat; the answer goes on in the
+    same message once the user says, and the server runs the tool only on Approve."""
+    upstream.script = Script(reply=lambda messages: f"The tool said: {messages[-1]['content']}",
+                             tool_calls=[{"name": "rename_chat", "arguments": {"title": "Trip plans"}}])
+    send(desktop, "Rename this chat to Trip plans")
+    asking = desktop.locator("#messages .message.tool.approval")
+    expect(asking).to_contain_text('rename_chat({"title":"Trip plans"})')
+    assert saved(desktop, server)["title"] == "Rename this chat to Trip plans"  # asked, not run
+    asking.locator("button.approve" if approved else "button.deny").click()
+    tool = desktop.locator("#messages .message.tool")
+    expect(tool.locator("summary")).to_have_text("Used a tool: rename_chat" + ("" if approved else " (denied)"))
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    said = "Renamed the chat to \u201cTrip plans\u201d" if approved else "The user denied this tool call."
+    expect(last_answer(desktop).locator(".content")).to_contain_text(said)
+    expect(desktop.locator("#messages .message.assistant")).to_have_count(1)  # the same answer, not a second
+    expect(tool).to_have_count(1)
+    conversation = saved(desktop, server)
+    assert conversation["title"] == ("Trip plans" if approved else "Rename this chat to Trip plans")
+    [answer] = [m for m in conversation["messages"] if m["role"] == "assistant"]
+    assert [t["name"] for t in answer["tools"]] == ["rename_chat"] and said in answer["content"]
+    assert upstream.stats.requests == 2
+
+
 def test_a_reasoning_models_thinking_shows_folded_above_its_answer(desktop: Page, upstream: StandInServer) -> None:
     upstream.script = Script(reply="Forty-two.", reasoning="Let me think about the question first.", hold_after=0)
     send(desktop, "What is the answer?")

@@ -17,12 +17,17 @@ export interface Usage {
 
 /** In a resumable stream (NDJSON and SSE) every event carries `seq`, numbered from 1. */
 export type ChatEvent = { seq?: number } & (
-  | { type: "start"; id: string | null; model: string | null; stream_id?: string; metadata?: Record<string, unknown> }
+  | { type: "start"; id: string | null; model: string | null; stream_id?: string; metadata?: Record<string, unknown>;
+      message_id?: string }
   | { type: "delta"; content: string }
   | { type: "refusal"; content: string }
   | { type: "reasoning"; content: string }
   | { type: "tool_call"; id: string; name: string; arguments: unknown }
-  | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string }
+  | { type: "tool_result"; id: string; name: string; output?: unknown; error?: string; denied?: boolean }
+  /** A tool that needs a person's approval: send `approvals` with the next request to run (or deny) it. */
+  | { type: "tool_approval"; id: string; name: string; arguments: unknown; approval_id: string }
+  /** The server's own data (`emit`): a later one with the same `name` and `id` replaces it. */
+  | { type: "data"; name: string; data: unknown; id?: string; transient?: boolean }
   | { type: "source"; url: string; title: string | null }
   | { type: "done"; finish_reason: string | null; usage: Usage | null; metadata?: Record<string, unknown> }
 );
@@ -34,13 +39,26 @@ export interface ResumeOptions {
   delay?: number;
 }
 
-export interface ChatMessage {
-  role: "user" | "assistant" | "system";
-  content: string;
+export interface ToolCallMessage {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
+export type ChatMessage =
+  | { role: "user" | "system"; content: string }
+  | { role: "assistant"; content: string | null; tool_calls?: ToolCallMessage[] }
+  | { role: "tool"; tool_call_id: string; content: string };
+
+/** A person's answer to a `tool_approval` event, sent with the conversation that holds its call. */
+export interface Approval {
+  approval_id: string;
+  approved: boolean;
+  reason?: string;
 }
 
 export type ChatBody =
-  | { messages: ChatMessage[]; model?: string; temperature?: number; max_tokens?: number }
+  | { messages: ChatMessage[]; approvals?: Approval[]; model?: string; temperature?: number; max_tokens?: number }
   | { content: string; model?: string; temperature?: number; max_tokens?: number };
 
 export interface StreamOptions {

@@ -54,6 +54,7 @@ const ERROR_TEXT = {
   image_url_not_allowed: "Images can only be sent as files here, not as links.",
   invalid_tool_message: "The conversation's tool results do not match its tool calls. Start a new chat.",
   unknown_tool: "The conversation uses a tool that is not available here. Start a new chat.",
+  invalid_approval: "That approval does not match a tool call this server asked about. Ask again.",
   invalid_format: "The app asked for a format the server does not speak.",
   not_acceptable: "The app asked for a format the server does not speak.",
   unsupported_media_type: "The app sent the message in a form the server does not take.",

@@ -186,3 +186,133 @@ for (const [version, sdk] of [["5", ai5], ["6", ai6]]) {
     assert.equal(await transport.reconnectToStream({ chatId: "chat-1" }), null);
   });
 }
+
+// ---- AI SDK 6 only: tool approval, through the Chat class useChat wraps ----------------------------
+
+// useChat's state, in memory: what @ai-sdk/react keeps in React state.
+class MemoryState {
+  constructor() { this.messages = []; this.status = "ready"; this.error = undefined; }
+  pushMessage = (message) => { this.messages = this.messages.concat(message); };
+  popMessage = () => { this.messages = this.messages.slice(0, -1); };
+  replaceMessage = (index, message) => { this.messages = this.messages.map((m, i) => (i === index ? message : m)); };
+  snapshot = (value) => structuredClone(value);
+}
+
+class TestChat extends ai6.AbstractChat {
+  constructor(options) { super({ ...options, state: new MemoryState() }); }
+}
+
+// The example app's way: the chat's id is a saved conversation, and each request carries only the
+// newest message (the question, or the answer whose tool calls were just approved or denied).
+function savedChat(id) {
+  return new TestChat({
+    id,
+    transport: new ai6.DefaultChatTransport({
+      api: `${SERVER}/api/chat`,
+      prepareSendMessagesRequest: ({ id, messages, body }) => ({ body: { ...body, id, conversation_id: id, messages: messages.slice(-1) } }),
+    }),
+    sendAutomaticallyWhen: ai6.lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
+}
+
+const RENAME = { reply: "Done.", tool_calls: [{ id: "call_rename", name: "rename_chat", arguments: { title: "Trip plans" } }] };
+
+async function askToRename(chat) {
+  await chat.sendMessage({ text: "Rename this chat to Trip plans" });
+  assert.equal(chat.status, "ready", String(chat.error));
+  const [answer] = chat.messages.slice(1);
+  const part = answer.parts.find((p) => p.type === "tool-rename_chat");
+  assert.equal(part.state, "approval-requested");
+  assert.deepEqual(part.input, { title: "Trip plans" });
+  assert.match(part.approval.id, /^approval-/);
+  return { answer, part };
+}
+
+async function settled(chat) {
+  // sendAutomaticallyWhen sends the approval in the background: wait until that request has ended,
+  // with the tool's part answered, or with an error
+  const answered = () => chat.messages[1].parts.some((p) => p.type === "tool-rename_chat" && p.state.startsWith("output-"));
+  for (let i = 0; i < 1500; i++) {
+    if (chat.status === "error" || (chat.status === "ready" && answered())) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`the approval's request did not end: ${chat.status}`);
+}
+
+async function title(id) {
+  const response = await fetch(`${SERVER}/api/conversations/${id}`);
+  return (await response.json()).title;
+}
+
+test("ai 6: approved, the tool runs and the answer goes on in the same message", async () => {
+  await script(RENAME);
+  const chat = savedChat("approve-1");
+  const { answer, part } = await askToRename(chat);
+  assert.equal(await title("approve-1"), "Rename this chat to Trip plans"); // not run yet
+  await chat.addToolApprovalResponse({ id: part.approval.id, approved: true });
+  await settled(chat);
+  assert.equal(chat.status, "ready", String(chat.error));
+  assert.equal(chat.messages.length, 2); // the same assistant message, not a second one
+  const [, message] = chat.messages;
+  assert.equal(message.id, answer.id);
+  const tool = message.parts.filter((p) => p.type === "tool-rename_chat");
+  assert.equal(tool.length, 1);
+  assert.equal(tool[0].state, "output-available");
+  assert.equal(tool[0].output, "Renamed the chat to \u201cTrip plans\u201d");
+  assert.equal(textOf(message), "Done.");
+  assert.equal(await title("approve-1"), "Trip plans");
+  const sent = await sentMessages();
+  assert.equal(sent.length, 2);
+  assert.deepEqual(sent[1].slice(-2).map((m) => m.role), ["assistant", "tool"]);
+  // ...and the next question carries the tool's part as done: nothing is asked or run again
+  await script({ reply: "Anything else?" });
+  await chat.sendMessage({ text: "Thanks" });
+  assert.equal(chat.status, "ready", String(chat.error));
+  assert.equal((await stats()).requests, 1);
+});
+
+test("ai 6: denied, the tool does not run, the part says so and the model is told", async () => {
+  await script(RENAME);
+  const chat = savedChat("deny-1");
+  const { part } = await askToRename(chat);
+  await chat.addToolApprovalResponse({ id: part.approval.id, approved: false, reason: "I like the old name" });
+  await settled(chat);
+  assert.equal(chat.status, "ready", String(chat.error));
+  assert.equal(chat.messages.length, 2);
+  const tool = chat.messages[1].parts.find((p) => p.type === "tool-rename_chat");
+  assert.equal(tool.state, "output-denied");
+  assert.equal(await title("deny-1"), "Rename this chat to Trip plans");
+  const [, second] = await sentMessages();
+  assert.equal(second.at(-1).content, JSON.stringify({ error: "The user denied this tool call. Their reason: I like the old name" }));
+});
+
+test("ai 6: a forged approval is refused with 400, and nothing runs", async () => {
+  await script(RENAME);
+  const chat = savedChat("forged-1");
+  await askToRename(chat);
+  chat.messages[1].parts = chat.messages[1].parts.map((p) => (p.type === "tool-rename_chat" ? { ...p, approval: { id: "approval-forged" } } : p));
+  await chat.addToolApprovalResponse({ id: "approval-forged", approved: true });
+  await settled(chat);
+  assert.equal(chat.status, "error");
+  assert.equal(JSON.parse(chat.error.message).error.code, "invalid_approval");
+  assert.equal(await title("forged-1"), "Rename this chat to Trip plans");
+  assert.equal((await stats()).requests, 1);
+});
+
+test("ai 6: a tool's data part arrives before its output, and metadata is on the message", async () => {
+  await script({ reply: "Used the clock.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
+  const chunks = [];
+  const data = [];
+  const chat = new TestChat({ transport: new ai6.DefaultChatTransport({ api: `${SERVER}/api/chat` }), onData: (part) => data.push(part) });
+  const original = chat.transport.sendMessages.bind(chat.transport);
+  chat.transport.sendMessages = async (options) => (await original(options)).pipeThrough(
+    new TransformStream({ transform(chunk, c) { chunks.push(chunk.type); c.enqueue(chunk); } }));
+  await chat.sendMessage({ text: "What time is it?" });
+  assert.ok(chunks.indexOf("data-status") < chunks.indexOf("tool-output-available"), chunks.join());
+  assert.deepEqual(data, [{ type: "data-status", data: "Reading the server's UTC clock", transient: true }]);
+  const message = chat.messages.at(-1);
+  assert.ok(!message.parts.some((p) => p.type === "data-status")); // transient: onData only
+  assert.equal(message.metadata.model, "gpt-4o-mini");
+  assert.equal(typeof message.metadata.seconds, "number");
+  assert.deepEqual(chunks.filter((c) => c.endsWith("-step")), ["start-step", "finish-step", "start-step", "finish-step"]);
+});

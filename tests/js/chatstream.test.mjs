@@ -267,9 +267,11 @@ for (const format of ["ndjson", "sse"]) {
     await script({ reply: "The answer uses the tool.", tool_calls: [{ name: "current_time", arguments: { zone: "UTC" } }] });
     const events = await collect(streamChat(`${SERVER}/api/chat`, { content: "time?" }, { format }));
     const types = events.map((e) => e.type).filter((t, i, all) => !(t === "delta" && all[i - 1] === "delta"));
-    assert.deepEqual(types, ["start", "tool_call", "tool_result", "delta", "done"]); // (how many deltas is the network's)
-    const [, call, result] = events;
+    assert.deepEqual(types, ["start", "tool_call", "data", "tool_result", "delta", "done"]); // (how many deltas is the network's)
+    const [, call, status, result] = events;
     assert.deepEqual([call.name, call.arguments], ["current_time", { zone: "UTC" }]);
+    // what the tool emit()s as it runs, before its result
+    assert.deepEqual(status, { type: "data", name: "status", data: "Reading the server's UTC clock", transient: true });
     assert.equal(result.id, call.id);
     assert.match(result.output, /^\d{4}-\d\d-\d\dT/);
     assert.equal(text(events), "The answer uses the tool.");

@@ -43,7 +43,7 @@ export function AnswerMessage({ text, status, note = "", onRegenerate }: {
   );
 }
 
-export function ToolMessage({ id, name, input, output, error, done }: {
+export function ToolMessage({ id, name, input, output, error, done, denied = false, approval }: {
   id: string;
   name: string;
   input: unknown;
@@ -51,13 +51,30 @@ export function ToolMessage({ id, name, input, output, error, done }: {
   error?: string;
   /** Has the tool answered? (An output may itself be undefined.) */
   done: boolean;
+  /** The user said no to this call. */
+  denied?: boolean;
+  /** The call waits for the user's approval: what Approve and Deny do. */
+  approval?: { onApprove: () => void; onDeny: () => void };
 }) {
-  const result = error !== undefined ? `error: ${error}` : done ? JSON.stringify(output, null, 2) : "";
+  const call = `${name}(${JSON.stringify(input)})`;
+  if (approval) {
+    return (
+      <li className="message tool approval" data-tool-id={id}>
+        <p>The model wants to use a tool: <code>{call}</code></p>
+        <div className="actions">
+          <button type="button" className="approve" onClick={approval.onApprove}>Approve</button>
+          <button type="button" className="deny" onClick={approval.onDeny}>Deny</button>
+        </div>
+      </li>
+    );
+  }
+  const result = denied ? "denied by you" : error !== undefined ? `error: ${error}` : done ? JSON.stringify(output, null, 2) : "";
+  const state = denied ? " (denied)" : error !== undefined ? " (failed)" : done ? "" : " …";
   return (
     <li className="message tool" data-tool-id={id}>
       <details>
-        <summary>Used a tool: {name}{error !== undefined ? " (failed)" : done ? "" : " …"}</summary>
-        <pre>{`${name}(${JSON.stringify(input)})${result ? `\n→ ${result}` : ""}`}</pre>
+        <summary>Used a tool: {name}{state}</summary>
+        <pre>{`${call}${result ? `\n→ ${result}` : ""}`}</pre>
       </details>
     </li>
   );

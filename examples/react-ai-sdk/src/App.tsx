@@ -27,7 +27,7 @@ import {
 export function App() {
   const [current, setCurrent] = useHashId(); // a reload reopens the conversation
   const [chat, setChat] = useState(() => makeChat());
-  const { messages, sendMessage, regenerate, status, error } = useChat({ chat });
+  const { messages, sendMessage, regenerate, status, error, addToolApprovalResponse } = useChat({ chat });
   const [conversations, setConversations] = useState<ConversationSummary[]>([]);
   const [asked, setAsked] = useState(0);
   const busy = status === "submitted" || status === "streaming";
@@ -115,11 +115,18 @@ export function App() {
                 return <ReasoningMessage key={j} text={part.text} thinking={part.state === "streaming"} />;
               }
               if (isToolUIPart(part)) {
+                // A tool that needs approval waits for the user: the answer goes on once they say
+                // (makeChat sends the answer back by itself, sendAutomaticallyWhen).
+                const asking = part.state === "approval-requested" && !busy;
+                const answer = (approved: boolean) => () =>
+                  void addToolApprovalResponse({ id: part.approval!.id, approved });
                 return (
                   <ToolMessage key={part.toolCallId} id={part.toolCallId} name={getToolName(part)} input={part.input}
                     output={part.state === "output-available" ? part.output : undefined}
                     error={part.state === "output-error" ? part.errorText : undefined}
-                    done={part.state === "output-available" || part.state === "output-error"} />
+                    done={part.state === "output-available" || part.state === "output-error"}
+                    denied={part.state === "output-denied"}
+                    approval={asking ? { onApprove: answer(true), onDeny: answer(false) } : undefined} />
                 );
               }
               return null;

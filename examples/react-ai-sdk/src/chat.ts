@@ -7,10 +7,14 @@
 //   poisons the next), and `loadConversation` turns a saved conversation (text, tools, reasoning) back into UIMessages.
 // - Stop. useChat's stop() aborts the request, which a server that finishes answers for readers who
 //   leave (the example app does) takes as a closed tab; so Stop first tells the server, with the
-//   assistant message's id, which is the server's stream id.
+//   stream's id (its X-Chat-Stream-Id header).
+// - Tools that need approval: the answer stops at the call, the page shows Approve and Deny
+//   (addToolApprovalResponse), and once every call is answered the chat sends the answer back by
+//   itself (sendAutomaticallyWhen); the server runs or refuses the call and the answer goes on in
+//   the same message.
 // - Errors in words, from chatstream.js's table of the relay's error codes.
 import { Chat } from "@ai-sdk/react";
-import { DefaultChatTransport, type UIMessage } from "ai";
+import { DefaultChatTransport, lastAssistantMessageIsCompleteWithApprovalResponses, type UIMessage } from "ai";
 import { ChatStreamError, errorText as chatstreamErrorText } from "chatstream";
 import type { ConversationSummary } from "chat-ui";
 
@@ -30,13 +34,23 @@ export function setApiBase(url: string): void {
   apiBase = url.replace(/\/$/, "");
 }
 
+/** Each chat's stream now running, as the server names it (for Stop). */
+const streamIds = new WeakMap<object, string>();
+
 /** A chat; its id is the conversation's on the server (a new one gets a fresh id). */
 export function makeChat(id?: string, messages: ChatMessage[] = []): Chat<ChatMessage> {
-  return new Chat<ChatMessage>({
+  const chat: Chat<ChatMessage> = new Chat<ChatMessage>({
     id,
     messages,
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
     transport: new DefaultChatTransport({
       api: `${apiBase}/chat`,
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        const streamId = response.headers.get("X-Chat-Stream-Id");
+        if (streamId) streamIds.set(chat, streamId);
+        return response;
+      },
       prepareSendMessagesRequest: ({ id, messages, trigger, body }) => ({
         body: {
           ...body,
@@ -48,6 +62,7 @@ export function makeChat(id?: string, messages: ChatMessage[] = []): Chat<ChatMe
       }),
     }),
   });
+  return chat;
 }
 
 /** A conversation as the example app keeps it (GET /api/conversations/<id>). */
@@ -104,8 +119,9 @@ export async function loadConversation(id: string): Promise<ChatMessage[] | null
  * the browser lets go first, or useChat would take the cut for an error. The answer is marked stopped. */
 export async function stopAnswer(chat: Chat<ChatMessage>): Promise<void> {
   const last = chat.messages.at(-1);
-  const told = last?.role === "assistant"
-    ? fetch(`${apiBase}/chat/${encodeURIComponent(last.id)}/stop`, { method: "POST", keepalive: true }).catch(() => {})
+  const streamId = streamIds.get(chat);
+  const told = streamId
+    ? fetch(`${apiBase}/chat/${encodeURIComponent(streamId)}/stop`, { method: "POST", keepalive: true }).catch(() => {})
     : undefined;
   await chat.stop();
   await told;
