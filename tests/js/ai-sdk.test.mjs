@@ -316,3 +316,40 @@ test("ai 6: a tool's data part arrives before its output, and metadata is on the
   assert.equal(typeof message.metadata.seconds, "number");
   assert.deepEqual(chunks.filter((c) => c.endsWith("-step")), ["start-step", "finish-step", "start-step", "finish-step"]);
 });
+
+test("ai 6: Stop works on a continuation: the stream the approval started is the one stopped", async () => {
+  await script({ ...RENAME, reply: "one two three four five", hold_after: 2 });
+  let streamId;
+  const chat = new TestChat({
+    id: "stop-1",
+    transport: new ai6.DefaultChatTransport({
+      api: `${SERVER}/api/chat`,
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        streamId = response.headers.get("X-Chat-Stream-Id"); // what the React example's Stop uses
+        return response;
+      },
+      prepareSendMessagesRequest: ({ id, messages, body }) => ({ body: { ...body, id, conversation_id: id, messages: messages.slice(-1) } }),
+    }),
+    sendAutomaticallyWhen: ai6.lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
+  const { answer, part } = await askToRename(chat);
+  const first = streamId;
+  const original = chat.transport.sendMessages.bind(chat.transport);
+  chat.transport.sendMessages = async (options) => (await original(options)).pipeThrough(new TransformStream({
+    transform(chunk, c) {
+      if (chunk.type === "text-delta") fetch(`${SERVER}/api/chat/${streamId}/stop`, { method: "POST" });
+      c.enqueue(chunk);
+    },
+  }));
+  await chat.addToolApprovalResponse({ id: part.approval.id, approved: true });
+  await settled(chat);
+  assert.notEqual(streamId, first);
+  assert.equal(chat.status, "ready", String(chat.error));
+  assert.equal(chat.messages.length, 2);
+  assert.equal(chat.messages[1].id, answer.id);
+  assert.match(textOf(chat.messages[1]), /^one/);
+  assert.doesNotMatch(textOf(chat.messages[1]), /five/);
+  const after = await waitFor((s) => s.open === 0);
+  assert.deepEqual([after.cancelled, after.finished], [1, 1]); // the first request finished; the second was stopped
+});
