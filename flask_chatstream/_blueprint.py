@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ContextManager, TypeVar, overload
 
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
@@ -40,7 +40,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import ClosingIterator
 
-from ._approvals import approval_key, decide, go_on, verdicts_in
+from ._approvals import ApprovalKey, approval_key, decide, go_on, verdicts_in
 from ._chat import ChatRequest, ChatResult
 from ._cli import cli
 from ._config import ConfigError, Options, Settings, resolve
@@ -71,9 +71,9 @@ from ._resume.replay import Replay
 from ._resume.sqlite import HostJournal, HostLimit, HostStore, open_store
 from ._sockets import fileno_of
 from ._stream.after_leave import FinishingLimit
+from ._stream.generation import Prelude
 from ._stream.limits import StreamLimit, nothing
 from ._stream.registry import STREAMS
-from ._stream.generation import Prelude
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
@@ -484,22 +484,13 @@ def _stream() -> Response:
     owner = state.client_key()
     release = state.limit.acquire(owner)
     tools = state.blueprint.tools
-    if tools:
-        chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
     key = approval_key(current_app, tools)
     context = request_ctx.copy().copy if tools else None
-    emitted = Emitted()
     try:
-        decided = decide(verdicts_in(chat.body), chat, tools, key)  # a forged approval: 400, before the hooks
-        with emitting_to(emitted.add):
-            chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
-        check_tool_history(chat)
-        chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
-                           max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add)
+        chat, prelude = _before_upstream(state, chat, key, context)
     except BaseException:
         release()
         raise
-    prelude = Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
     # From here on after_stream runs once, whatever happens.
     stream_id = uuid.uuid4().hex
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -553,6 +544,24 @@ def _stream() -> Response:
     response = _StreamResponse(relay, content_type=fmt.mimetype, headers=headers, direct_passthrough=True)
     response.relay = relay
     return response
+
+
+def _before_upstream(state: _State, chat: ChatRequest, key: ApprovalKey | None,
+                     context: Callable[[], ContextManager[object]] | None) -> tuple[ChatRequest, Prelude]:
+    """All that may refuse a valid request before the model is asked: the approvals it answers (a
+    forged one before the hooks), the host's hooks, the tool history, then the approved calls run.
+    The request the model gets, and what the answer starts with."""
+    tools, settings = state.blueprint.tools, state.settings
+    if tools:
+        chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
+    emitted = Emitted()
+    decided = decide(verdicts_in(chat.body), chat, tools, key)
+    with emitting_to(emitted.add):
+        chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
+    check_tool_history(chat)
+    chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
+                       max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add)
+    return chat, Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
