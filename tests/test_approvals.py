@@ -27,7 +27,7 @@ def said(messages: list[dict[str, Any]]) -> str:
     return " | ".join(m["content"] for m in messages if m["role"] == "tool") or "nothing to report"
 
 
-def approval_app(upstream: StandInServer, config: dict[str, Any] | None = None
+def approval_app(upstream: StandInServer, config: dict[str, Any] | None = None, api: str = "chat"
                  ) -> tuple[Flask, list[str], list[ChatResult]]:
     """An app with a tool that needs approval (it records what it deleted) and one that does not."""
     from flask_chatstream import create_blueprint
@@ -35,7 +35,7 @@ def approval_app(upstream: StandInServer, config: dict[str, Any] | None = None
     upstream.script = Script(reply=said, tool_calls=[CALL])
     app = Flask(__name__)
     app.config.update({"SECRET_KEY": SECRET, **(config or {})})
-    blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_retries=0, first_event_wait=0.2)
+    blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url, max_retries=0, first_event_wait=0.2, api=api)
     deleted: list[str] = []
     results: list[ChatResult] = []
     blueprint.after_stream(results.append)
@@ -93,6 +93,16 @@ def test_approved_the_tool_runs_and_the_answer_goes_on(upstream: StandInServer, 
     assert answer_of(events) == "deleted notes.txt" and deleted == ["notes.txt"]
     assert upstream.stats.bodies[-1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_del", "content": "deleted notes.txt"}
     assert [(c.name, c.output) for c in results[1].tool_calls] == [("delete_file", "deleted notes.txt")]
+
+
+def test_on_the_responses_api_the_call_and_its_result_go_as_items(upstream: StandInServer) -> None:
+    app, deleted, _ = approval_app(upstream, api="responses")
+    messages, approval = asked_for_approval(app)
+    response = post(app, {"messages": messages, "approvals": [{"approval_id": approval["approval_id"], "approved": True}]})
+    assert answer_of(events_of("ndjson", response.data)) == "deleted notes.txt" and deleted == ["notes.txt"]
+    items = upstream.stats.bodies[-1]["input"]
+    assert [item.get("type") for item in items[-2:]] == ["function_call", "function_call_output"]
+    assert items[-1] == {"type": "function_call_output", "call_id": "call_del", "output": "deleted notes.txt"}
 
 
 def test_denied_the_tool_does_not_run_and_the_model_is_told(upstream: StandInServer) -> None:
