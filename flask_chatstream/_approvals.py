@@ -31,7 +31,7 @@ from itsdangerous import Signer
 from ._chat import ChatRequest, ToolCall
 from ._emit import Sink
 from ._errors import RequestError
-from ._tools import DENIED, Tool, ToolRun, parsed_arguments, run_calls
+from ._tools import DENIED, Report, Tool, ToolRun, parsed_arguments, run_calls
 
 
 class ApprovalKey:
@@ -165,7 +165,7 @@ def _open_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
 
 def go_on(chat: ChatRequest, decided: Sequence[tuple[ToolCall, Verdict]], tools: Mapping[str, Tool], *,
           timeout: float, max_output_chars: int, context: Callable[[], ContextManager[object]] | None,
-          sink: Sink | None) -> tuple[ChatRequest, list[ToolRun]]:
+          sink: Sink | None, report: Report | None = None) -> tuple[ChatRequest, list[ToolRun]]:
     """Before the model is asked: run the approved calls (at once, as a turn's calls run) and refuse the
     denied. The request with their results added, and the results."""
     if not decided:
@@ -176,7 +176,8 @@ def go_on(chat: ChatRequest, decided: Sequence[tuple[ToolCall, Verdict]], tools:
             raise RequestError(f"The conversation calls a tool that is not offered here: {call.name!r}.",
                                code="unknown_tool")
     ran = {run.call.id: run for run in run_calls(tools, approved, chat, timeout, max_output_chars,
-                                                 stopped=lambda: False, context=context, sink=sink)} if approved else {}
+                                                 stopped=lambda: False, context=context, sink=sink,
+                                                 report=report)} if approved else {}
     runs = [ran[call.id] if verdict.approved else denied(call, verdict) for call, verdict in decided]
     return dataclasses.replace(chat, messages=[*chat.messages, *(run.message() for run in runs)]), runs
 

@@ -63,6 +63,7 @@ from ._hooks import (
     MessageMetadataHooks,
     run_before_upstream,
 )
+from ._observe import Observer, observer
 from ._request.body import read_body
 from ._request.chat import check_content_type, check_tool_history, choose_format, parse_chat_request
 from ._request.uimessages import continued_message, is_ui_body
@@ -94,6 +95,8 @@ HOST_FILE = "chatstream.sqlite3"
 CLIENT_SCRIPT = Path(__file__).with_name("static") / "chatstream.js"
 RELAY_KEY = "chatstream.relay"
 BODY_KEY = "chatstream.body"
+STARTED_KEY = "chatstream.started"
+"""When the chat request started (``time.monotonic()``, as its body began to be read): durations count from here."""
 
 STREAM_HEADERS = {
     # no-transform asks proxies and middleware not to compress (and so buffer) the body.
@@ -229,6 +232,8 @@ class _State:
     """Without Redis: what the workers of this machine share (stops, for every stream)."""
     finishing: FinishingLimit
     """Its streams that read on for clients that left."""
+    observer: Observer
+    """What hears of its streams: metrics, traces (``_observe``)."""
 
     def may_read(self, stream_id: str, owner: str) -> bool:
         decide = self.blueprint.may_resume_func
@@ -322,9 +327,11 @@ def create_blueprint(
         settings = resolve(options, state.app.config, os.environ, key)
         approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
         limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
+        upstream, observe = Upstream(settings, client), observer(settings)
+        upstream.on_retry = observe.retried
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, Upstream(settings, client), limit, limit.sibling(settings.max_readers_per_stream), client_key,
-            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams)
+            settings, upstream, limit, limit.sibling(settings.max_readers_per_stream), client_key,
+            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams), observe
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -377,6 +384,7 @@ def _body(state: _State) -> tuple[bytes, socket.socket | None]:
     """What is checked before the body, then the body, once per request, and the client's socket."""
     found: tuple[bytes, socket.socket | None] | None = request.environ.get(BODY_KEY)
     if found is None:
+        request.environ[STARTED_KEY] = time.monotonic()
         if request.args.get("format") is not None:
             choose_format(request.args.get("format"), request.accept_mimetypes)  # a bad one: 400 before the body
         check_content_type(request.mimetype)
@@ -494,9 +502,11 @@ def _stream() -> Response:
     # From here on after_stream runs once, whatever happens.
     stream_id = uuid.uuid4().hex
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    after = AfterStreamHooks(app, state.blueprint.after_stream_funcs)
+    state.observer.started(fmt.name)
+    after = AfterStreamHooks(app, state.blueprint.after_stream_funcs,
+                             observe=lambda result: state.observer.ended(result, fmt.name))
     metadata = state.blueprint.message_metadata_funcs
-    started, started_at = time.monotonic(), datetime.now(timezone.utc)
+    started, started_at = request.environ.get(STARTED_KEY, time.monotonic()), datetime.now(timezone.utc)
     opening = Cancel()
     hangup = Hangup(fileno_of(client), lambda: opening.cancel("client_left"))
     WATCHDOG.watch(hangup)  # a gateway may hold the head until the first token: the client may leave first
@@ -528,7 +538,7 @@ def _stream() -> Response:
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=context, finishing=state.finishing,
                   metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key,
-                  prelude=prelude)
+                  prelude=prelude, observer=state.observer, started=started)
 
     try:
         relay.prime(settings.first_event_wait)
@@ -560,7 +570,8 @@ def _before_upstream(state: _State, chat: ChatRequest, key: ApprovalKey | None,
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
     check_tool_history(chat)
     chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
-                       max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add)
+                       max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
+                       report=state.observer.tool_ran)
     return chat, Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
 
 

@@ -79,6 +79,9 @@ class ChatResult:
     started_at: datetime | None = None
     duration: float = 0.0
     """Seconds from the start of the request to the end of the stream."""
+    first_token: float | None = None
+    """Seconds from the start of the request to the answer's first token (text, reasoning, a refusal
+    or a tool call); None if none came."""
     completion_id: str | None = None
     """The upstream's own id for the answer's first model call (``chatcmpl-...``, or ``resp_...``)."""
     response_id: str | None = None

@@ -55,6 +55,8 @@ class Options(TypedDict, total=False):
     max_tool_output_chars: int
     max_readers_per_stream: int
     relay_reasoning: bool
+    metrics: bool
+    tracing: bool
     adjust_httpcore: bool
     resumable: bool
     redis_url: str | None
@@ -122,6 +124,12 @@ class Settings:
     relay_reasoning: bool = True
     """Send a reasoning model's streamed thinking to clients (``reasoning`` events); it always reaches
     ``after_stream``."""
+    metrics: bool = True
+    """Count streams, tokens, errors and tool calls in Prometheus metrics, when ``prometheus_client`` is
+    installed (``pip install 'flask-chatstream[metrics]'``)."""
+    tracing: bool = True
+    """OpenTelemetry spans and metrics in the GenAI conventions, when ``opentelemetry-api`` is installed
+    (a no-op unless the host configures an SDK)."""
     adjust_httpcore: bool = False
     """With a ``client=`` under gevent: fit httpcore to gevent (fair locks for HTTP/2 connections, the
     OS's poll for the idle-connection check). It changes httpcore for the whole process, so it is
@@ -292,6 +300,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_tool_output_chars": _positive_int,
     "max_readers_per_stream": _positive_int,
     "relay_reasoning": _flag,
+    "metrics": _flag,
+    "tracing": _flag,
     "adjust_httpcore": _flag,
     "resumable": _flag,
     "redis_url": _redis_url,

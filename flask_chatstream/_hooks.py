@@ -52,17 +52,25 @@ def run_before_upstream(hooks: Sequence[BeforeUpstream], chat: ChatRequest) -> C
 class AfterStreamHooks:
     """Runs the ``after_stream`` hooks for one stream, once, in an app context of ``app``."""
 
-    __slots__ = ("_app", "_hooks", "_ran")
+    __slots__ = ("_app", "_hooks", "_ran", "_observe")
 
-    def __init__(self, app: Flask, hooks: Sequence[AfterStream]) -> None:
+    def __init__(self, app: Flask, hooks: Sequence[AfterStream],
+                 observe: Callable[[ChatResult], None] | None = None) -> None:
         self._app = app
         self._hooks = hooks
         self._ran = False
+        self._observe = observe
+        """Told of the result first (the observer's ``ended``): metrics and traces."""
 
     def __call__(self, result: ChatResult) -> None:
         if self._ran:
             return
         self._ran = True
+        if self._observe is not None:
+            try:
+                self._observe(result)
+            except Exception:
+                log.exception("observing stream %s failed", result.id)
         if not self._hooks:
             return
         with self._app.app_context():

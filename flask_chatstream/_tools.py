@@ -201,14 +201,21 @@ def parsed_arguments(text: str) -> Any:
         return text
 
 
+Report = Callable[[ToolRun, str, float, float], None]
+"""Told of each call that ended: its run, ``ok``/``error``/``timeout``, and its start and end (``time.time()``)."""
+
+
 class Calls:
     """One turn's calls, running at once, each in a thread of its own (a greenlet under gevent), inside
     ``context()`` (a fresh one per call) and sending what it emits to ``sink``."""
 
     def __init__(self, tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, *, timeout: float,
                  max_output_chars: int, context: Callable[[], ContextManager[object]] | None = None,
-                 sink: Sink | None = None) -> None:
+                 sink: Sink | None = None, report: Report | None = None) -> None:
         self.calls = calls
+        self._report = report
+        self._started = time.time()
+        self._ended_at: list[float | None] = [None] * len(calls)
         self._runs: list[ToolRun | None] = [None] * len(calls)
         self._timeout = timeout
         self._deadline = time.monotonic() + timeout
@@ -223,6 +230,7 @@ class Calls:
                 with emitting_to(sink), context() if context is not None else contextlib.nullcontext():
                     self._runs[index] = _capped(_run_one(tools[call.name], call, chat), max_output_chars)
             finally:
+                self._ended_at[index] = time.time()
                 with self._lock:
                     self._left -= 1
                     if not self._left:
@@ -242,21 +250,27 @@ class Calls:
         results: list[ToolRun] = []
         for index, call in enumerate(self.calls):
             result = self._runs[index]
+            outcome = "ok" if result is not None and result.error is None else "error"
             if result is None:
                 if not stopped:
                     log.warning("tool %s (call %s) did not finish within tool_timeout (%ss)", call.name, call.id,
                                 self._timeout)
                 result = ToolRun(call, parsed_arguments(call.arguments),
                                  error=f"The tool did not finish within {self._timeout:g} seconds.")
+                outcome = "timeout"
+            if self._report is not None and not stopped:
+                self._report(result, outcome, self._started, self._ended_at[index] or time.time())
             results.append(result)
         return results
 
 
 def run_calls(tools: Mapping[str, Tool], calls: Sequence[ToolCall], chat: ChatRequest, timeout: float,
               max_output_chars: int, stopped: Callable[[], bool],
-              context: Callable[[], ContextManager[object]] | None = None, sink: Sink | None = None) -> list[ToolRun]:
+              context: Callable[[], ContextManager[object]] | None = None, sink: Sink | None = None,
+              report: Report | None = None) -> list[ToolRun]:
     """Run one turn's calls at once, until they end, ``tool_timeout`` passes or ``stopped()``: their results."""
-    running = Calls(tools, calls, chat, timeout=timeout, max_output_chars=max_output_chars, context=context, sink=sink)
+    running = Calls(tools, calls, chat, timeout=timeout, max_output_chars=max_output_chars, context=context, sink=sink,
+                    report=report)
     while not running.wait(0.2) and not stopped():
         pass
     return running.results(stopped=stopped())

@@ -5,7 +5,8 @@
 
 Environment: PORT (8000), HOST (127.0.0.1; use 0.0.0.0 in a container),
 WEB_CONCURRENCY (workers, default one per CPU), WORKER_CONNECTIONS (4000),
-GRACEFUL_TIMEOUT (120 s), LOG_LEVEL (info).
+GRACEFUL_TIMEOUT (120 s), LOG_LEVEL (info). With PROMETHEUS_MULTIPROC_DIR set, a worker that
+exits has its metric files marked dead (its live gauges stop counting).
 
 To change more, write your own file that starts with ``from flask_chatstream.gunicorn import *``.
 """
@@ -16,7 +17,7 @@ import multiprocessing
 import os
 
 __all__ = [
-    "bind", "control_socket_disable", "errorlog", "graceful_timeout", "keepalive", "loglevel",
+    "bind", "child_exit", "control_socket_disable", "errorlog", "graceful_timeout", "keepalive", "loglevel",
     "post_worker_init", "preload_app", "timeout", "worker_class", "worker_connections", "workers",
 ]
 
@@ -53,3 +54,11 @@ def post_worker_init(worker: object) -> None:
     from ._warmup import warm_up
 
     warm_up()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker exited: in Prometheus multiprocess mode, its live gauges (open streams) stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined,no-untyped-call]

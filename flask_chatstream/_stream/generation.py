@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
+from .._observe import NOTHING, Observer
 from .._tools import Tool, ToolRun
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
 from .._upstream.transport import Cancel
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
+
+TOKENS = ("delta", "reasoning", "refusal", "tool_call")
+"""The events that carry what the model said: the first one is its first token."""
 
 TURN_WAIT = 0.2
 """How long one step of a turn of tools waits for them, before what they emitted meanwhile goes out."""
@@ -62,7 +66,7 @@ class Generation:
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
                  context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
                  gone: Callable[[], bool], lock: threading.Lock, approval_key: ApprovalKey | None = None,
-                 prelude: Prelude = Prelude()) -> None:
+                 prelude: Prelude = Prelude(), observer: Observer = NOTHING) -> None:
         self.stream = stream
         self.request = request
         self._fmt = fmt
@@ -82,11 +86,13 @@ class Generation:
         self._message_id = prelude.message_id
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
-                              context=context)
+                              context=context, report=observer.tool_ran)
         self.reader = Reader(iter(stream), stream.ready)
         self.error: ChatStreamError | None = None
         self.visible = False
         """Has an event reached the relay that the client needs, beyond ``start``?"""
+        self.first_token_at: float | None = None
+        """When the model's first token reached the relay (``time.monotonic()``)."""
         self.last_event = time.monotonic()
         """When the upstream last sent a data event (comments do not count), or a turn of tools ended."""
         self._start_metadata: dict[str, Any] | None = None
@@ -164,8 +170,10 @@ class Generation:
                         "Ask for application/x-ndjson or text/event-stream.", code="tool_calls_need_events")
                     events = events[:i]
                     break
-        if not self.visible:
-            self.visible = any(event["type"] != "start" for event in events)
+        if self.first_token_at is None:
+            self.visible = self.visible or any(event["type"] != "start" for event in events)
+            if any(event["type"] in TOKENS for event in events):
+                self.first_token_at = time.monotonic()
         if self._end_metadata is not None or self._message_id is not None:
             self._decorate(events)
         return self._encoder(self.record(events)) if events else b""
@@ -261,13 +269,13 @@ class Generation:
     # -- the result ------------------------------------------------------------------------------
 
     def result(self, *, stream_id: str, outcome: str, delivered: bool, started_at: datetime,
-               duration: float) -> ChatResult:
+               duration: float, first_token: float | None) -> ChatResult:
         answer = self.answer
         return ChatResult(
             id=stream_id, request=self.request or NO_REQUEST, outcome=outcome, text=answer.text,
             refusal=answer.refusal, reasoning=answer.reasoning, tool_calls=answer.tool_calls,
             finish_reason=answer.finish_reason, usage=answer.usage, error=self.error, delivered=delivered,
-            started_at=started_at, duration=duration, completion_id=answer.completion_id,
+            started_at=started_at, duration=duration, first_token=first_token, completion_id=answer.completion_id,
             response_id=answer.response_id,
         )
 

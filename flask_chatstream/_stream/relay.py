@@ -30,6 +30,7 @@ from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, StreamAborted, StreamEnded
 from .._hooks import MessageMetadataHooks
+from .._observe import NOTHING, Observer
 from .._tools import Tool
 from .._upstream.client import UpstreamStream
 from .._upstream.transport import Cancel
@@ -62,7 +63,8 @@ class Relay:
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
                  recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
                  finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None,
-                 approval_key: ApprovalKey | None = None, prelude: Prelude = Prelude()) -> None:
+                 approval_key: ApprovalKey | None = None, prelude: Prelude = Prelude(),
+                 observer: Observer = NOTHING, started: float | None = None) -> None:
         self.fmt = fmt
         self.id = stream_id
         self.on_close = on_close
@@ -72,7 +74,7 @@ class Relay:
         self.life = Life()
         self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
                               reopen=reopen, context=context, recording=recording, gone=self._gone,
-                              lock=self.life.lock, approval_key=approval_key, prelude=prelude)
+                              lock=self.life.lock, approval_key=approval_key, prelude=prelude, observer=observer)
         if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
             self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
         self._recording = recording
@@ -80,7 +82,8 @@ class Relay:
         self.client = ClientSide(client, ping=fmt.ping, heartbeat=settings.heartbeat,
                                  send_timeout=settings.send_timeout)
         self.started_at = datetime.now(timezone.utc)
-        self.started = time.monotonic()
+        self.started = started if started is not None else time.monotonic()
+        """When the request started (the view's clock): durations count from here."""
         self.ended = 0.0
         self._pending = b""
         self._drain_on_close = False
@@ -283,8 +286,10 @@ class Relay:
         return self.life.stop_reason if self.life.stop_reason in GONE else "client_left"
 
     def result(self) -> ChatResult:
+        first = self.gen.first_token_at
         return self.gen.result(stream_id=self.id, outcome=self._outcome(), delivered=self._delivered,
-                               started_at=self.started_at, duration=(self.ended or time.monotonic()) - self.started)
+                               started_at=self.started_at, duration=(self.ended or time.monotonic()) - self.started,
+                               first_token=first - self.started if first is not None else None)
 
     # -- what stops it from outside -------------------------------------------------------------
 

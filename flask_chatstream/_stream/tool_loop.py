@@ -13,7 +13,7 @@ from typing import ContextManager
 
 from .._chat import ChatRequest
 from .._emit import Emitted
-from .._tools import Calls, Tool
+from .._tools import Calls, Report, Tool
 from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
 from .._wire.answer import Answer
@@ -28,7 +28,7 @@ class ToolLoop:
     def __init__(self, tools: Mapping[str, Tool], request: ChatRequest | None, *, timeout: float,
                  max_output_chars: int, gone: Callable[[], bool],
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
-                 context: Callable[[], ContextManager[object]] | None) -> None:
+                 context: Callable[[], ContextManager[object]] | None, report: Report | None = None) -> None:
         self.tools = tools
         self.request = request or NO_REQUEST
         """The request of the current model call: the first one's, then with the tool turns added."""
@@ -45,6 +45,8 @@ class ToolLoop:
         """What each tool call runs inside: a copy of the request's Flask context."""
         self._opening: Cancel | None = None
         """The next model call's request while it waits for its head: a stop cancels it."""
+        self._report = report
+        """Told of each call that ended (the observer's ``tool_ran``)."""
         self._calls: Calls | None = None
         self._emitted = Emitted()
 
@@ -56,7 +58,7 @@ class ToolLoop:
             self.running = True
             self._calls = Calls(self.tools, answer.turn or [], self.request, timeout=self._timeout,
                                 max_output_chars=self._max_output_chars, context=self._context,
-                                sink=self._emitted.add)
+                                sink=self._emitted.add, report=self._report)
         ended = self._calls.wait(wait)
         if self._gone():
             self._calls, self.running = None, False

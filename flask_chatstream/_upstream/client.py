@@ -18,7 +18,7 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -109,6 +109,8 @@ class Upstream:
         else:
             self.max_retries = client.max_retries
         self.client = client
+        self.on_retry: Callable[[], None] | None = None
+        """Told of each retry (the observer's ``retried``)."""
         # Retries are ours (see open), so the SDK's own are off.
         sdk = client.with_options(max_retries=0)
         self._creates: dict[str, Any] = {"chat": sdk.chat.completions.with_streaming_response.create,
@@ -168,6 +170,8 @@ class Upstream:
                 raise error from None
             attempt += 1
             log.info("upstream: %s, retry %d of %d in %.2fs", error.code, attempt, self.max_retries, wait)
+            if self.on_retry is not None:
+                self.on_retry()
             _sleep(wait, cancel)
             waited += wait
 

@@ -1,0 +1,93 @@
+"""Prometheus metrics, through ``prometheus_client``, in its default registry.
+
+Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` (an empty folder) before the
+workers start: each worker then writes its values there, a ``MultiProcessCollector`` sums them for a
+scrape, and the package's gunicorn settings mark a dead worker's files (``child_exit``), so its open
+streams leave ``chatstream_streams_active``.
+
+Label values are bounded: formats and outcomes are ours, ``model`` is the model the relay asked for
+(one of ``allowed_models``, or what a hook chose), ``code`` one of our error codes, ``tool`` one of the
+blueprint's tools.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .._errors import UpstreamError
+from . import Observer
+
+if TYPE_CHECKING:
+    from .._chat import ChatResult
+    from .._tools import ToolRun
+
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0)
+"""Seconds to the first token: a fast model answers in well under a second, a reasoning model may think for a minute."""
+DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+OUTCOMES = ("done", "error", "client_left", "client_stalled", "stopped")
+
+
+class _Metrics:
+    """The metrics, made once per process: a registry takes each name once."""
+
+    def __init__(self) -> None:
+        self.streams = Counter("chatstream_streams", "Chats that passed validation, by how they ended.",
+                               ["format", "model", "outcome"])
+        self.active = Gauge("chatstream_streams_active", "Streams open now.", ["format"], multiprocess_mode="livesum")
+        self.ttft = Histogram("chatstream_time_to_first_token_seconds",
+                              "Seconds from the request to the answer's first token.", ["model"],
+                              buckets=TTFT_BUCKETS)
+        self.duration = Histogram("chatstream_stream_duration_seconds", "Seconds from the request to the stream's end.",
+                                  ["model", "outcome"], buckets=DURATION_BUCKETS)
+        self.tokens = Counter("chatstream_tokens", "Tokens the upstream counted, input and output.", ["model", "type"])
+        self.upstream_errors = Counter("chatstream_upstream_errors", "Chats the upstream failed, once per chat, by code.",
+                                       ["code"])
+        self.retries = Counter("chatstream_upstream_retries", "Upstream attempts made again after a failure.")
+        self.tool_calls = Counter("chatstream_tool_calls", "Server-side tool calls, by how they ended.",
+                                  ["tool", "outcome"])
+
+
+_made: _Metrics | None = None
+_lock = threading.Lock()
+
+
+def metrics() -> _Metrics:
+    global _made
+    with _lock:
+        if _made is None:
+            _made = _Metrics()
+        return _made
+
+
+class PrometheusObserver(Observer):
+    def __init__(self) -> None:
+        self._m = metrics()
+
+    def started(self, fmt: str) -> None:
+        self._m.active.labels(fmt).inc()
+
+    def ended(self, result: ChatResult, fmt: str) -> None:
+        m = self._m
+        model = result.request.model
+        outcome = result.outcome if result.outcome in OUTCOMES else "error"
+        m.active.labels(fmt).dec()
+        m.streams.labels(fmt, model, outcome).inc()
+        m.duration.labels(model, outcome).observe(result.duration)
+        if result.first_token is not None:
+            m.ttft.labels(model).observe(result.first_token)
+        usage = result.usage or {}
+        for kind, names in (("input", ("prompt_tokens", "input_tokens")), ("output", ("completion_tokens", "output_tokens"))):
+            count = next((usage[n] for n in names if isinstance(usage.get(n), int)), None)
+            if count:
+                m.tokens.labels(model, kind).inc(count)
+        if isinstance(result.error, UpstreamError):
+            m.upstream_errors.labels(result.error.code).inc()
+
+    def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
+        self._m.tool_calls.labels(run.call.name, outcome).inc()
+
+    def retried(self) -> None:
+        self._m.retries.inc()
