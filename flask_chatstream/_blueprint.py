@@ -78,7 +78,7 @@ from ._stream.registry import STREAMS
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
-from ._tools import Tool, make_tool, tool_name
+from ._tools import Report, Tool, ToolRun, make_tool, tool_name
 from ._upstream.client import Stopped, Upstream, check_client
 from ._upstream.transport import Cancel
 from ._wire.encoders import UI, Format
@@ -494,22 +494,25 @@ def _stream() -> Response:
     tools = state.blueprint.tools
     key = approval_key(current_app, tools)
     context = request_ctx.copy().copy if tools else None
+    ran: list[tuple[ToolRun, str, float, float]] = []
     try:
-        chat, prelude = _before_upstream(state, chat, key, context)
+        chat, prelude = _before_upstream(state, chat, key, context, lambda *run: ran.append(run))
     except BaseException:
         release()
         raise
     # From here on after_stream runs once, whatever happens.
     stream_id = uuid.uuid4().hex
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    state.observer.started(fmt.name)
-    after = AfterStreamHooks(app, state.blueprint.after_stream_funcs,
-                             observe=lambda result: state.observer.ended(result, fmt.name))
+    watch = state.observer.stream(fmt.name, chat)
+    for run in ran:
+        watch.tool_ran(*run)  # the calls the request approved
+    after = AfterStreamHooks(app, state.blueprint.after_stream_funcs, observe=watch.ended)
     metadata = state.blueprint.message_metadata_funcs
     started, started_at = request.environ.get(STARTED_KEY, time.monotonic()), datetime.now(timezone.utc)
     opening = Cancel()
     hangup = Hangup(fileno_of(client), lambda: opening.cancel("client_left"))
     WATCHDOG.watch(hangup)  # a gateway may hold the head until the first token: the client may leave first
+    asked = time.time()
     try:
         stream = state.upstream.open(chat, opening)
     except ChatStreamError as error:
@@ -538,7 +541,7 @@ def _stream() -> Response:
                   on_close=release, on_end=after, tools=_offered(tools, chat), reopen=state.upstream.open,
                   recording=recording, context=context, finishing=state.finishing,
                   metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key,
-                  prelude=prelude, observer=state.observer, started=started)
+                  prelude=prelude, watch=watch, started=started, asked=asked)
 
     try:
         relay.prime(settings.first_event_wait)
@@ -557,7 +560,8 @@ def _stream() -> Response:
 
 
 def _before_upstream(state: _State, chat: ChatRequest, key: ApprovalKey | None,
-                     context: Callable[[], ContextManager[object]] | None) -> tuple[ChatRequest, Prelude]:
+                     context: Callable[[], ContextManager[object]] | None, report: Report
+                     ) -> tuple[ChatRequest, Prelude]:
     """All that may refuse a valid request before the model is asked: the approvals it answers (a
     forged one before the hooks), the host's hooks, the tool history, then the approved calls run.
     The request the model gets, and what the answer starts with."""
@@ -571,7 +575,7 @@ def _before_upstream(state: _State, chat: ChatRequest, key: ApprovalKey | None,
     check_tool_history(chat)
     chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
                        max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
-                       report=state.observer.tool_ran)
+                       report=report)
     return chat, Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
 
 

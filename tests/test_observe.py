@@ -150,3 +150,145 @@ def read_until_socket(sock: socket.socket, needle: bytes) -> bytes:
         assert piece, seen
         seen += piece
     return seen
+
+
+# ---- OpenTelemetry, with the real SDK's in-memory exporters ---------------------------------------------
+
+
+class Otel:
+    """The SDK, set up once for the process (a provider can be set only once), exporting to memory."""
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        self.spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        trace.set_tracer_provider(provider)
+        self.reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
+
+    def points(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        return [point for resource in (data.resource_metrics if data else []) for scope in resource.scope_metrics
+                for metric in scope.metrics if metric.name == name for point in metric.data.data_points]
+
+
+_otel: Otel | None = None
+
+
+@pytest.fixture
+def otel() -> Otel:
+    global _otel
+    if _otel is None:
+        _otel = Otel()
+    _otel.spans.clear()
+    return _otel
+
+
+def instrumented(upstream: StandInServer, **options: Any) -> Any:
+    """An app as a host that traces runs it: Flask instrumented by opentelemetry-instrumentation-flask."""
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app, blueprint, results = hooked_app(upstream, **options)
+    FlaskInstrumentor().instrument_app(app)
+    return app, blueprint, results
+
+
+def test_spans_of_a_tool_loop_share_the_flask_requests_trace(upstream: StandInServer, otel: Otel) -> None:
+    app, blueprint, _ = instrumented(upstream)
+    blueprint.tool(lambda a, b: a + b, name="add", description="Add.")
+    upstream.script = Script(reply=lambda messages: f"it is {messages[-1]['content']}",
+                             tool_calls=[{"id": "call_a", "name": "add", "arguments": {"a": 2, "b": 3}}])
+    body = {"id": "chat-7", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "2+3?"}]}]}
+    response = app.test_client().post("/api/chat?format=ndjson", json=body, buffered=True)
+    assert response.status_code == 200
+    spans = {span.name: span for span in otel.spans.get_finished_spans()}
+    request = next(span for name, span in spans.items() if name.startswith("POST"))
+    chats = [span for span in otel.spans.get_finished_spans() if span.name == "chat gpt-4o-mini"]
+    tool = spans["execute_tool add"]
+    assert len(chats) == 2  # the call that asked for the tool, and the answer after it
+    for span in [*chats, tool]:
+        assert span.context.trace_id == request.context.trace_id and span.parent.span_id == request.context.span_id
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    first, second = sorted(chats, key=lambda s: s.start_time)
+    assert first.kind == SpanKind.CLIENT and first.status.status_code == StatusCode.UNSET
+    assert dict(first.attributes) == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.max_tokens": 4096, "gen_ai.conversation.id": "chat-7",
+        "gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.id": first.attributes["gen_ai.response.id"],
+        "gen_ai.response.finish_reasons": ("tool_calls",), "gen_ai.usage.input_tokens": 1,
+        "gen_ai.usage.output_tokens": 1}
+    assert second.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert first.attributes["gen_ai.response.id"] != second.attributes["gen_ai.response.id"]
+    assert first.end_time <= tool.start_time <= tool.end_time <= second.start_time  # in the order they ran
+    assert dict(tool.attributes) == {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add",
+                                     "gen_ai.tool.call.id": "call_a", "gen_ai.tool.type": "function"}
+    assert "2+3" not in json.dumps([dict(s.attributes) for s in otel.spans.get_finished_spans()])  # no contents
+    usage = {p.attributes["gen_ai.token.type"]: p for p in otel.points("gen_ai.client.token.usage")
+             if p.attributes.get("gen_ai.request.model") == "gpt-4o-mini"}
+    assert set(usage) == {"input", "output"}
+    assert otel.points("gen_ai.client.operation.duration") and otel.points("gen_ai.client.operation.time_to_first_chunk")
+
+
+def test_a_refused_call_is_one_span_with_its_error(upstream: StandInServer, otel: Otel) -> None:
+    app, _, _ = instrumented(upstream)
+    upstream.script = Script(status=429)
+    assert app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=True).status_code == 429
+    [chat] = [span for span in otel.spans.get_finished_spans() if span.name.startswith("chat ")]
+    from opentelemetry.trace import StatusCode
+
+    assert chat.attributes["error.type"] == "rate_limited" and chat.status.status_code == StatusCode.ERROR
+
+
+def test_a_failing_tool_span_says_so(upstream: StandInServer, otel: Otel) -> None:
+    app, blueprint, _ = instrumented(upstream, tool_timeout=30)
+
+    @blueprint.tool
+    def broken() -> str:
+        """Fail."""
+        raise RuntimeError("no")
+
+    upstream.script = Script(reply="sorry", tool_calls=[{"id": "c", "name": "broken", "arguments": {}}])
+    app.test_client().post("/api/chat?format=ndjson", json={"content": "go"}, buffered=True)
+    [tool] = [span for span in otel.spans.get_finished_spans() if span.name == "execute_tool broken"]
+    assert tool.attributes["error.type"] == "tool_error"
+
+
+def test_tracing_off_makes_no_spans(upstream: StandInServer, otel: Otel) -> None:
+    app, _, _ = hooked_app(upstream, tracing=False)
+    upstream.script = Script(reply="hi")
+    app.test_client().post("/api/chat?format=ndjson", json={"content": "hi"}, buffered=True)
+    assert otel.spans.get_finished_spans() == ()
+
+
+def test_without_the_packages_nothing_is_imported_and_streams_work(upstream: StandInServer) -> None:
+    """As in an app without prometheus_client or opentelemetry installed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from .servers import ROOT
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["prometheus_client"] = None   # as if not installed
+        sys.modules["opentelemetry"] = None
+        from flask import Flask
+        from flask_chatstream import create_blueprint
+        app = Flask(__name__)
+        app.register_blueprint(create_blueprint(api_key="k", base_url="{upstream.url}"), url_prefix="/api")
+        body = app.test_client().post("/api/chat?format=text", json={{"content": "hi"}}, buffered=True).data
+        assert body == b"plain", body
+        assert not [m for m in sys.modules if m.startswith(("opentelemetry", "prometheus_client")) and sys.modules[m]]
+        print("ok")
+    """)
+    upstream.script = Script(reply="plain")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

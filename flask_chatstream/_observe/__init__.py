@@ -1,63 +1,96 @@
 """What streams tell the outside: Prometheus metrics and OpenTelemetry traces, each optional.
 
-An ``Observer`` hears a few things per stream, never per chunk: a stream starts (it passed
-validation and the hooks), it ends (its ``ChatResult``, on every path ``after_stream`` sees), a tool
-call ran, the upstream was retried. ``observer(settings)`` builds what the settings and the installed
-packages allow: ``prometheus_client`` for metrics (``prometheus``), ``opentelemetry-api`` for
-traces and GenAI metrics (``otel``). Neither package is imported unless it is installed and on.
+A blueprint's ``Observer`` makes a ``Watch`` for each stream, in the view (so a trace can follow the
+request's), and hears of upstream retries. A watch hears a few things, never a chunk: each model call
+that ended, each tool call that ended, and the stream's end (its ``ChatResult``, on every path
+``after_stream`` sees). ``observer(settings)`` builds what the settings and the installed packages
+allow: ``prometheus_client`` for metrics (``prometheus``), ``opentelemetry-api`` for traces and the
+GenAI metrics (``otel``). Neither is imported unless it is installed and on.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._chat import ChatResult
+    from .._chat import ChatRequest, ChatResult
     from .._config import Settings
+    from .._errors import ChatStreamError
     from .._tools import ToolRun
 
 
-class Observer:
-    """Hears nothing: the base, and what runs when nothing observes."""
+@dataclass(frozen=True)
+class ModelCall:
+    """One call of the model for an answer (a tool loop makes several), as plain data."""
 
-    def started(self, fmt: str) -> None:
-        """A stream starts (``fmt`` is its format's name)."""
+    request: ChatRequest
+    start: float
+    """``time.time()`` as the call was asked for; ``end`` as its answer ended (or it failed)."""
+    end: float
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: ChatStreamError | None = None
 
-    def ended(self, result: ChatResult, fmt: str) -> None:
-        """A stream that ``started`` has ended."""
+
+class Watch:
+    """Hears one stream: the base hears nothing."""
+
+    def model_call(self, call: ModelCall) -> None:
+        """A model call of the answer ended."""
 
     def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
         """A server-side tool call ended: ``ok``, ``error`` or ``timeout``, between two ``time.time()``s."""
+
+    def ended(self, result: ChatResult) -> None:
+        """The stream ended (once)."""
+
+
+class Observer:
+    """Hears a blueprint's streams: the base hears nothing."""
+
+    def stream(self, fmt: str, request: ChatRequest) -> Watch:
+        """A stream starts, in the view (``fmt`` is its format's name)."""
+        return NOT_WATCHED
 
     def retried(self) -> None:
         """The upstream is asked again after a failed attempt."""
 
 
-class Observers(Observer):
-    """Several observers, each told everything in turn."""
+NOT_WATCHED = Watch()
+NOTHING = Observer()
 
+
+class _Watches(Watch):
+    def __init__(self, watches: list[Watch]) -> None:
+        self._watches = watches
+
+    def model_call(self, call: ModelCall) -> None:
+        for watch in self._watches:
+            watch.model_call(call)
+
+    def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
+        for watch in self._watches:
+            watch.tool_ran(run, outcome, start, end)
+
+    def ended(self, result: ChatResult) -> None:
+        for watch in self._watches:
+            watch.ended(result)
+
+
+class _Observers(Observer):
     def __init__(self, observers: list[Observer]) -> None:
         self._observers = observers
 
-    def started(self, fmt: str) -> None:
-        for observer in self._observers:
-            observer.started(fmt)
-
-    def ended(self, result: ChatResult, fmt: str) -> None:
-        for observer in self._observers:
-            observer.ended(result, fmt)
-
-    def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
-        for observer in self._observers:
-            observer.tool_ran(run, outcome, start, end)
+    def stream(self, fmt: str, request: ChatRequest) -> Watch:
+        return _Watches([observer.stream(fmt, request) for observer in self._observers])
 
     def retried(self) -> None:
         for observer in self._observers:
             observer.retried()
-
-
-NOTHING = Observer()
 
 
 def observer(settings: Settings) -> Observer:
@@ -68,6 +101,11 @@ def observer(settings: Settings) -> Observer:
         from .prometheus import PrometheusObserver
 
         found.append(PrometheusObserver())
+    if settings.tracing and importlib.util.find_spec("opentelemetry") is not None \
+            and importlib.util.find_spec("opentelemetry.trace") is not None:
+        from .otel import OtelObserver
+
+        found.append(OtelObserver())
     if not found:
         return NOTHING
-    return found[0] if len(found) == 1 else Observers(found)
+    return found[0] if len(found) == 1 else _Observers(found)

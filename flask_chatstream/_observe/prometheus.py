@@ -13,15 +13,15 @@ blueprint's tools.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._errors import UpstreamError
-from . import Observer
+from . import Observer, Watch
 
 if TYPE_CHECKING:
-    from .._chat import ChatResult
+    from .._chat import ChatRequest, ChatResult
     from .._tools import ToolRun
 
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0)
@@ -66,28 +66,42 @@ class PrometheusObserver(Observer):
     def __init__(self) -> None:
         self._m = metrics()
 
-    def started(self, fmt: str) -> None:
-        self._m.active.labels(fmt).inc()
+    def stream(self, fmt: str, request: ChatRequest) -> Watch:
+        return _PrometheusWatch(self._m, fmt)
 
-    def ended(self, result: ChatResult, fmt: str) -> None:
-        m = self._m
-        model = result.request.model
-        outcome = result.outcome if result.outcome in OUTCOMES else "error"
-        m.active.labels(fmt).dec()
-        m.streams.labels(fmt, model, outcome).inc()
-        m.duration.labels(model, outcome).observe(result.duration)
-        if result.first_token is not None:
-            m.ttft.labels(model).observe(result.first_token)
-        usage = result.usage or {}
-        for kind, names in (("input", ("prompt_tokens", "input_tokens")), ("output", ("completion_tokens", "output_tokens"))):
-            count = next((usage[n] for n in names if isinstance(usage.get(n), int)), None)
-            if count:
-                m.tokens.labels(model, kind).inc(count)
-        if isinstance(result.error, UpstreamError):
-            m.upstream_errors.labels(result.error.code).inc()
+    def retried(self) -> None:
+        self._m.retries.inc()
+
+
+class _PrometheusWatch(Watch):
+    def __init__(self, m: _Metrics, fmt: str) -> None:
+        self._m = m
+        self._fmt = fmt
+        m.active.labels(fmt).inc()
 
     def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
         self._m.tool_calls.labels(run.call.name, outcome).inc()
 
-    def retried(self) -> None:
-        self._m.retries.inc()
+    def ended(self, result: ChatResult) -> None:
+        m = self._m
+        model = result.request.model
+        outcome = result.outcome if result.outcome in OUTCOMES else "error"
+        m.active.labels(self._fmt).dec()
+        m.streams.labels(self._fmt, model, outcome).inc()
+        m.duration.labels(model, outcome).observe(result.duration)
+        if result.first_token is not None:
+            m.ttft.labels(model).observe(result.first_token)
+        for kind, count in token_counts(result.usage):
+            m.tokens.labels(model, kind).inc(count)
+        if isinstance(result.error, UpstreamError):
+            m.upstream_errors.labels(result.error.code).inc()
+
+
+def token_counts(usage: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """``input`` and ``output`` token counts from either API's usage (those it gave as whole numbers)."""
+    counts = []
+    for kind, names in (("input", ("prompt_tokens", "input_tokens")), ("output", ("completion_tokens", "output_tokens"))):
+        count = next((usage[n] for n in names if isinstance(usage.get(n), int)), None) if usage else None
+        if count:
+            counts.append((kind, count))
+    return counts

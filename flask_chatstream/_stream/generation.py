@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
-from .._observe import NOTHING, Observer
+from .._observe import NOT_WATCHED, ModelCall, Watch
 from .._tools import Tool, ToolRun
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
 from .._upstream.transport import Cancel
@@ -66,7 +66,7 @@ class Generation:
                  reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
                  context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
                  gone: Callable[[], bool], lock: threading.Lock, approval_key: ApprovalKey | None = None,
-                 prelude: Prelude = Prelude(), observer: Observer = NOTHING) -> None:
+                 prelude: Prelude = Prelude(), watch: Watch = NOT_WATCHED, asked: float | None = None) -> None:
         self.stream = stream
         self.request = request
         self._fmt = fmt
@@ -86,7 +86,7 @@ class Generation:
         self._message_id = prelude.message_id
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
-                              context=context, report=observer.tool_ran)
+                              context=context, report=watch.tool_ran)
         self.reader = Reader(iter(stream), stream.ready)
         self.error: ChatStreamError | None = None
         self.visible = False
@@ -95,6 +95,9 @@ class Generation:
         """When the model's first token reached the relay (``time.monotonic()``)."""
         self.last_event = time.monotonic()
         """When the upstream last sent a data event (comments do not count), or a turn of tools ended."""
+        self._watch = watch
+        self._asked: float | None = asked if asked is not None else time.time()
+        """When the model call being read was asked for (``time.time()``); None once it is told to the watch."""
         self._start_metadata: dict[str, Any] | None = None
         self._end_metadata: Callable[[], dict[str, Any] | None] | None = None
 
@@ -137,7 +140,9 @@ class Generation:
         try:
             data = self.reader.next(timeout)
         except StopIteration:
-            return self.encode(self.answer.end_of_stream())
+            out = self.encode(self.answer.end_of_stream())
+            self._call_ended()
+            return out
         except Stopped as stopped:
             self._stopped(stopped.reason)
             return b""
@@ -152,6 +157,8 @@ class Generation:
         events, data_event = self.answer.feed(data)
         if data_event:
             self.last_event = time.monotonic()
+            if self.answer.translator.finished:
+                self._call_ended()
         return self.encode(events)
 
     def encode(self, events: list[Event]) -> bytes:
@@ -217,12 +224,15 @@ class Generation:
         return b"" if events is None else self.encode(events)
 
     def _open_next(self) -> bytes:
+        self._asked = time.time()
         try:
             stream = self.tools.open_next()
         except ChatStreamError as error:
             self.error = error
+            self._call_ended(opened=False)
             return b""
         if stream is None:
+            self._asked = None  # never answered: stopped, or the client left first
             return b""
         with self._lock:
             finished, self.stream = self.stream, stream
@@ -240,9 +250,23 @@ class Generation:
         self.stream.stop(reason)
         self.tools.cancel(reason)
 
+    def _call_ended(self, opened: bool = True) -> None:
+        """Tell the watch of the model call being read, once: it ended, or failed (``self.error``), or is
+        let go of."""
+        asked, self._asked = self._asked, None
+        if asked is None:
+            return
+        answer, translator = self.answer, self.answer.translator
+        self._watch.model_call(ModelCall(
+            self.tools.request, asked, time.time(), response_id=translator.id if opened else None,
+            response_model=translator.model if opened else None,
+            finish_reason=translator.finish_reason if opened else None, usage=translator.usage if opened else None,
+            error=self.error or answer.error if not translator.finished or not opened else None))
+
     def let_go(self, keep: bool) -> bool:
         """Close the upstream, or with ``keep`` (a complete answer) leave its body to ``drain``: returns
         whether it was kept."""
+        self._call_ended()
         if self.reader.pending and not self.stream.owns_socket:
             # A read ahead is still waiting on a connection shared with other streams (HTTP/2):
             # closing the response under it would break the connection for all of them. It is

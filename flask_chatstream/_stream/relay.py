@@ -30,7 +30,7 @@ from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import ChatStreamError, StreamAborted, StreamEnded
 from .._hooks import MessageMetadataHooks
-from .._observe import NOTHING, Observer
+from .._observe import NOT_WATCHED, Watch
 from .._tools import Tool
 from .._upstream.client import UpstreamStream
 from .._upstream.transport import Cancel
@@ -64,7 +64,7 @@ class Relay:
                  recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
                  finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None,
                  approval_key: ApprovalKey | None = None, prelude: Prelude = Prelude(),
-                 observer: Observer = NOTHING, started: float | None = None) -> None:
+                 watch: Watch = NOT_WATCHED, started: float | None = None, asked: float | None = None) -> None:
         self.fmt = fmt
         self.id = stream_id
         self.on_close = on_close
@@ -74,7 +74,8 @@ class Relay:
         self.life = Life()
         self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
                               reopen=reopen, context=context, recording=recording, gone=self._gone,
-                              lock=self.life.lock, approval_key=approval_key, prelude=prelude, observer=observer)
+                              lock=self.life.lock, approval_key=approval_key, prelude=prelude, watch=watch,
+                              asked=asked)
         if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
             self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
         self._recording = recording

@@ -179,12 +179,15 @@ class Translator:
 
     api = "chat"
     """The upstream API whose stream this translates."""
-    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "error", "expect_usage", "marker", "stream_id",
-                 "_text", "_refusal", "_calls", "_reasoning")
+    __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "model", "error", "expect_usage", "marker",
+                 "stream_id", "_text", "_refusal", "_calls", "_reasoning")
 
     def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None, started: bool = False) -> None:
         self.stream_id = stream_id
         self.id: str | None = None
+        """The upstream's id for this model call (``chatcmpl-...``, ``resp_...``)."""
+        self.model: str | None = None
+        """The model that answered, as the upstream names it."""
         self.started = started
         """Set for the model calls after the first (tools): their stream has no ``start`` of its own."""
         self.finished = False
@@ -234,6 +237,8 @@ class Translator:
         self.chunks += 1
         if not self.started:
             self._start(chunk, events)
+        elif self.id is None:
+            self._note(chunk)  # a later model call of the answer: no start event, but its id and model
         choices = chunk.get("choices")
         if choices:
             if not isinstance(choices, list):
@@ -249,13 +254,17 @@ class Translator:
                 raise Malformed()
             self.usage = usage
 
+    def _note(self, source: dict[str, Any]) -> None:
+        upstream_id, model = source.get("id"), source.get("model")
+        self.id = upstream_id if isinstance(upstream_id, str) else None
+        self.model = model if isinstance(model, str) else None
+
     def _start(self, source: dict[str, Any], events: list[Event]) -> None:
         """The ``start`` event, with the upstream's id and model from ``source`` (the first chunk, or
         the Responses API's response)."""
         self.started = True
-        upstream_id, model = source.get("id"), source.get("model")
-        self.id = upstream_id if isinstance(upstream_id, str) else None
-        start: StartEvent = {"type": "start", "id": self.id, "model": model if isinstance(model, str) else None}
+        self._note(source)
+        start: StartEvent = {"type": "start", "id": self.id, "model": self.model}
         if self.stream_id is not None:
             start["stream_id"] = self.stream_id
         events.append(start)

@@ -52,6 +52,8 @@ class ResponsesTranslator(Translator):
         if not self.started:
             response = event.get("response") if kind == "response.created" else None
             self._start(response if isinstance(response, dict) else {}, events)
+        elif self.id is None and kind == "response.created" and isinstance(event.get("response"), dict):
+            self._note(event["response"])  # a later model call of the answer: no start event, but its id and model
         if kind == "response.output_text.delta":
             text.append(_string(event.get("delta")))
         elif kind == "response.reasoning_summary_text.delta" or kind == "response.reasoning_text.delta":
