@@ -55,6 +55,8 @@ from ._errors import (
     StreamTruncated,
     TooManyReaders,
 )
+from ._health import Readiness
+from ._health import body as readiness_body
 from ._hooks import (
     AfterStream,
     AfterStreamHooks,
@@ -234,6 +236,7 @@ class _State:
     """Its streams that read on for clients that left."""
     observer: Observer
     """What hears of its streams: metrics, traces (``_observe``)."""
+    readiness: Readiness
 
     def may_read(self, stream_id: str, owner: str) -> bool:
         decide = self.blueprint.may_resume_func
@@ -326,12 +329,13 @@ def create_blueprint(
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
         settings = resolve(options, state.app.config, os.environ, key)
         approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
-        limit, journal, host = _shared_state(settings, Path(state.app.instance_path), key)
+        limit, journal, host, redis_ping = _shared_state(settings, Path(state.app.instance_path), key)
         upstream, observe = Upstream(settings, client), observer(settings)
         upstream.on_retry = observe.retried
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
             settings, upstream, limit, limit.sibling(settings.max_readers_per_stream), client_key,
-            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams), observe
+            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams), observe,
+            Readiness(upstream.models, redis_ping)
         )
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
@@ -345,6 +349,8 @@ def create_blueprint(
     blueprint.add_url_rule("/chat/<stream_id>/stop", "stop", _stop, methods=["POST"])
     blueprint.add_url_rule("/chat/<chat_id>/stream", "resume", _resume, methods=["GET"])
     blueprint.add_url_rule("/chatstream.js", "client_script", _client_script)
+    blueprint.add_url_rule("/healthz", "healthz", _healthz)
+    blueprint.add_url_rule("/readyz", "readyz", _readyz)
     blueprint.record(register)  # after the rules, which it adjusts
     blueprint.teardown_request(_release_unsent)
     blueprint.register_error_handler(HTTPException, _http_error)
@@ -405,8 +411,8 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _shared_state(settings: Settings, instance: Path, scope: str
-                  ) -> tuple[StreamLimit, Journal | None, HostStore | None]:
-    """The stream limit, the journal, and the host's store: shared by this machine's workers through
+                  ) -> tuple[StreamLimit, Journal | None, HostStore | None, Callable[[], bool] | None]:
+    """The stream limit, the journal, the host's store, and Redis's ping when there is one: shared by this machine's workers through
     SQLite (``_resume.sqlite``), by a fleet with ``redis_url`` in Redis, or with ``state_path=":memory:"`` (or
     a folder that cannot be written) each worker's own."""
     if settings.redis_url is None:
@@ -415,16 +421,16 @@ def _shared_state(settings: Settings, instance: Path, scope: str
         if host is None:
             limit = StreamLimit(settings.max_streams_per_client)
             memory = MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-            return limit, memory, None
+            return limit, memory, None, None
         kept = HostJournal(host, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-        return HostLimit(host, settings.max_streams_per_client), kept, host
+        return HostLimit(host, settings.max_streams_per_client), kept, host, None
     try:
         from ._resume.redis import FleetLimit, RedisJournal, RedisStore
     except ImportError:
         raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
     store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)
     journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-    return FleetLimit(store, settings.max_streams_per_client), journal, None
+    return FleetLimit(store, settings.max_streams_per_client), journal, None, store.ping
 
 
 def _state() -> _State:
@@ -710,6 +716,20 @@ def _client_socket() -> socket.socket | None:
     """The client connection's socket, from gunicorn or Werkzeug's dev server."""
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
     return sock if isinstance(sock, socket.socket) else None
+
+
+def _healthz() -> Response:
+    response = _ChatResponse(orjson.dumps({"status": "ok"}), content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _readyz() -> Response:
+    ready, checks = _state().readiness.check()
+    response = _ChatResponse(orjson.dumps(readiness_body(ready, checks)), status=200 if ready else 503,
+                             content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _client_script() -> Response:

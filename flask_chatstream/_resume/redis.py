@@ -111,6 +111,14 @@ class RedisStore:
     def up(self) -> bool:
         return time.monotonic() >= self._down_until
 
+    def ping(self) -> bool:
+        """Does Redis answer (for ``readyz``)?"""
+        try:
+            self.call(self.fast.ping)
+        except Unavailable:
+            return False
+        return True
+
     def call(self, command: Callable[[], T]) -> T:
         """Run a command, or raise ``Unavailable`` (at once while Redis is known to be down)."""
         if not self.up:

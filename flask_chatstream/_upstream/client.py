@@ -175,11 +175,11 @@ class Upstream:
             _sleep(wait, cancel)
             waited += wait
 
-    def models(self) -> list[str]:
+    def models(self, timeout: float | None = None) -> list[str]:
         """The model ids the upstream lists (``GET /models``): a cheap proof that it is reachable and
         takes the key. Raises the ``UpstreamError`` a chat would get."""
         try:
-            page = self.client.with_options(max_retries=0, timeout=self._timeout).models.list()
+            page = self.client.with_options(max_retries=0, timeout=timeout or self._timeout).models.list()
         except openai.OpenAIError as exc:
             raise _sdk_failure(exc).error from None
         return [model.id for model in page.data]
