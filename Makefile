@@ -29,13 +29,15 @@ demo: $(STAMP)
 
 # Browser tests use Debian's Chromium (Playwright cannot download browsers here), reverse-proxy tests
 # Debian's nginx, forward-proxy tests its tinyproxy, private-CA tests openssl (rehash), resume and fleet
-# tests its redis-server (the tests start them all); node comes with the machine.
+# tests its redis-server, the Grafana dashboard's test its prometheus (the tests start them all); node
+# comes with the machine.
 system-deps:
 	@command -v node >/dev/null || { echo "Node.js 20+ is required (https://nodejs.org)"; exit 1; }
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/redis-server ] \
-		|| [ ! -x /usr/bin/tinyproxy ] || [ ! -x /usr/bin/openssl ]; then \
+		|| [ ! -x /usr/bin/tinyproxy ] || [ ! -x /usr/bin/openssl ] || [ ! -x /usr/bin/prometheus ]; then \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
-			chromium nginx redis-server tinyproxy openssl; fi
+			chromium nginx redis-server tinyproxy openssl && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; fi
 
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import shutil
 import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, eventually, hooked_app
-from .servers import Gunicorn
-from .streams import events_of, post_chat, read_until
+from .servers import ROOT, Gunicorn, free_port, wait_for_port
+from .streams import events_of, post_chat
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 # ---- Prometheus, in one process ------------------------------------------------------------------------
 
@@ -86,18 +94,26 @@ def sample(scraped: dict[Any, float], name: str, **labels: str) -> float:
     return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(_standin: StandInServer, tmp_path: Path) -> None:
-    """Streams that finish, call a tool, fail with a 429 (retried once), and lose their client, each on
-    a fresh connection until both workers have served some: a scrape sums them exactly, and no stream
-    is left open."""
+@dataclass
+class Traffic:
+    """Two gunicorn workers in multiprocess mode, after streams that finished (on both workers), called
+    a tool, failed with a 429 (retried once) and lost their client."""
+
+    server: Gunicorn
+    done: int
+    usage: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "1",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics"))}
     with Gunicorn(app="tests.metrics_app:app", workers=2, env=env) as server:
         workers: set[str] = set()
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         done = 0
         _standin.script = Script(reply="one two three")
-        while len(workers) < 2 or done < 4:
+        while len(workers) < 2 or done < 4:  # each on a fresh connection, until both workers have served
             assert done < 200, "one worker served every request"
             conn, response = post_chat(server.port, "ndjson")
             workers.add(response.getheader("X-Worker"))
@@ -125,21 +141,75 @@ def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(_standin: Stan
         read_until_socket(sock, b'"delta"')
         sock.close()  # the client leaves while the model is held
         _standin.wait_for(lambda s: s.open == 0)
+        yield Traffic(server, done + 1, usage)
 
-        scraped = eventually(lambda: scrape(server),
-                             lambda m: sample(m, "chatstream_streams_total", format="ndjson", model="gpt-4o-mini",
-                                              outcome="client_left") == 1)
-    model = {"model": "gpt-4o-mini"}
-    assert sample(scraped, "chatstream_streams_total", format="ndjson", outcome="done", **model) == done + 1
+
+def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(traffic: Traffic) -> None:
+    """A scrape sums both workers' counts exactly, and no stream is left open."""
+    scraped = eventually(lambda: scrape(traffic.server),
+                         lambda m: sample(m, "chatstream_streams_total", format="ndjson", model="gpt-4o-mini",
+                                          outcome="client_left") == 1)
+    model, done, usage = {"model": "gpt-4o-mini"}, traffic.done, traffic.usage
+    assert sample(scraped, "chatstream_streams_total", format="ndjson", outcome="done", **model) == done
     assert sample(scraped, "chatstream_streams_total", format="ndjson", outcome="error", **model) == 1
     assert sample(scraped, "chatstream_upstream_errors_total", code="rate_limited") == 1  # once, though tried twice
     assert sample(scraped, "chatstream_upstream_retries_total") == 1
     assert sample(scraped, "chatstream_tool_calls_total", tool="add", outcome="ok") == 1
     assert sample(scraped, "chatstream_tokens_total", type="input", **model) == usage["prompt_tokens"]
     assert sample(scraped, "chatstream_tokens_total", type="output", **model) == usage["completion_tokens"]
-    assert sample(scraped, "chatstream_time_to_first_token_seconds_count", **model) == done + 1 + 1  # and the one who left
-    assert sample(scraped, "chatstream_stream_duration_seconds_count", outcome="done", **model) == done + 1
+    assert sample(scraped, "chatstream_time_to_first_token_seconds_count", **model) == done + 1  # and the one who left
+    assert sample(scraped, "chatstream_stream_duration_seconds_count", outcome="done", **model) == done
     assert sample(scraped, "chatstream_streams_active", format="ndjson") == 0
+
+
+def test_every_query_of_the_grafana_dashboard_finds_its_metrics(traffic: Traffic, tmp_path: Path) -> None:
+    """Debian's Prometheus scrapes the two workers every second; each panel's query, run by it, finds
+    series (a name the metrics do not have would find none)."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(queries) >= 8
+    with Prometheus(tmp_path, traffic.server.port) as prometheus:
+        # two scrapes of the counters at least, so that rate() has two points
+        eventually(lambda: prometheus.query("count_over_time(chatstream_streams_total[1m])"),
+                   lambda r: r and min(float(s["value"][1]) for s in r) >= 2)
+        for query in queries:
+            result = prometheus.query(query.replace("$__rate_interval", "1m"))
+            assert result, f"no series for {query}"
+        names = set(re.findall(r"\bchatstream_[a-z_]+", " ".join(queries)))
+        assert {n.removesuffix("_bucket") for n in names} >= {
+            "chatstream_streams_active", "chatstream_streams_total", "chatstream_time_to_first_token_seconds",
+            "chatstream_tokens_total", "chatstream_upstream_errors_total"}
+
+
+class Prometheus:
+    """Debian's prometheus on 127.0.0.1, scraping one target every second, with its data in ``tmp``."""
+
+    def __init__(self, tmp: Path, target: int) -> None:
+        assert Path(PROMETHEUS).exists(), "prometheus is required: apt-get install prometheus (make test does)"
+        self.port = free_port()
+        config = tmp / "prometheus.yml"
+        config.write_text(f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n"
+                          f"scrape_configs: [{{job_name: chatstream, static_configs: [{{targets: ['127.0.0.1:{target}']}}]}}]\n")
+        self.process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.process)  # type: ignore[arg-type]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", "/api/v1/query?" + urlencode({"query": promql}))
+        answer = json.loads(conn.getresponse().read())
+        conn.close()
+        assert answer["status"] == "success", (promql, answer)
+        return list(answer["data"]["result"])
+
+    def __enter__(self) -> Prometheus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
 
 
 def read_until_socket(sock: socket.socket, needle: bytes) -> bytes:
