@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+__version__ = "0.1.0"
+"""This release (CHANGELOG.md); the package metadata reads it from here."""
+
 from ._blueprint import ChatBlueprint, create_blueprint
 from ._chat import ChatRequest, ChatResult, ToolCall
 from ._config import ConfigError, Options, Settings

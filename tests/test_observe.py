@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,26 @@ def test_a_stream_a_refusal_and_a_tool_are_counted(upstream: StandInServer) -> N
     assert not [s for m in REGISTRY.collect() for s in m.samples if s.labels.get("model") == "not-allowed"]
     assert [r.first_token is not None for r in results] == [True, False]
     assert 0 < results[0].first_token <= results[0].duration  # type: ignore[operator]
+
+
+def test_a_tool_that_times_out_is_counted_so(upstream: StandInServer) -> None:
+    app, blueprint, _ = hooked_app(upstream, tool_timeout=0.3)
+    release = threading.Event()
+
+    @blueprint.tool
+    def stuck() -> str:
+        """Never answers in time."""
+        release.wait(30)
+        return "late"
+
+    upstream.script = Script(reply="gave up", tool_calls=[{"id": "c", "name": "stuck", "arguments": {}}])
+    before = value("chatstream_tool_calls_total", tool="stuck", outcome="timeout")
+    try:
+        app.test_client().post("/api/chat?format=ndjson", json={"content": "go"}, buffered=True)
+    finally:
+        release.set()
+    assert value("chatstream_tool_calls_total", tool="stuck", outcome="timeout") == before + 1
+    assert value("chatstream_tool_calls_total", tool="stuck", outcome="ok") == 0
 
 
 def test_metrics_off_counts_nothing(upstream: StandInServer) -> None:

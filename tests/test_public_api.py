@@ -26,3 +26,14 @@ def test_every_error_has_a_status_a_code_and_a_message() -> None:
         assert issubclass(error, (RequestError, UpstreamError)) or error in (ChatStreamError, ResumeUnavailable)
         codes.add(instance.code)
     assert len(codes) == len(errors)  # codes are distinct and stable
+
+
+def test_the_package_reports_its_version_as_the_changelog_has_it() -> None:
+    import re
+    from importlib.metadata import version
+
+    from .servers import ROOT
+
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    released = re.findall(r"^## (\d+\.\d+\.\d+) - \d{4}-\d\d-\d\d$", changelog, re.M)
+    assert released and flask_chatstream.__version__ == released[0] == version("flask-chatstream")
