@@ -8,11 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test bench install system-deps react screenshots
+.PHONY: help demo test check bench install system-deps react screenshots
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
+	@echo "make check  - the fast tier: mypy and the tests that need no apt, npm, browser or server (about a minute)"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
 	@echo "make screenshots - the three chat UIs from Chromium (desktop, phone, dark) into docs/screenshots/"
 
@@ -47,6 +48,13 @@ system-deps:
 # drive the server with.
 react: examples/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
 	cd examples && npm run build --workspace react-rtk-query --workspace react-ai-sdk
+
+# The fast tier: what needs no apt, npm, browser, nginx, Redis or gunicorn subprocess (markers in setup.cfg).
+FAST := not (browser or node or redis or nginx or proxy or prometheus or install or bench or server)
+
+check: $(STAMP)
+	$(PY) -m mypy
+	$(PY) -m pytest -m "$(FAST)"
 
 test: $(STAMP) system-deps react
 	$(PY) -m mypy

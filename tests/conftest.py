@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 import trustme
-from playwright.sync_api import Browser, Page, sync_playwright
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from flask_chatstream import ChatBlueprint, ChatResult, create_blueprint
 from flask_chatstream.testing import Script, StandInServer

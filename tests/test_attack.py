@@ -17,6 +17,8 @@ from .conftest import API_KEY
 from .servers import Gunicorn, read_message
 from .streams import post_chat
 
+pytestmark = pytest.mark.server
+
 BODY = b'{"content": "hi"}'
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from .servers import ROOT
 
+pytestmark = [pytest.mark.bench, pytest.mark.server]
+
 
 @pytest.mark.timeout(600)  # a dozen servers start, one after another
 def test_bench_quick_run(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from flask_chatstream.testing import Script, StandInServer
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn
 
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
 REPLY = " ".join(f"word{i}" for i in range(1, 31))
 HALF = " ".join(f"word{i}" for i in range(1, 16))
 

@@ -20,6 +20,8 @@ from .browsers import ARTIFACTS, WATCH_GROWTH, example_app, growth
 from .conftest import eventually
 from .servers import ROOT, Gunicorn
 
+pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.server]
+
 UIS = {"demo": "/", "react": "/react/", "ai-sdk": "/ai-sdk/"}
 BUILDS = {"react": "react-rtk-query", "ai-sdk": "react-ai-sdk"}
 WORDS = " ".join(f"word{i}" for i in range(1, 31))

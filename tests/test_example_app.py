@@ -73,6 +73,7 @@ def test_with_a_key_it_uses_the_configured_model(monkeypatch: pytest.MonkeyPatch
     assert upstream.stats.requests == 1
 
 
+@pytest.mark.server
 def test_quick_start_under_gunicorn_runs_the_demo() -> None:
     with Gunicorn(env={}) as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)

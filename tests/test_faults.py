@@ -15,6 +15,8 @@ from .conftest import API_KEY
 from .servers import Gunicorn, free_port
 from .streams import answer_of, check_event_stream, events_of, post_chat
 
+pytestmark = pytest.mark.server
+
 REPLY = "one two three four five six"
 FORMATS = ["text", "ndjson", "sse"]
 

@@ -21,6 +21,8 @@ from .conftest import API_KEY
 from .servers import ROOT, STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
+pytestmark = pytest.mark.server
+
 REPLY = "one two three four five six seven eight nine ten"
 
 

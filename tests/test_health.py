@@ -41,6 +41,7 @@ def test_readyz_with_an_upstream_nobody_listens_on(make_app: AppFactory) -> None
     assert (response.status_code, response.get_json()["checks"]) == (503, {"upstream": "upstream_unavailable"})
 
 
+@pytest.mark.redis
 def test_readyz_pings_redis_when_configured(make_app: AppFactory, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_health, "CACHE", 0.0)

@@ -256,6 +256,7 @@ def hook(server: Gunicorn, until: Any) -> dict[str, Any]:
     return eventually(lambda: control(server, "GET", "/hook"), until)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("fmt", ["text", "ndjson"])
 def test_a_slow_after_stream_does_not_delay_the_last_byte(hooks_server: Gunicorn, upstream: StandInServer,
                                                           fmt: str) -> None:
@@ -270,6 +271,7 @@ def test_a_slow_after_stream_does_not_delay_the_last_byte(hooks_server: Gunicorn
     assert hook(hooks_server, lambda s: s["saved"])["saved"] == [["done", "all of it", True]]
 
 
+@pytest.mark.server
 def test_finish_mode_under_gunicorn_when_the_client_leaves_in_silence(hooks_server: Gunicorn,
                                                                      upstream: StandInServer) -> None:
     control(hooks_server, "POST", "/hook/hold")

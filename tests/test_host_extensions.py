@@ -20,14 +20,12 @@ from flask import Flask, Response, abort, current_app, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.middleware.lint import LintMiddleware
 
-from flask_chatstream import create_blueprint
-from flask_chatstream import _blueprint
+from flask_chatstream import _blueprint, create_blueprint
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, hooked_app
 from .servers import ROOT, Gunicorn
-from .streams import (HELD_REPLY, answer_of, check_event_stream, ndjson_events, post_chat, read_until,
-                      streams_while_held)
+from .streams import HELD_REPLY, answer_of, check_event_stream, ndjson_events, post_chat, read_until, streams_while_held
 
 RECIPES = ROOT / "examples" / "recipes"
 BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
@@ -81,6 +79,7 @@ def test_flask_compress_told_to_leave_streams_alone_warns_nothing(upstream: Stan
     assert not [r for r in caplog.records if "Content-Encoding" in r.getMessage()]
 
 
+@pytest.mark.server
 def test_flask_compress_under_gunicorn_streams_text_to_a_browser(upstream: StandInServer) -> None:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url, "CHATSTREAM_MAX_RETRIES": "0"}
     upstream.script = Script(reply=HELD_REPLY, hold_after=3)
@@ -184,6 +183,7 @@ def test_the_size_limit_holds_before_the_hosts_hooks_see_the_body(upstream: Stan
     assert seen == [] and upstream.stats.requests == 0
 
 
+@pytest.mark.server
 def test_the_body_timeout_holds_when_a_host_hook_reads_the_body(upstream: StandInServer) -> None:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url, "CHATSTREAM_BODY_TIMEOUT": "1"}
     with Gunicorn("tests.audit_app:app", env=env) as server:
@@ -233,6 +233,7 @@ def test_tools_run_in_the_apps_context_each_with_its_own_g(upstream: StandInServ
     assert results[0].outcome == "done"
 
 
+@pytest.mark.server
 def test_a_tool_querying_flask_sqlalchemy_under_gunicorn_with_parallel_calls(upstream: StandInServer,
                                                                              tmp_path: Path) -> None:
     database = tmp_path / "shop.db"

@@ -25,6 +25,8 @@ from .conftest import API_KEY, eventually
 from .servers import Gunicorn
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat, read_until
 
+pytestmark = pytest.mark.server
+
 REPLY = "one two three four five six seven eight"
 APP = "tests.resume_app:app"
 WORKERS = 3

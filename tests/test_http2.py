@@ -11,6 +11,8 @@ from .conftest import API_KEY
 from .servers import Gunicorn, Nginx, free_port
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
+pytestmark = [pytest.mark.nginx, pytest.mark.server]
+
 REPLY = "one two three four five six"
 PING = b'{"type":"ping"}\n'
 

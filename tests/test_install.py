@@ -25,6 +25,8 @@ from .conftest import API_KEY
 from .servers import ROOT, RedisServer, free_port, wait_for_port
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat
 
+pytestmark = [pytest.mark.install, pytest.mark.redis, pytest.mark.node]
+
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "node_modules", "test-artifacts", "instance", "*.egg-info",
                                      "build", "__pycache__", "dist")
 

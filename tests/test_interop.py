@@ -27,6 +27,8 @@ from .conftest import API_KEY
 from .servers import Gunicorn, free_port, wait_for_port
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
+pytestmark = [pytest.mark.install, pytest.mark.server]
+
 ANSWER = "Streamed by a server this project did not write."
 RESPONSES = f"""
 responses: {{}}

@@ -13,6 +13,8 @@ from flask_chatstream.testing import StandInServer
 from .conftest import API_KEY
 from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, run_node_tests
 
+pytestmark = [pytest.mark.node, pytest.mark.server]
+
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_chatstream_js(_standin: StandInServer, api: str) -> None:

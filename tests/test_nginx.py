@@ -13,6 +13,8 @@ from .conftest import API_KEY
 from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, Nginx, free_port
 from .streams import post_chat, read_until, send_chat_raw
 
+pytestmark = [pytest.mark.nginx, pytest.mark.server]
+
 REPLY = "one two three four five six seven eight"
 
 

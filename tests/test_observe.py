@@ -165,6 +165,7 @@ def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -
         yield Traffic(server, done + 1, usage)
 
 
+@pytest.mark.server
 def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(traffic: Traffic) -> None:
     """A scrape sums both workers' counts exactly, and no stream is left open."""
     scraped = eventually(lambda: scrape(traffic.server),
@@ -183,6 +184,8 @@ def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(traffic: Traff
     assert sample(scraped, "chatstream_streams_active", format="ndjson") == 0
 
 
+@pytest.mark.server
+@pytest.mark.prometheus
 def test_every_query_of_the_grafana_dashboard_finds_its_metrics(traffic: Traffic, tmp_path: Path) -> None:
     """Debian's Prometheus scrapes the two workers every second; each panel's query, run by it, finds
     series (a name the metrics do not have would find none)."""

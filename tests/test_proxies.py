@@ -18,6 +18,8 @@ from .conftest import API_KEY, SESSION_LOG, AppFactory
 from .servers import Gunicorn, Tinyproxy
 from .streams import answer_of, check_event_stream, events_of, post_chat, streams_while_held
 
+pytestmark = [pytest.mark.proxy, pytest.mark.server]
+
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")
 REPLY = "through the proxy"
 

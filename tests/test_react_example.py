@@ -12,6 +12,8 @@ from flask_chatstream.testing import StandInServer
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn, run_node_tests
 
+pytestmark = [pytest.mark.node, pytest.mark.server]
+
 
 @pytest.mark.parametrize("example", ["react-rtk-query", "react-ai-sdk"])
 def test_react_example(_standin: StandInServer, example: str) -> None:

@@ -24,6 +24,8 @@ from .conftest import API_KEY, eventually
 from .servers import STOP_ON_LEAVE, Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
+pytestmark = pytest.mark.server
+
 SILENT = Script(reply="late answer", first_delay=3600)  # a reasoning model thinking
 PINGS = {"ndjson": b'{"type":"ping"}\n', "sse": b": ping\n\n"}
 REPLY = "one two three four five six seven eight"

@@ -415,6 +415,7 @@ def server(_standin: StandInServer) -> Iterator[Gunicorn]:
     assert "Traceback" not in log and API_KEY not in log, log
 
 
+@pytest.mark.server
 @pytest.mark.parametrize(("fmt", "ping"), [("ndjson", b'{"type":"ping"}\n'), ("sse", b": ping\n\n")])
 def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
                                               ping: bytes) -> None:
@@ -432,6 +433,7 @@ def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandI
     assert answer_of(events) == "after the wait" and check_event_stream(events)["type"] == "done"
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
 def test_a_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, upstream: StandInServer,
                                                              fmt: str) -> None:
@@ -443,6 +445,7 @@ def test_a_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, u
     assert (stats.cancelled, stats.finished) == (1, 0)
 
 
+@pytest.mark.server
 def test_a_stop_ends_the_stream_and_the_model(server: Gunicorn, upstream: StandInServer) -> None:
     upstream.script = Script(reply="one two three four five", hold_after=2)
     conn, response = post_chat(server.port, "ndjson", {"content": "count"}, timeout=30)

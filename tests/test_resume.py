@@ -25,6 +25,8 @@ from .conftest import API_KEY, eventually
 from .servers import ROOT, CuttingProxy, Gunicorn, RedisServer
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
+pytestmark = [pytest.mark.redis, pytest.mark.server, pytest.mark.node, pytest.mark.browser]
+
 REPLY = "one two three four five six"
 APP = "tests.resume_app:app"
 

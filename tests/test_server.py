@@ -21,6 +21,8 @@ from .conftest import API_KEY, AppFactory
 from .servers import ROOT, Gunicorn
 from .streams import post_chat
 
+pytestmark = pytest.mark.server
+
 
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: object) -> None:

@@ -63,6 +63,7 @@ def test_the_default_client_reuses_tls_connections(make_app: AppFactory, tls: St
     assert (tls.wait_for(lambda s: s.finished == 3).connections) == 1
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("fmt", ["text", "ndjson"])
 def test_client_leaving_a_tls_upstream_in_silence(tls: StandInServer, ca_file: str, fmt: str) -> None:
     tls.script = Script(reply="late", first_delay=3600)

@@ -20,7 +20,6 @@ from .conftest import API_KEY, eventually, hooked_app
 from .servers import Gunicorn
 from .streams import answer_of, check_event_stream, events_of, post_chat, send_chat_raw
 
-
 # ---- the schema ------------------------------------------------------------------------------------
 
 
@@ -389,6 +388,7 @@ def tools_server(_standin: StandInServer, tmp_path_factory: pytest.TempPathFacto
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.server
 def test_the_client_leaving_during_a_tool_run_stops_the_loop(tools_server: tuple[Gunicorn, Any],
                                                              upstream: StandInServer) -> None:
     server, gate = tools_server
@@ -399,6 +399,7 @@ def test_the_client_leaving_during_a_tool_run_stops_the_loop(tools_server: tuple
     assert upstream.stats.requests == 1  # no further model call
 
 
+@pytest.mark.server
 def test_the_client_leaving_while_the_next_model_call_waits_for_its_head(tools_server: tuple[Gunicorn, Any],
                                                                         upstream: StandInServer) -> None:
     """After a turn of tools, the next model call may wait long for its head (a gateway holding it):
@@ -415,6 +416,7 @@ def test_the_client_leaving_while_the_next_model_call_waits_for_its_head(tools_s
     server.wait_for_log("outcome=client_left")
 
 
+@pytest.mark.server
 def test_an_answer_is_finished_for_a_client_that_left_during_a_tool_run(_standin: StandInServer,
                                                                        upstream: StandInServer,
                                                                        tmp_path: Any) -> None:
