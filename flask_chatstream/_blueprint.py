@@ -534,6 +534,8 @@ def _stream() -> Response:
         raise ClientGone() from None
     except BaseException:
         release()
+        after(ChatResult(id=stream_id, request=chat, outcome="error", started_at=started_at,
+                         duration=time.monotonic() - started))  # (a bug of ours: a 500 follows)
         raise
     finally:
         WATCHDOG.forget(hangup)

@@ -386,3 +386,25 @@ def test_without_the_packages_nothing_is_imported_and_streams_work(upstream: Sta
     upstream.script = Script(reply="plain")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_request_that_breaks_in_our_code_still_ends_its_watch(upstream: StandInServer) -> None:
+    """A hook's params that cannot be sent (a bug): a 500, and after_stream and the metrics still hear of
+    the stream, so no stream stays open in the gauge."""
+    import dataclasses
+
+    from flask_chatstream import ChatRequest
+
+    app, blueprint, results = hooked_app(upstream, allowed_models=["gpt-4o-mini", "m-broken"])
+
+    @blueprint.before_upstream
+    def unsendable(chat: ChatRequest) -> ChatRequest:
+        return dataclasses.replace(chat, params={**chat.params, "metadata": object()})
+
+    active = value("chatstream_streams_active", format="ndjson")
+    response = app.test_client().post("/api/chat?format=ndjson", json={"content": "hi", "model": "m-broken"},
+                                      buffered=True)
+    assert response.status_code == 500 and response.get_json()["error"]["code"] == "internal_error"
+    assert [r.outcome for r in results] == ["error"]
+    assert value("chatstream_streams_active", format="ndjson") == active
+    assert value("chatstream_streams_total", format="ndjson", model="m-broken", outcome="error") == 1
