@@ -163,6 +163,13 @@ class Store:
                 session.execute(delete(Message).where(Message.conversation_id == conversation_id,
                                                       Message.id >= last))
 
+    def reopen(self, message_id: int) -> None:
+        """An answer goes on (after a tool approval): it is "streaming" again until it is saved."""
+        with self.session.begin() as session:
+            answer = session.get(Message, message_id)
+            if answer is not None:
+                answer.status = "streaming"
+
     def rename(self, conversation_id: str, title: str) -> bool:
         with self.session.begin() as session:
             conversation = session.get(Conversation, conversation_id)
@@ -325,6 +332,7 @@ def create_app() -> Flask:
             if answer is None:
                 abort(404, "There is no such conversation.")
             chat_request.context.update(answer_id=answer.id, continues=True)
+            store.reopen(answer.id)  # on its way again: a reload says so, until after_stream saves it
             sent = [m for m in chat_request.messages if m["role"] != "system"]
             return dataclasses.replace(chat_request,
                                        messages=[*system, *store.history(conversation_id, before=answer.id), *sent])
