@@ -136,7 +136,7 @@ def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -
         _standin.script = Script(reply="one two three")
         while len(workers) < 2 or done < 4:  # each on a fresh connection, until both workers have served
             assert done < 200, "one worker served every request"
-            conn, response = post_chat(server.port, "ndjson")
+            conn, response = post_chat(server.port, "ndjson", timeout=60)
             workers.add(response.getheader("X-Worker"))
             events = events_of("ndjson", response.read())
             conn.close()
@@ -145,13 +145,13 @@ def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -
                 usage[key] += events[-1]["usage"][key]
         _standin.script = Script(reply=lambda m: f"sum {m[-1]['content']}",
                                  tool_calls=[{"id": "c", "name": "add", "arguments": {"a": 1, "b": 2}}])
-        conn, response = post_chat(server.port, "ndjson")
+        conn, response = post_chat(server.port, "ndjson", timeout=60)
         events = events_of("ndjson", response.read())
         conn.close()
         for key in usage:
             usage[key] += events[-1]["usage"][key]
         _standin.script = Script(status=429, retry_after="0")
-        conn, response = post_chat(server.port, "ndjson")
+        conn, response = post_chat(server.port, "ndjson", timeout=60)
         assert response.status == 429
         conn.close()
         _standin.script = Script(reply="one two three four five", hold_after=1)
