@@ -219,6 +219,14 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.process)  # type: ignore[arg-type]
+        eventually(self._ready, bool, timeout=60)  # it listens before its storage is open (503 until then)
+
+    def _ready(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", "/-/ready")
+        ready = conn.getresponse().status == 200
+        conn.close()
+        return ready
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
