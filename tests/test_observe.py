@@ -370,25 +370,31 @@ def test_tracing_off_makes_no_spans(upstream: StandInServer, otel: Otel) -> None
     assert otel.spans.get_finished_spans() == ()
 
 
-def test_without_the_packages_nothing_is_imported_and_streams_work(upstream: StandInServer) -> None:
-    """As in an app without prometheus_client or opentelemetry installed."""
+@pytest.mark.parametrize("missing", [("prometheus_client", "opentelemetry"), ("prometheus_client",),
+                                     ("opentelemetry",)])
+def test_without_a_package_nothing_of_it_is_imported_and_streams_work(upstream: StandInServer,
+                                                                     missing: tuple[str, ...]) -> None:
+    """As in an app without prometheus_client or opentelemetry installed, or without one of them: the
+    other still observes (its module must not need the missing one)."""
     import subprocess
     import sys
     import textwrap
 
     from .servers import ROOT
 
+    present = [p for p in ("prometheus_client", "opentelemetry") if p not in missing]
     script = textwrap.dedent(f"""
         import sys
-        sys.modules["prometheus_client"] = None   # as if not installed
-        sys.modules["opentelemetry"] = None
+        for name in {list(missing)!r}:
+            sys.modules[name] = None   # as if not installed
         from flask import Flask
         from flask_chatstream import create_blueprint
         app = Flask(__name__)
         app.register_blueprint(create_blueprint(api_key="k", base_url="{upstream.url}"), url_prefix="/api")
         body = app.test_client().post("/api/chat?format=text", json={{"content": "hi"}}, buffered=True).data
         assert body == b"plain", body
-        assert not [m for m in sys.modules if m.startswith(("opentelemetry", "prometheus_client")) and sys.modules[m]]
+        assert not [m for m in sys.modules if m.startswith({missing!r}) and sys.modules[m]]
+        assert all(name in sys.modules for name in {present!r})  # the other is in use
         print("ok")
     """)
     upstream.script = Script(reply="plain")

@@ -60,6 +60,16 @@ class Observer:
         """The upstream is asked again after a failed attempt."""
 
 
+def token_counts(usage: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """``input`` and ``output`` token counts from either API's usage (those it gave as whole numbers)."""
+    counts = []
+    for kind, names in (("input", ("prompt_tokens", "input_tokens")), ("output", ("completion_tokens", "output_tokens"))):
+        count = next((usage[n] for n in names if isinstance(usage.get(n), int)), None) if usage else None
+        if count:
+            counts.append((kind, count))
+    return counts
+
+
 NOT_WATCHED = Watch()
 NOTHING = Observer()
 

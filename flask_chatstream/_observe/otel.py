@@ -21,8 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import ModelCall, Observer, Watch
-from .prometheus import token_counts
+from . import ModelCall, Observer, Watch, token_counts
 
 if TYPE_CHECKING:
     from .._chat import ChatRequest, ChatResult

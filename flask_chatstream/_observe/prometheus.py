@@ -13,12 +13,12 @@ blueprint's tools.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._errors import UpstreamError
-from . import Observer, Watch
+from . import Observer, Watch, token_counts
 
 if TYPE_CHECKING:
     from .._chat import ChatRequest, ChatResult
@@ -96,12 +96,3 @@ class _PrometheusWatch(Watch):
         if isinstance(result.error, UpstreamError):
             m.upstream_errors.labels(result.error.code).inc()
 
-
-def token_counts(usage: dict[str, Any] | None) -> list[tuple[str, int]]:
-    """``input`` and ``output`` token counts from either API's usage (those it gave as whole numbers)."""
-    counts = []
-    for kind, names in (("input", ("prompt_tokens", "input_tokens")), ("output", ("completion_tokens", "output_tokens"))):
-        count = next((usage[n] for n in names if isinstance(usage.get(n), int)), None) if usage else None
-        if count:
-            counts.append((kind, count))
-    return counts
