@@ -721,17 +721,12 @@ def _client_socket() -> socket.socket | None:
 
 
 def _healthz() -> Response:
-    response = _ChatResponse(orjson.dumps({"status": "ok"}), content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(200, {"status": "ok"})
 
 
 def _readyz() -> Response:
     ready, checks = _state().readiness.check()
-    response = _ChatResponse(orjson.dumps(readiness_body(ready, checks)), status=200 if ready else 503,
-                             content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(200 if ready else 503, readiness_body(ready, checks))
 
 
 def _client_script() -> Response:
@@ -740,7 +735,11 @@ def _client_script() -> Response:
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    response = _ChatResponse(body, status=status, mimetype="application/json", headers=headers)
+    return json_response(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """The blueprint's JSON answers (its errors, its health): never cached."""
+    response = _ChatResponse(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -261,7 +261,7 @@ class Generation:
             self.tools.request, asked, time.time(), response_id=translator.id if opened else None,
             response_model=translator.model if opened else None,
             finish_reason=translator.finish_reason if opened else None, usage=translator.usage if opened else None,
-            error=self.error or answer.error if not translator.finished or not opened else None))
+            error=(self.error or answer.error) if not translator.finished or not opened else None))
 
     def let_go(self, keep: bool) -> bool:
         """Close the upstream, or with ``keep`` (a complete answer) leave its body to ``drain``: returns
