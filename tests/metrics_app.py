@@ -1,10 +1,12 @@
 """An app that exposes its metrics the standard prometheus_client way, as the README shows: under
 gunicorn with PROMETHEUS_MULTIPROC_DIR, a MultiProcessCollector sums every worker's. Each response
-says which worker served it. Run under gunicorn by tests/test_observe.py."""
+says which worker served it; ``/_hog/<name>`` holds a worker so that the other serves. Run under
+gunicorn by tests/test_observe.py."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from flask import Flask, Response
 from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
@@ -24,6 +26,17 @@ def add(a: int, b: int) -> int:
 
 
 app.register_blueprint(chat, url_prefix="/api")
+
+
+@app.get("/_hog/<name>")
+def hog(name: str) -> str:
+    """Hold this worker's gevent hub, spinning without yielding, until the test releases it: meanwhile
+    the other worker takes every new connection (tests/test_observe.py's Hog)."""
+    hogs = Path(os.environ["HOG_DIR"])
+    (hogs / f"{name}.hogging").write_text(str(os.getpid()))
+    while not (hogs / f"{name}.release").exists():
+        pass
+    return "released"
 
 
 @app.after_request

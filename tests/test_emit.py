@@ -56,7 +56,9 @@ def test_a_tools_progress_goes_out_while_it_runs(upstream: StandInServer) -> Non
             gate.set()
     response.close()
     check_event_stream(seen)
-    assert [e["type"] for e in seen] == ["start", "tool_call", "data", "data", "data", "tool_result", "delta", "done"]
+    # (how many deltas the answer's text comes in is the network's: a run of them counts once)
+    types = [t for i, t in enumerate(e["type"] for e in seen) if not (t == "delta" and seen[i - 1]["type"] == "delta")]
+    assert types == ["start", "tool_call", "data", "data", "data", "tool_result", "delta", "done"]
     assert seen[2:5] == [
         {"type": "data", "name": "progress", "data": {"done": 0, "of": 2}, "id": "indexing"},
         {"type": "data", "name": "progress", "data": {"done": 2, "of": 2}, "id": "indexing"},

@@ -127,22 +127,35 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
+    hogs = tmp_path_factory.mktemp("hogs")
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "1",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics"))}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics")), "HOG_DIR": str(hogs)}
     with Gunicorn(app="tests.metrics_app:app", workers=2, env=env) as server:
-        workers: set[str] = set()
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         done = 0
+
+        def chats(worker: str, same: bool) -> None:
+            """Two chats, each on a fresh connection: served by ``worker`` (``same``), or by the other."""
+            nonlocal done
+            for _ in range(2):
+                conn, response = post_chat(server.port, "ndjson", timeout=60)
+                assert (response.getheader("X-Worker") == worker) == same
+                events = events_of("ndjson", response.read())
+                conn.close()
+                done += 1
+                for key in usage:
+                    usage[key] += events[-1]["usage"][key]
+
+        # Each worker in turn holds its hub (hog), so the other must take the next connections: both
+        # serve chats, whatever the kernel would have chosen.
         _standin.script = Script(reply="one two three")
-        while len(workers) < 2 or done < 4:  # each on a fresh connection, until both workers have served
-            assert done < 200, "one worker served every request"
-            conn, response = post_chat(server.port, "ndjson", timeout=60)
-            workers.add(response.getheader("X-Worker"))
-            events = events_of("ndjson", response.read())
-            conn.close()
-            done += 1
-            for key in usage:
-                usage[key] += events[-1]["usage"][key]
+        first = Hog(server, hogs, "first")
+        chats(first.worker, same=False)
+        second = Hog(server, hogs, "second")  # the first worker cannot take it
+        assert second.worker != first.worker
+        first.release()
+        chats(first.worker, same=True)
+        second.release()
         _standin.script = Script(reply=lambda m: f"sum {m[-1]['content']}",
                                  tool_calls=[{"id": "c", "name": "add", "arguments": {"a": 1, "b": 2}}])
         conn, response = post_chat(server.port, "ndjson", timeout=60)
@@ -203,6 +216,31 @@ def test_every_query_of_the_grafana_dashboard_finds_its_metrics(traffic: Traffic
         assert {n.removesuffix("_bucket") for n in names} >= {
             "chatstream_streams_active", "chatstream_streams_total", "chatstream_time_to_first_token_seconds",
             "chatstream_tokens_total", "chatstream_upstream_errors_total"}
+
+
+class Hog:
+    """One request that holds its worker's gevent hub (it spins without yielding, tests/metrics_app.py)
+    until released: that worker accepts nothing meanwhile."""
+
+    def __init__(self, server: Gunicorn, hogs: Path, name: str) -> None:
+        self._path = hogs / name
+        self._thread = threading.Thread(target=self._hog, args=(server.port, name), daemon=True)
+        self._thread.start()
+        self.worker = eventually(lambda: self._path.with_suffix(".hogging").exists() and
+                                 self._path.with_suffix(".hogging").read_text(), bool)
+        """Its worker's pid, as ``X-Worker`` gives it."""
+
+    @staticmethod
+    def _hog(port: int, name: str) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", f"/_hog/{name}")
+        conn.getresponse().read()
+        conn.close()
+
+    def release(self) -> None:
+        self._path.with_suffix(".release").touch()
+        self._thread.join(60)
+        assert not self._thread.is_alive()
 
 
 class Prometheus:
