@@ -8,19 +8,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test check bench install system-deps react screenshots
+.PHONY: help demo test check docs bench install system-deps react screenshots
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
 	@echo "make check  - the fast tier: mypy and the tests that need no apt, npm, browser or server (about a minute)"
+	@echo "make docs   - the manual (Sphinx), warnings as errors, into docs/_build/html"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
 	@echo "make screenshots - the three chat UIs from Chromium (desktop, phone, dark) into docs/screenshots/"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,redis,test,bench,example]'
+	$(PY) -m pip install -q -e '.[server,redis,test,bench,example,docs]'
 	touch $@
 
 install: $(STAMP)
@@ -59,6 +60,11 @@ check: $(STAMP)
 test: $(STAMP) system-deps react
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The manual: every warning is an error (the tests build it the same way, and run its snippets).
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page
 
+import flask_chatstream
 from flask_chatstream import Settings
-from flask_chatstream.testing import StandInServer
+from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import ROOT
+from .servers import ROOT, Gunicorn
 from .snippets import snippets
 
 DOCS = ROOT / "docs"
@@ -60,3 +63,94 @@ def test_every_recipe_is_in_the_manual_as_a_file() -> None:
     assert len(recipes) == 8
     for path in recipes:
         assert f"```{{literalinclude}} ../../examples/recipes/{path.name}\n" in page, path.name
+
+
+FRONT_END_FILE = re.compile(r"^```(?:ts|tsx|json|html)\n(?://|<!--) ([\w./]+)(?: -->)?\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.server
+def test_the_tutorials_react_app_streams_and_stops_in_chromium(tmp_path: Path, page: Page) -> None:
+    """The tutorial's files as they stand: type-checked, built with Vite, and served beside its app.py under
+    gunicorn; the answer fills in while the model is still held, and Stop stops the model."""
+    tutorial = (DOCS / "tutorial.md").read_text()
+    web = tmp_path / "web"
+    (web / "src").mkdir(parents=True)
+    files = {name: code for name, code in FRONT_END_FILE.findall(tutorial)}
+    assert set(files) == {"vite.config.ts", "tsconfig.json", "index.html", "src/chatApi.ts", "src/store.ts",
+                          "src/App.tsx", "src/main.tsx"}
+    for name, code in files.items():
+        (web / name).write_text(code)
+    for name in ("chatstream.js", "chatstream.d.ts"):  # the tutorial's cp from the installed package
+        shutil.copy(Path(flask_chatstream.__file__).parent / "static" / name, web / "src" / name)
+    (web / "package.json").write_text('{"name": "web", "private": true, "type": "module"}\n')
+    (web / "node_modules").symlink_to(ROOT / "examples" / "node_modules")  # react, RTK, vite, typescript
+    for command in (["tsc", "--noEmit", "-p", "."], ["vite", "build", "--logLevel", "warn"]):
+        done = subprocess.run([str(web / "node_modules" / ".bin" / command[0]), *command[1:]], cwd=web,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, " ".join(command) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]
+    [app_py] = [s.code for s in snippets(DOCS / "tutorial.md") if s.file_name == "app.py"]
+    (tmp_path / "app.py").write_text(app_py)
+    (tmp_path / "tutorial_site.py").write_text(SITE)  # the built page, served by the same Flask app
+
+    with StandInServer(Script(reply="one two three four", delay=0.01, hold_after=2)) as upstream, \
+            Gunicorn("tutorial_site:app", env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.url,
+                                      "PYTHONPATH": str(tmp_path)}) as server:
+        page.goto(server.url + "/")
+        page.get_by_label("Message").fill("Hi")
+        page.get_by_role("button", name="Send").click()
+        answer = page.locator("p.assistant")
+        answer.filter(has_text="one two").wait_for()
+        assert upstream.stats.finished == 0  # the words are on the page while the model is held
+        assert page.get_by_role("button", name="Stop").is_enabled()
+        upstream.release()
+        answer.filter(has_text="one two three four").wait_for()
+        page.get_by_role("button", name="Send").and_(page.locator(":enabled")).wait_for()
+
+        upstream.reset()  # the counters to zero, the gate closed again
+        upstream.script = Script(reply="five six seven eight", delay=0.01, hold_after=2)
+        page.get_by_label("Message").fill("Again")
+        page.get_by_role("button", name="Send").click()
+        answer.nth(1).filter(has_text="five six").wait_for()
+        page.get_by_role("button", name="Stop").click()
+        upstream.wait_for(lambda stats: stats.cancelled == 1)  # the server closed the model's stream
+        assert upstream.stats.finished == 0
+        assert "seven" not in answer.nth(1).inner_text()
+
+
+SITE = '''"""The tutorial's app.py, serving the tutorial's built page (web/dist) on the same origin."""
+from pathlib import Path
+
+from flask import send_from_directory
+
+from app import app
+
+DIST = Path(__file__).parent / "web" / "dist"
+app.add_url_rule("/", "page", lambda: send_from_directory(DIST, "index.html"))
+app.add_url_rule("/assets/<path:name>", "assets", lambda name: send_from_directory(DIST / "assets", name))
+'''
+
+
+def test_the_readme_is_a_front_door() -> None:
+    """At most 250 lines, with the picture, the two commands, and links into the manual that resolve."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert '<img src="docs/screenshots/demo-streaming.gif"' in readme
+    assert "make demo " in readme and "make test " in readme
+    links = re.findall(r'\]\(([^)#]+?)(?:#[^)]*)?\)|src="([^"]+)"', readme)
+    local = [a or b for a, b in links if not (a or b).startswith(("http://", "https://"))]
+    assert len(local) >= 20
+    for target in local:
+        assert (ROOT / target).exists(), target
+
+
+def test_every_error_code_is_in_the_errors_reference() -> None:
+    """chatstream.js's table holds every code the relay sends (test_js_client ties it to the package)."""
+    source = (ROOT / "flask_chatstream" / "static" / "chatstream.js").read_text()
+    start = source.index("const ERROR_TEXT = {")
+    codes = set(re.findall(r"^  ([a-z_]+): ", source[start:source.index("};", start)], re.MULTILINE))
+    page = (DOCS / "reference" / "errors.md").read_text()
+    every = page[page.index("## Every code"):]
+    assert len(codes) >= 40
+    assert not {code for code in codes if f"`{code}`" not in every}

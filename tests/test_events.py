@@ -130,10 +130,11 @@ def test_done_marker_before_any_chunk_is_malformed() -> None:
     assert t.error is not None and t.error.code == "upstream_malformed" and not t.finished
 
 
-def test_the_readme_event_table_matches_the_event_types() -> None:
+def test_the_manuals_event_table_matches_the_event_types() -> None:
     """Each row's example holds the keys its type has (an optional one may be named in the row's words
     instead), and every event type a client can get has a row."""
-    rows = re.findall(r'^\| `(\{"type":"(\w+)".*?\})` \| (.*) \|$', (ROOT / "README.md").read_text(), re.MULTILINE)
+    rows = re.findall(r'^\| `(\{"type":"(\w+)".*?\})` \| (.*) \|$', (ROOT / "docs" / "reference" / "http.md").read_text(),
+                      re.MULTILINE)
     documented = {}
     for example, kind, words in rows:
         shown = json.loads(re.sub(r'\{…\}', "{}", example).replace(":…", ":null").replace("…", ""))

@@ -139,9 +139,9 @@ def test_workers_from_environment_and_overrides_from_the_command_line(_standin: 
 
 
 def test_a_config_file_of_ones_own_starts_from_the_package_settings(tmp_path: Path) -> None:
-    """The README's own gunicorn.conf.py: the package's settings, with one changed."""
-    readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"```python\n# gunicorn.conf.py\n(.*?)```", readme, re.S)
+    """The manual's own gunicorn.conf.py: the package's settings, with one changed."""
+    page = (ROOT / "docs" / "howto" / "deploy.md").read_text()
+    snippet = re.search(r"```python\n# gunicorn.conf.py\n(.*?)```", page, re.S)
     assert snippet is not None
     (tmp_path / "gunicorn.conf.py").write_text(snippet.group(1))
     (tmp_path / "app.py").write_text("def app(environ, start_response):\n    return []\n")

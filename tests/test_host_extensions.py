@@ -404,12 +404,3 @@ def test_async_openai_is_refused_at_startup_with_the_fix() -> None:
         create_blueprint(client=openai.AsyncOpenAI(api_key="k"))
     with pytest.raises(TypeError, match="takes an openai.OpenAI, not dict"):
         create_blueprint(client={"api_key": "k"})  # type: ignore[arg-type]
-
-
-
-def test_the_readme_shows_every_recipe_as_it_is() -> None:
-    readme = (ROOT / "README.md").read_text()
-    recipes = sorted(RECIPES.glob("*.py"))
-    assert len(recipes) == 8
-    for path in recipes:
-        assert f"```python\n{path.read_text()}```\n" in readme, f"the README's copy of {path.name} differs"

@@ -40,7 +40,7 @@ def readme_app() -> str:
 def install_lines() -> list[str]:
     """Every command line of the README's Install section, comments stripped."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Install\n", 1)[1].split("\n### ", 1)[0]
+    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
     return [line.split("  #", 1)[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
 

@@ -93,11 +93,11 @@ def create_app(config=None):
 '''
 
 
-def test_the_readmes_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_path: Path) -> None:
-    """The README's test file, run with pytest as a user runs it, with a real-looking key in the shell
+def test_the_manuals_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_path: Path) -> None:
+    """The manual's test file, run with pytest as a user runs it, with a real-looking key in the shell
     and the "real provider" (another stand-in here) configured in every way that could win."""
-    readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"```python\n(# test_chat.py\n.*?)```", readme, re.S)
+    page = (ROOT / "docs" / "howto" / "testing.md").read_text()
+    snippet = re.search(r"```python\n(# test_chat.py\n.*?)```", page, re.S)
     assert snippet is not None
     (tmp_path / "test_chat.py").write_text(snippet.group(1))
     with StandInServer(Script(reply="the real provider answered")) as real:
