@@ -306,8 +306,10 @@ def create_app() -> Flask:
     if demo:
         from flask_chatstream.testing import Script, StandInServer
 
-        upstream = StandInServer(Script(reply=demo_reply, tool_calls=demo_tool_calls, first_delay=0.3,
-                                        delay=0.04)).start()
+        # DEMO_DELAY: seconds between the demo model's words (a person's reading pace by default).
+        delay = float(os.environ.get("DEMO_DELAY", "0.04"))
+        upstream = StandInServer(Script(reply=demo_reply, tool_calls=demo_tool_calls, first_delay=min(0.3, delay * 8),
+                                        delay=delay)).start()
         options = {"api_key": "offline-demo", "base_url": upstream.url, "model": DEMO_MODEL}
         log.warning("DEMO MODE: no OPENAI_API_KEY, answers come from the offline demo model at %s", upstream.url)
 

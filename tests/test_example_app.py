@@ -38,7 +38,7 @@ def load_example(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[n
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_offline_demo_streams_without_a_key(monkeypatch: pytest.MonkeyPatch, api: str) -> None:
-    app = load_example(monkeypatch, CHATSTREAM_API=api)
+    app = load_example(monkeypatch, CHATSTREAM_API=api, DEMO_DELAY="0.002")  # the pace is no part of the check
     client = app.test_client()
     page = client.get("/").get_data(as_text=True)
     assert 'id="demo-banner"' in page and "/api/chatstream.js" in page
