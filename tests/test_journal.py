@@ -1,13 +1,21 @@
-"""The in-memory journal of resumable streams, and the numbering every journal shares. (Redis is
-tested end to end, with a real redis-server, in test_resume.py.)"""
+"""The in-memory journal of resumable streams, the numbering every journal shares, and the machine's
+shared state in process. (Redis is tested end to end, with a real redis-server, in test_resume.py; the
+shared state across gunicorn workers in test_host_state.py.)"""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 
 from flask_chatstream._resume.journal import Found, MemoryJournal
+from flask_chatstream._resume.sqlite import HostJournal, open_store
+
+from .conftest import eventually
 
 
 def delta(text: str) -> dict[str, object]:
@@ -98,3 +106,33 @@ def test_attach_counts_readers_while_they_read() -> None:
             assert recording.attached
         assert recording.attached
     assert not recording.attached
+
+
+def test_a_resume_on_the_streams_own_worker_waits_for_its_record_however_late(tmp_path: Path) -> None:
+    """Regression: under CPU load the writer lagged past the two looks an unknown stream gets, and a
+    resume on the very worker running the stream was 404 (stream_not_found). Its row is queued in this
+    process, so find() waits for it."""
+    store = open_store(tmp_path / "state.sqlite3", "test")
+    assert store is not None
+    journal = HostJournal(store, ttl=60, max_events=100)
+    writer_free = threading.Event()
+    store.start()
+    store.queue(lambda connection: writer_free.wait(30))  # the writer, starved: stuck in a round
+    journal.begin("s", "alice", None)  # its registration queued behind
+    looks = []
+    query = store.query
+
+    def counted(read: Callable[[sqlite3.Connection], Any]) -> Any:
+        looks.append(read)
+        return query(read)
+
+    store.query = counted  # type: ignore[method-assign]
+    found: list[Found | None] = []
+    finder = threading.Thread(target=lambda: found.append(journal.find("s")))
+    finder.start()
+    eventually(lambda: len(looks), lambda n: n >= 3)  # past the two looks that answer an unknown id
+    assert not found
+    writer_free.set()
+    finder.join(30)
+    assert found == [Found("alice", 1, live=True)]
+    assert journal.find("unknown") is None  # an id this process does not hold: two looks, then no

@@ -179,8 +179,12 @@ def dechunk(raw: bytes) -> tuple[bytes, bool]:
 def test_a_half_closed_client_gets_the_whole_answer_through_silence(server: Gunicorn, upstream: StandInServer,
                                                                    fmt: str) -> None:
     upstream.script = Script(reply=REPLY, hold_after=2)
-    sock = half_closed_request(server.port, fmt)
+    sock = send_chat_raw(server.port, fmt)
+    sock.settimeout(30)
     received = b""
+    while b"\r\n\r\n" not in received:  # the response has begun: before it, a half-close counts as gone
+        received += sock.recv(65536)
+    sock.shutdown(socket.SHUT_WR)
     while received.count(PINGS[fmt]) < 3:  # silent, half-closed, and ticks went by: still streaming
         piece = sock.recv(65536)
         assert piece, received

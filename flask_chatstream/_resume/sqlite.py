@@ -372,8 +372,15 @@ class HostJournal(Journal):
         return recording
 
     def find(self, stream_id: str) -> Found | None:
-        row = _look_twice(lambda c: c.execute(
-            "SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone(), self.store)
+        def look(c: sqlite3.Connection) -> Any:
+            return c.execute("SELECT owner, first, state FROM streams WHERE id = ?", (stream_id,)).fetchone()
+
+        if stream_id in self.store._recordings:
+            # Begun in this process: its row is queued here, so it is coming however starved the
+            # writer is. Wait for it rather than answer 404 to a resume on the stream's own worker.
+            row = _wait_for_row(look, self.store)
+        else:
+            row = _look_twice(look, self.store)
         if row is None:
             return None
         owner, first, state = row
@@ -413,6 +420,14 @@ def _look_twice(look: Callable[[sqlite3.Connection], Any], store: HostStore) -> 
     if row is None:
         time.sleep(2 * FLUSH)
         row = store.query(look)
+    return row
+
+
+def _wait_for_row(look: Callable[[sqlite3.Connection], Any], store: HostStore) -> Any:
+    """A row this process has queued: looked for every writer round until it is written (or ATTACH)."""
+    deadline = time.monotonic() + ATTACH
+    while (row := store.query(look)) is None and time.monotonic() < deadline:
+        time.sleep(FLUSH)
     return row
 
 
