@@ -60,6 +60,8 @@ STOP_WAIT = 1.0
 """How long a stop waits for some worker to take it before it answers 404."""
 READ_POLL = 0.05
 """How often a resume reading a live stream asks for new events."""
+LOOK_AGAIN = 2 * FLUSH
+"""A stream another worker may have begun a moment ago is looked for once more after two writer rounds."""
 ATTACH = 5.0
 """How long one resume read counts as someone reading."""
 BUSY_MS = 200
@@ -378,9 +380,9 @@ class HostJournal(Journal):
         if stream_id in self.store._recordings:
             # Begun in this process: its row is queued here, so it is coming however starved the
             # writer is. Wait for it rather than answer 404 to a resume on the stream's own worker.
-            row = _wait_for_row(look, self.store)
+            row = _look(look, self.store, times=int(ATTACH / FLUSH), every=FLUSH)
         else:
-            row = _look_twice(look, self.store)
+            row = _look(look, self.store, times=2, every=LOOK_AGAIN)
         if row is None:
             return None
         owner, first, state = row
@@ -403,9 +405,9 @@ class HostJournal(Journal):
             time.sleep(READ_POLL)
 
     def active(self, chat_id: str) -> str | None:
-        row = _look_twice(lambda c: c.execute(
+        row = _look(lambda c: c.execute(
             "SELECT id FROM streams WHERE chat_id = ? AND state = 'live' ORDER BY rowid DESC LIMIT 1",
-            (chat_id,)).fetchone(), self.store)
+            (chat_id,)).fetchone(), self.store, times=2, every=LOOK_AGAIN)
         return None if row is None else str(row[0])
 
     def stop(self, stream_id: str) -> None:
@@ -413,21 +415,16 @@ class HostJournal(Journal):
         self.store.stop(stream_id, None)
 
 
-def _look_twice(look: Callable[[sqlite3.Connection], Any], store: HostStore) -> Any:
-    """A stream's row, looked for again after two writer rounds if it is not there: it may have begun
-    a moment ago on another worker, its registration still queued (a reload of useChat's page, say)."""
+def _look(look: Callable[[sqlite3.Connection], Any], store: HostStore, *, times: int, every: float) -> Any:
+    """A stream's row, looked for up to ``times`` times, ``every`` seconds apart, while it is not there:
+    it may have begun a moment ago, its registration still queued in its worker's writer. From another
+    worker, look once more after two writer rounds (a reload of useChat's page, say)."""
     row = store.query(look)
-    if row is None:
-        time.sleep(2 * FLUSH)
+    for _ in range(times - 1):
+        if row is not None:
+            break
+        time.sleep(every)
         row = store.query(look)
-    return row
-
-
-def _wait_for_row(look: Callable[[sqlite3.Connection], Any], store: HostStore) -> Any:
-    """A row this process has queued: looked for every writer round until it is written (or ATTACH)."""
-    deadline = time.monotonic() + ATTACH
-    while (row := store.query(look)) is None and time.monotonic() < deadline:
-        time.sleep(FLUSH)
     return row
 
 
