@@ -1,7 +1,8 @@
 """Run the Python snippets of one page of the manual, as a reader would: ``python tests/snippets.py PAGE``.
 
 A page's snippets run in order in one namespace, in the current directory, so a later snippet can use
-what an earlier one defined. A snippet whose first line is ``# name.py`` is a file of its own: it is
+what an earlier one defined. A snippet whose first line is ``# name.py`` (``name`` a module's name, so
+not ``gunicorn.conf.py``, which runs as a snippet) is a file of its own: it is
 written out first (so others can import it), then imported in its turn; a ``test_*.py`` file is run with
 pytest, after the rest. Anything a snippet raises fails the page, with the page's line in the message.
 """
@@ -37,6 +38,12 @@ def snippets(page: Path) -> list[Snippet]:
     text = page.read_text()
     return [Snippet(text.count("\n", 0, found.start(2)) + 1, textwrap.dedent(found.group(2)))
             for found in FENCE.finditer(text)]
+
+
+def file_snippet(page: Path, name: str) -> str:
+    """The code of the page's one snippet that is the file ``name``."""
+    [code] = [snippet.code for snippet in snippets(page) if snippet.file_name == name]
+    return code
 
 
 def run(page: Path) -> int:

@@ -18,7 +18,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn
-from .snippets import snippets
+from .snippets import file_snippet, snippets
 
 DOCS = ROOT / "docs"
 PAGES = sorted(page for page in [ROOT / "README.md", *DOCS.rglob("*.md")] if "_build" not in page.parts)
@@ -90,8 +90,7 @@ def test_the_tutorials_react_app_streams_and_stops_in_chromium(tmp_path: Path, p
         done = subprocess.run([str(web / "node_modules" / ".bin" / command[0]), *command[1:]], cwd=web,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, " ".join(command) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]
-    [app_py] = [s.code for s in snippets(DOCS / "tutorial.md") if s.file_name == "app.py"]
-    (tmp_path / "app.py").write_text(app_py)
+    (tmp_path / "app.py").write_text(file_snippet(DOCS / "tutorial.md", "app.py"))
     (tmp_path / "tutorial_site.py").write_text(SITE)  # the built page, served by the same Flask app
 
     with StandInServer(Script(reply="one two three four", delay=0.01, hold_after=2)) as upstream, \

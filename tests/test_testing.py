@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +18,7 @@ from flask_chatstream.testing import Script, StandInServer, split_reply
 
 from .conftest import API_KEY
 from .servers import ROOT
+from .snippets import file_snippet
 
 
 def sdk(upstream: StandInServer) -> openai.OpenAI:
@@ -96,10 +96,7 @@ def create_app(config=None):
 def test_the_manuals_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_path: Path) -> None:
     """The manual's test file, run with pytest as a user runs it, with a real-looking key in the shell
     and the "real provider" (another stand-in here) configured in every way that could win."""
-    page = (ROOT / "docs" / "howto" / "testing.md").read_text()
-    snippet = re.search(r"```python\n(# test_chat.py\n.*?)```", page, re.S)
-    assert snippet is not None
-    (tmp_path / "test_chat.py").write_text(snippet.group(1))
+    (tmp_path / "test_chat.py").write_text(file_snippet(ROOT / "docs" / "howto" / "testing.md", "test_chat.py"))
     with StandInServer(Script(reply="the real provider answered")) as real:
         (tmp_path / "app.py").write_text(USER_APP.replace('app.config.get("REAL_PROVIDER", "https://api.openai.com/v1")',
                                                           repr(real.url)))
