@@ -8,21 +8,34 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test check docs bench install system-deps react screenshots
+.PHONY: help demo test check test-latest lock docs bench install system-deps react screenshots
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
 	@echo "make check  - the fast tier: mypy and the tests that need no apt, npm, browser or server (about a minute)"
+	@echo "make test-latest - the fast tier against the newest releases of every requirement (no lock)"
+	@echo "make lock   - refresh requirements/dev.txt to the newest releases, on purpose"
 	@echo "make docs   - the manual (Sphinx), warnings as errors, into docs/_build/html"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
 	@echo "make screenshots - the three chat UIs from Chromium (desktop, phone, dark) into docs/screenshots/"
 
-$(STAMP): setup.cfg pyproject.toml
+# Development installs the lock (requirements/dev.txt: every extra and tool, pinned with hashes), so
+# `make test` is the same on any machine on any day; the package's own requirements stay ranges.
+# The editable install's build output (setuptools' notes) goes to a log, shown if it fails.
+LOCK := requirements/dev.txt
+
+$(STAMP): setup.cfg pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,redis,test,bench,example,docs]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
 	touch $@
+
+# Refresh the lock to the newest releases (run it on purpose, then make test, and commit both).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/dev.in --all-extras --generate-hashes \
+		--universal --python-version 3.10 --upgrade --quiet -o $(LOCK)
 
 install: $(STAMP)
 
@@ -56,6 +69,19 @@ FAST := not (browser or node or redis or nginx or proxy or prometheus or install
 check: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -m "$(FAST)"
+
+# The fast tier against the newest release of every requirement, in a venv of its own without the
+# lock: drift (a new mypy, a newly typed dependency) shows when you choose to look, not in CI.
+LATEST ?= .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	python3 -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q --upgrade -e '.[server,redis,metrics,otel,test,example]' \
+		>$(LATEST)/install.log 2>&1 || { cat $(LATEST)/install.log; exit 1; }
+	$(LATEST)/bin/python -m pip list --format=freeze >$(LATEST)/versions.txt
+	$(LATEST)/bin/python -m mypy
+	$(LATEST)/bin/python -m pytest -m "$(FAST)"
 
 test: $(STAMP) system-deps react
 	$(PY) -m mypy

@@ -311,7 +311,7 @@ def create_app() -> Flask:
         upstream = StandInServer(Script(reply=demo_reply, tool_calls=demo_tool_calls, first_delay=min(0.3, delay * 8),
                                         delay=delay)).start()
         options = {"api_key": "offline-demo", "base_url": upstream.url, "model": DEMO_MODEL}
-        log.warning("DEMO MODE: no OPENAI_API_KEY, answers come from the offline demo model at %s", upstream.url)
+        log.info("Demo mode: no OPENAI_API_KEY, so answers come from the offline demo model at %s", upstream.url)
 
     store = Store(os.environ.get("CHAT_DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'chat.db'}")
     app.extensions["example_store"] = store

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ContextManager, NamedTuple, TypeVar, overload
 
 import orjson
 from flask import Blueprint, Response, current_app, got_request_exception, request, send_file
@@ -219,24 +219,44 @@ D = TypeVar("D", bound=MessageMetadata)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class _State:
-    settings: Settings
-    upstream: Upstream
+class Shared(NamedTuple):
+    """What a blueprint's streams share beyond this worker (or, with ``state_path=":memory:"``, within it)."""
+
     limit: StreamLimit
-    readers: StreamLimit
-    """Readers of one resumable stream, counted where ``limit`` counts."""
-    client_key: ClientKey
-    blueprint: ChatBlueprint
     journal: Journal | None
     """Where resumable streams are kept; None unless ``resumable``."""
     host: HostStore | None
     """Without Redis: what the workers of this machine share (stops, for every stream)."""
+    ping: Callable[[], bool] | None
+    """Redis's ping, for readiness, when there is Redis."""
+
+
+@dataclass(frozen=True)
+class _State:
+    settings: Settings
+    upstream: Upstream
+    shared: Shared
+    readers: StreamLimit
+    """Readers of one resumable stream, counted where ``shared.limit`` counts."""
+    client_key: ClientKey
+    blueprint: ChatBlueprint
     finishing: FinishingLimit
     """Its streams that read on for clients that left."""
     observer: Observer
     """What hears of its streams: metrics, traces (``_observe``)."""
     readiness: Readiness
+
+    @property
+    def limit(self) -> StreamLimit:
+        return self.shared.limit
+
+    @property
+    def journal(self) -> Journal | None:
+        return self.shared.journal
+
+    @property
+    def host(self) -> HostStore | None:
+        return self.shared.host
 
     def may_read(self, stream_id: str, owner: str) -> bool:
         decide = self.blueprint.may_resume_func
@@ -329,14 +349,9 @@ def create_blueprint(
         key = f"{state.name_prefix}.{state.name}".lstrip(".")
         settings = resolve(options, state.app.config, os.environ, key)
         approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
-        limit, journal, host, redis_ping = _shared_state(settings, Path(state.app.instance_path), key)
-        upstream, observe = Upstream(settings, client), observer(settings)
-        upstream.on_retry = observe.retried
-        state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = _State(
-            settings, upstream, limit, limit.sibling(settings.max_readers_per_stream), client_key,
-            blueprint, journal, host, FinishingLimit(settings.max_finishing_streams), observe,
-            Readiness(upstream.models, redis_ping)
-        )
+        shared = _shared_state(settings, Path(state.app.instance_path), key)
+        state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = build_state(
+            settings, client, client_key, blueprint, shared)
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
         for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume", f"{key}.replay"):
@@ -355,6 +370,17 @@ def create_blueprint(
     blueprint.teardown_request(_release_unsent)
     blueprint.register_error_handler(HTTPException, _http_error)
     return blueprint
+
+
+def build_state(settings: Settings, client: openai.OpenAI | None, client_key: ClientKey, blueprint: ChatBlueprint,
+                shared: Shared) -> _State:
+    """A blueprint's state for an app: made at registration, and made again by ``testing.attach()``
+    around the stand-in (with the same shared state), so both have the same parts."""
+    upstream, observe = Upstream(settings, client), observer(settings)
+    upstream.on_retry = observe.retried
+    return _State(settings, upstream, shared, shared.limit.sibling(settings.max_readers_per_stream), client_key,
+                  blueprint, FinishingLimit(settings.max_finishing_streams), observe,
+                  Readiness(upstream.models, shared.ping))
 
 
 def _init_app(app: App) -> None:
@@ -410,8 +436,7 @@ def _http_error(error: HTTPException) -> Response:
     return _error_response(error)
 
 
-def _shared_state(settings: Settings, instance: Path, scope: str
-                  ) -> tuple[StreamLimit, Journal | None, HostStore | None, Callable[[], bool] | None]:
+def _shared_state(settings: Settings, instance: Path, scope: str) -> Shared:
     """The stream limit, the journal, the host's store, and Redis's ping when there is one: shared by this machine's workers through
     SQLite (``_resume.sqlite``), by a fleet with ``redis_url`` in Redis, or with ``state_path=":memory:"`` (or
     a folder that cannot be written) each worker's own."""
@@ -421,16 +446,16 @@ def _shared_state(settings: Settings, instance: Path, scope: str
         if host is None:
             limit = StreamLimit(settings.max_streams_per_client)
             memory = MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-            return limit, memory, None, None
+            return Shared(limit, memory, None, None)
         kept = HostJournal(host, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-        return HostLimit(host, settings.max_streams_per_client), kept, host, None
+        return Shared(HostLimit(host, settings.max_streams_per_client), kept, host, None)
     try:
         from ._resume.redis import FleetLimit, RedisJournal, RedisStore
     except ImportError:
         raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
     store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)
     journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-    return FleetLimit(store, settings.max_streams_per_client), journal, None, store.ping
+    return Shared(FleetLimit(store, settings.max_streams_per_client), journal, None, store.ping)
 
 
 def _state() -> _State:

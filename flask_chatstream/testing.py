@@ -190,8 +190,7 @@ class StandInServer:
         its per-blueprint keys or the environment (``OPENAI_API_KEY``) say: a test of the host app can
         never reach a real provider, or spend a real key. A blueprint built with ``client=`` gets a
         copy of that client with this base URL. Call it after the blueprints are registered."""
-        from ._blueprint import EXTENSION_KEY
-        from ._upstream.client import Upstream
+        from ._blueprint import EXTENSION_KEY, build_state
 
         states = app.extensions.get(EXTENSION_KEY)
         if not states:
@@ -201,7 +200,7 @@ class StandInServer:
             settings = dataclasses.replace(state.settings, base_url=self.url, api_key=STAND_IN_KEY)
             client = state.upstream.client.copy(base_url=self.url, api_key=STAND_IN_KEY) \
                 if state.upstream.custom_client else None
-            states[name] = dataclasses.replace(state, settings=settings, upstream=Upstream(settings, client))
+            states[name] = build_state(settings, client, state.client_key, state.blueprint, state.shared)
         return app
 
     def release(self) -> None:

@@ -22,6 +22,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
+from .console import Terminal, console_blocks, matches, sh_lines
 from .servers import ROOT, RedisServer, free_port, wait_for_port
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat
 
@@ -37,12 +38,13 @@ def readme_app() -> str:
     return re.search(r"```python\n(from flask import Flask\n.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
 
 
+def readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def install_lines() -> list[str]:
     """Every command line of the README's Install section, comments stripped."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
-    return [line.split("  #", 1)[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+    return sh_lines(readme_section("Install"))
 
 
 def line(start: str) -> list[str]:
@@ -78,6 +80,10 @@ class Venv:
     def run(self, argv: list[str], cwd: Path) -> None:
         done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, " ".join(argv) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]
+        # Nothing it prints is a warning (setuptools' about a package left out, say); this machine's pip
+        # configuration names local indexes that may be absent, which pip notes and which is not ours.
+        output = [line for line in (done.stdout + done.stderr).splitlines() if "is ignored: it is neither" not in line]
+        assert not [line for line in output if "warning" in line.lower()], "\n".join(output)[-3000:]
 
     def installed(self) -> str:
         return subprocess.run([str(self.bin / "python"), "-m", "pip", "list", "--format=freeze"], env=self.env,
@@ -104,6 +110,7 @@ def serve(env: Venv, argv: list[str], cwd: Path, extra_env: dict[str, str], log_
         log.close()
     text = log_path.read_text()
     assert "Booting worker" in text and "Traceback" not in text, text[-3000:]
+    assert "Warning" not in text, text[-3000:]  # such as gevent's MonkeyPatchWarning: a start is quiet
 
 
 @pytest.mark.parametrize("extras", ["server", "server,redis"])
@@ -169,3 +176,39 @@ def test_the_readme_install_lines_run_the_example_app_from_a_clone(tmp_path: Pat
         listed = conn.getresponse()
         assert listed.status == 200 and b"install-test" in listed.read()
         conn.close()
+
+
+def test_the_readme_minimal_app_runs_offline_from_a_clone_as_shown(tmp_path: Path, wheels: Path) -> None:
+    """Installed from a clone, the README's minimal app answers through the stand-in, printing what the
+    README shows; each line as it stands (only the ports are this test's own)."""
+    env = Venv(tmp_path / "venv", wheels)
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT, clone, ignore=COPY_IGNORE)
+    env.run(line('pip install ".[server]"'), cwd=clone)
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "app.py").write_text(readme_app())
+    section = readme_section("The minimal app")
+    standin_port, app_port = free_port(), free_port()
+    ports = {"8001": str(standin_port), "8000": str(app_port)}
+
+    def own_ports(text: str) -> str:
+        return re.sub(r"\b(8000|8001)\b", lambda found: ports[found.group(1)], text)
+
+    with Terminal(app_dir, {**env.env, "PORT": str(app_port)}, tmp_path) as terminal:
+        started = []
+        for command in map(own_ports, sh_lines(section)):
+            if command.startswith("python -m flask_chatstream.testing"):
+                started.append(terminal.serve(command, standin_port))
+            elif command.startswith("gunicorn"):
+                started.append(terminal.serve(command, app_port))
+            else:
+                terminal.run(command)
+        assert len(started) == 2
+        [session] = console_blocks(section)
+        for command, shown in session:
+            printed = terminal.run(own_ports(command))
+            assert matches(shown, printed), f"{command}\nprinted:\n{printed}\nthe README shows:\n" + "\n".join(shown)
+    for log in started:
+        text = log.read_text()
+        assert "Traceback" not in text and "Warning" not in text, text[-3000:]

@@ -14,6 +14,7 @@ import openai
 import pytest
 from flask import Flask
 
+from flask_chatstream import create_blueprint
 from flask_chatstream.testing import Script, StandInServer, split_reply
 
 from .conftest import API_KEY
@@ -111,3 +112,26 @@ def test_the_manuals_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_
 def test_attach_needs_a_registered_blueprint() -> None:
     with StandInServer() as server, pytest.raises(RuntimeError, match="before app.register_blueprint"):
         server.attach(Flask(__name__))
+
+
+def test_attach_makes_the_state_registration_makes(tmp_path: Path) -> None:
+    """attach() builds the blueprint's state as registration does (build_state): readiness asks the stand-in
+    with its key, never the app's provider with the app's key, and retries are counted."""
+    from prometheus_client import REGISTRY
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("chatstream_upstream_retries_total") or 0.0
+
+    with StandInServer(Script(reply="the real provider answered")) as real, StandInServer() as standin:
+        app = Flask(__name__, instance_path=str(tmp_path))
+        app.config.update(CHATSTREAM_API_KEY=API_KEY, CHATSTREAM_BASE_URL=real.url, CHATSTREAM_STATE_PATH=":memory:")
+        app.register_blueprint(create_blueprint(max_retries=1), url_prefix="/api")
+        standin.attach(app)
+        client = app.test_client()
+        ready = client.get("/api/readyz")
+        assert ready.status_code == 200 and ready.json == {"status": "ready", "checks": {"upstream": "ok"}}
+        standin.script = Script(status=429, retry_after="0")
+        before = retries()
+        assert client.post("/api/chat", json={"content": "hi"}).status_code == 429
+        assert standin.stats.requests == 2 and retries() == before + 1  # the retry observer is attached too
+        assert real.stats.connections == 0  # neither readiness nor a chat reached the app's provider

@@ -234,7 +234,7 @@ class RedisStore:
     def _listen(self) -> None:
         """Stops asked for on other workers and instances, for the streams this process runs."""
         while True:
-            pubsub = self.slow.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.slow.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]  # typed in redis 8.2
             try:
                 pubsub.subscribe(STOP_CHANNEL)
                 while True:
