@@ -77,7 +77,7 @@ test-latest:
 	rm -rf $(LATEST)
 	python3 -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
-	$(LATEST)/bin/python -m pip install -q --upgrade -e '.[server,redis,metrics,otel,test,example]' \
+	$(LATEST)/bin/python -m pip install -q --upgrade -e '.[server,redis,metrics,otel,test,docs,example]' \
 		>$(LATEST)/install.log 2>&1 || { cat $(LATEST)/install.log; exit 1; }
 	$(LATEST)/bin/python -m pip list --format=freeze >$(LATEST)/versions.txt
 	$(LATEST)/bin/python -m mypy

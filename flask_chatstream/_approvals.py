@@ -29,6 +29,7 @@ from flask.sansio.app import App
 from itsdangerous import Signer
 
 from ._chat import ChatRequest, ToolCall
+from ._config import ConfigError
 from ._emit import Sink
 from ._errors import RequestError
 from ._tools import DENIED, Report, Tool, ToolRun, parsed_arguments, run_calls
@@ -57,7 +58,7 @@ def approval_key(app: App, tools: Mapping[str, Tool]) -> ApprovalKey | None:
     if not needing:
         return None
     if not app.secret_key:
-        raise RuntimeError(f"Tool {needing[0]!r} needs approval, and approvals are signed with the app's "
+        raise ConfigError(f"Tool {needing[0]!r} needs approval, and approvals are signed with the app's "
                            "SECRET_KEY: set app.config['SECRET_KEY'] (as Flask's sessions need).")
     return ApprovalKey([*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key])
 

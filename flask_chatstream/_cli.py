@@ -13,6 +13,10 @@ from ._stream.relay import Relay
 from ._upstream.client import Upstream
 from ._wire.encoders import TEXT
 
+NOT_LISTED = ("Chats that ask for it fail if the upstream does not serve it: check the model's name, or set "
+              "CHATSTREAM_MODEL to one it lists (some servers, such as proxies and the stand-in, serve models "
+              "they do not list; --send tries it).")
+
 cli = AppGroup("chatstream", help="flask_chatstream: check the chat blueprints' settings and upstream.")
 
 
@@ -28,14 +32,15 @@ def check(send: bool) -> None:
     failed = False
     for name, state in states.items():
         settings: Settings = state.settings
+        shown = settings.masked()
         click.echo(f"[{name}]")
-        for key, value in settings.masked().items():
+        for key, value in shown.items():
             click.echo(f"  {key} = {value!r}")
-        where = "a custom client" if state.upstream.custom_client else (settings.base_url or "OpenAI")
+        where = "a custom client" if state.upstream.custom_client else (shown["base_url"] or "OpenAI")
         try:
             models = state.upstream.models()
-            listed = "listed" if settings.model in models else "NOT listed"
-            click.echo(f"  upstream: {where} answers, {len(models)} models; {settings.model!r} is {listed}")
+            click.echo(f"  upstream: {where} answers, {len(models)} models; {settings.model!r} is "
+                       + ("listed" if settings.model in models else f"NOT listed. {NOT_LISTED}"))
             if send:
                 click.echo(f"  answer: {_tiny_answer(state.upstream, settings)!r}")
         except ChatStreamError as error:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+import click
+
 CONFIG_PREFIX = "CHATSTREAM_"
 
 
@@ -181,8 +183,11 @@ def _mask_password(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", url)
 
 
-class ConfigError(ValueError):
-    """A setting has a bad value. Raised at registration, never per request."""
+class ConfigError(click.ClickException, ValueError):
+    """A setting has a bad value, or a needed one is missing. Raised at registration, never per request.
+
+    It is also a ``click.ClickException``, so when Flask's command line loads the app (``flask run``,
+    ``flask chatstream check``) it is one line, ``Error: <the sentence>``, instead of a traceback."""
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .servers import wait_for_port
@@ -39,6 +40,28 @@ def sh_lines(text: str) -> list[str]:
     return [line.split("  #", 1)[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
+def follow(terminal: Terminal, text: str, servers: Mapping[str, int], own: Callable[[str], str] = str) -> list[Path]:
+    """Run a page's ```sh lines and ```console sessions in the order the page has them, checking what each
+    console command prints. A line that starts a server (one that starts with a key of ``servers``) is
+    started beside the terminal and waited for on its port. ``own`` makes a line this test's own (its
+    ports). The servers' logs."""
+    logs = []
+    for kind, block in re.findall(r"^```(sh|console)\n(.*?)^```$", text, re.M | re.S):
+        steps = sh_lines(f"```sh\n{block}```\n") if kind == "sh" else console_blocks(f"```console\n{block}```\n")[0]
+        for step in steps:
+            command, shown = (step, None) if isinstance(step, str) else step
+            command = own(command)
+            server = next((port for start, port in servers.items() if command.startswith(start)), None)
+            if server is not None:
+                logs.append(terminal.serve(command, server))
+                continue
+            printed = terminal.run(command)
+            if shown is not None:
+                shown = [own(line) for line in shown]
+                assert matches(shown, printed), f"{command}\nprinted:\n{printed}\nthe page shows:\n" + "\n".join(shown)
+    return logs
+
+
 def matches(expected: list[str], printed: str) -> bool:
     """The printed text is the page's, with ``…`` (within a line) and a line ``...`` (any lines) as wildcards."""
     pattern = ""
@@ -47,7 +70,7 @@ def matches(expected: list[str], printed: str) -> bool:
             pattern += r"(?:.*\n)*?"
         else:
             pattern += ".*?".join(re.escape(part) for part in line.split("…")) + r"\n"
-    return re.fullmatch(pattern, printed if printed.endswith("\n") else printed + "\n") is not None
+    return re.fullmatch(pattern, printed if printed.endswith("\n") or not printed else printed + "\n") is not None
 
 
 class Terminal:

@@ -4,7 +4,9 @@ A page's snippets run in order in one namespace, in the current directory, so a 
 what an earlier one defined. A snippet whose first line is ``# name.py`` (``name`` a module's name, so
 not ``gunicorn.conf.py``, which runs as a snippet) is a file of its own: it is
 written out first (so others can import it), then imported in its turn; a ``test_*.py`` file is run with
-pytest, after the rest. Anything a snippet raises fails the page, with the page's line in the message.
+pytest, after the rest. A file in a folder (``# myapp/app.py``) is another project beside the page's:
+written out, never imported by the page, and its tests run with pytest in that folder. Anything a
+snippet raises fails the page, with the page's line in the message.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FENCE = re.compile(r"^( *)```python\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)  # in a list item: indented
-FILE_NAME = re.compile(r"# (\w+\.py)\n")
+FILE_NAME = re.compile(r"# ((?:\w+/)*\w+\.py)\n")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def run(page: Path) -> int:
     found = snippets(page)
     for snippet in found:
         if snippet.file_name:
+            Path(snippet.file_name).parent.mkdir(parents=True, exist_ok=True)
             Path(snippet.file_name).write_text(snippet.code)
     sys.path.insert(0, str(Path.cwd()))
     page_module = types.ModuleType("page")  # a real module, as SQLAlchemy's annotations need
@@ -57,7 +60,7 @@ def run(page: Path) -> int:
     namespace = page_module.__dict__
     for snippet in found:
         name = snippet.file_name
-        if name and name.startswith("test_"):
+        if name and (name.startswith("test_") or "/" in name):
             continue
         try:
             if name:
@@ -71,8 +74,9 @@ def run(page: Path) -> int:
             return 1
     for snippet in found:
         name = snippet.file_name
-        if name and name.startswith("test_"):
-            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name])
+        if name and Path(name).name.startswith("test_"):
+            folder, test = Path(name).parent, Path(name).name
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=folder)
             if done.returncode != 0:
                 print(f"{page}:{snippet.line}: {name} failed under pytest", file=sys.stderr)
                 return 1

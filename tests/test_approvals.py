@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_chatstream import ChatResult
+from flask_chatstream import ChatResult, ConfigError
 from flask_chatstream._approvals import ApprovalKey, canonical
 from flask_chatstream._chat import ToolCall
 from flask_chatstream.testing import Script, StandInServer
@@ -191,7 +191,7 @@ def test_without_a_secret_key_the_app_fails_at_registration(upstream: StandInSer
 
     blueprint = create_blueprint(api_key=API_KEY, base_url=upstream.url)
     blueprint.tool(lambda: "gone", name="wipe", description="Wipe it.", needs_approval=True)
-    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
         Flask(__name__).register_blueprint(blueprint, url_prefix="/api")
 
 

@@ -38,7 +38,7 @@ def test_check_prints_masked_settings_and_reaches_the_upstream(tmp_path: Path, u
     assert "api_key = '(set)'" in out and "redis_url = 'redis://***@127.0.0.1:1/0'" in out
     assert API_KEY not in out + done.stderr and "hunter2" not in out + done.stderr
     assert f"upstream: {upstream.url} answers, 1 models; 'stand-in' is listed" in out
-    assert "'not-served' is NOT listed" in out
+    assert "'not-served' is NOT listed. Chats that ask for it fail if the upstream does not serve it" in out
     assert out.count("answer: 'OK'") == 2
     assert upstream.stats.requests == 2
 
@@ -59,3 +59,22 @@ def test_check_on_an_unreachable_upstream_and_without_a_blueprint(tmp_path: Path
                                      "app = Flask(__name__)\n")
     done = flask(["chatstream", "check"], tmp_path)
     assert done.returncode != 0 and "No such command 'chatstream'" in done.stderr
+
+
+def test_check_without_a_key_says_so_in_one_line(tmp_path: Path) -> None:
+    """The app fails at import (no key): Flask's command line shows our sentence, not a traceback."""
+    (tmp_path / "app.py").write_text(APP)
+    done = flask(["chatstream", "check"], tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("Error: flask_chatstream has no API key for the model provider. Did you forget to "
+                                  "set OPENAI_API_KEY"), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_check_shows_no_secret_on_any_line(tmp_path: Path, upstream: StandInServer) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    with_password = upstream.url.replace("http://", "http://gateway-user:gateway-secret@")
+    done = flask(["chatstream", "check"], tmp_path, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=with_password)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "upstream: http://***@127.0.0.1:" in out, out
+    assert "gateway-secret" not in out and "gateway-user" not in out and API_KEY not in out

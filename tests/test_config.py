@@ -74,7 +74,7 @@ def test_a_bad_api_key_value_is_not_echoed() -> None:
 
 def test_missing_api_key_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         Flask(__name__).register_blueprint(create_blueprint())
 
 

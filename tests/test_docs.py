@@ -116,6 +116,9 @@ def test_the_tutorials_react_app_streams_and_stops_in_chromium(tmp_path: Path, p
         upstream.wait_for(lambda stats: stats.cancelled == 1)  # the server closed the model's stream
         assert upstream.stats.finished == 0
         assert "seven" not in answer.nth(1).inner_text()
+        # What the tutorial says the page shows after Stop: the words so far, Send back, and no error.
+        page.get_by_role("button", name="Send").and_(page.locator(":enabled")).wait_for()
+        assert answer.nth(1).inner_text() == "Assistant: five six" and page.get_by_role("alert").count() == 0
 
 
 SITE = '''"""The tutorial's app.py, serving the tutorial's built page (web/dist) on the same origin."""

@@ -22,8 +22,9 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .console import Terminal, console_blocks, matches, sh_lines
+from .console import Terminal, follow, sh_lines
 from .servers import ROOT, RedisServer, free_port, wait_for_port
+from .snippets import file_snippet
 from .streams import answer_of, check_event_stream, ndjson_events, post_chat
 
 pytestmark = [pytest.mark.install, pytest.mark.redis, pytest.mark.node]
@@ -196,19 +197,36 @@ def test_the_readme_minimal_app_runs_offline_from_a_clone_as_shown(tmp_path: Pat
         return re.sub(r"\b(8000|8001)\b", lambda found: ports[found.group(1)], text)
 
     with Terminal(app_dir, {**env.env, "PORT": str(app_port)}, tmp_path) as terminal:
-        started = []
-        for command in map(own_ports, sh_lines(section)):
-            if command.startswith("python -m flask_chatstream.testing"):
-                started.append(terminal.serve(command, standin_port))
-            elif command.startswith("gunicorn"):
-                started.append(terminal.serve(command, app_port))
-            else:
-                terminal.run(command)
-        assert len(started) == 2
-        [session] = console_blocks(section)
-        for command, shown in session:
-            printed = terminal.run(own_ports(command))
-            assert matches(shown, printed), f"{command}\nprinted:\n{printed}\nthe README shows:\n" + "\n".join(shown)
+        started = follow(terminal, section, {"python -m flask_chatstream.testing": standin_port,
+                                             "gunicorn": app_port}, own_ports)
+    assert len(started) == 2
+    for log in started:
+        text = log.read_text()
+        assert "Traceback" not in text and "Warning" not in text, text[-3000:]
+
+
+def test_the_tutorials_flask_side_runs_as_written(tmp_path: Path, wheels: Path) -> None:
+    """The tutorial's first part, line by line in a clean folder: its venv, its install (from a wheel of
+    this tree, standing in for the index), its app.py, the stand-in, check, gunicorn and both curls."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text()
+    part = tutorial.split("\n## 1. The Flask side\n", 1)[1].split("\n## 2.", 1)[0]
+    standin_port, app_port = free_port(), free_port()
+    ports = {"8001": str(standin_port), "8000": str(app_port)}
+
+    def own_ports(text: str) -> str:
+        return re.sub(r"\b(8000|8001)\b", lambda found: ports[found.group(1)], text)
+
+    env = {k: v for k, v in Venv(tmp_path / "unused", wheels).env.items() if k not in ("VIRTUAL_ENV",)}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(tmp_path)))
+    env["PORT"] = str(app_port)
+    before, after = part.split("The whole API is one blueprint:", 1)
+    with Terminal(tmp_path, env, tmp_path) as terminal:
+        follow(terminal, before, {})
+        directory, _ = terminal.state()
+        (Path(directory) / "app.py").write_text(file_snippet(ROOT / "docs" / "tutorial.md", "app.py"))
+        started = follow(terminal, after, {"python -m flask_chatstream.testing": standin_port, "gunicorn": app_port},
+                         own_ports)
+    assert Path(directory) == tmp_path / "chat" and len(started) == 2
     for log in started:
         text = log.read_text()
         assert "Traceback" not in text and "Warning" not in text, text[-3000:]

@@ -106,7 +106,15 @@ def test_the_manuals_way_to_test_a_host_app_never_reaches_the_real_provider(tmp_
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
-        assert real.stats.requests == 0
+        # The other shape: a module-level app (the tutorial's), with the page's conftest.py and tests.
+        page = ROOT / "docs" / "howto" / "testing.md"
+        (tmp_path / "myapp").mkdir()
+        for name in ("app.py", "conftest.py", "test_chat.py"):
+            (tmp_path / "myapp" / name).write_text(file_snippet(page, f"myapp/{name}"))
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py"],
+                              cwd=tmp_path / "myapp", env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+        assert real.stats.connections == 0
 
 
 def test_attach_needs_a_registered_blueprint() -> None:

@@ -26,7 +26,7 @@ import orjson
 
 from .. import _gevent
 from .._chat import ChatRequest
-from .._config import Settings
+from .._config import ConfigError, Settings
 from .._errors import (
     ChatStreamError,
     UpstreamAuthError,
@@ -87,7 +87,7 @@ class Upstream:
         self._directs: dict[str, Direct | None] = {}
         if client is None:
             if settings.api_key is None:
-                raise RuntimeError(
+                raise ConfigError(
                     "flask_chatstream has no API key for the model provider. Did you forget to set "
                     "OPENAI_API_KEY, app.config['CHATSTREAM_API_KEY'] or create_blueprint(api_key=...)? "
                     "Servers that need no key (Ollama, vLLM) take any non-empty string. "
