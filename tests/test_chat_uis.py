@@ -142,9 +142,6 @@ def test_enter_sends_and_markdown_renders_while_it_streams(view: str, ui: str, r
 def test_hostile_markdown_does_nothing(desktop: Page, ui: str, upstream: StandInServer,
                                       request: pytest.FixtureRequest) -> None:
     """Model output is untrusted: raw HTML, event handlers, javascript: links and images never run."""
-    # The demo keeps the harmless part of raw HTML, so its <img src="x"> loads (a 404); react-markdown
-    # shows raw HTML as text.
-    request.node.console_allows = ["status of 404"] if ui == "demo" else []
     dialogs: list[str] = []
     desktop.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     upstream.script = Script(reply=HOSTILE)
@@ -159,6 +156,28 @@ def test_hostile_markdown_does_nothing(desktop: Page, ui: str, upstream: StandIn
         link.click(modifiers=["Control"])  # whatever is left of them, clicked
     assert desktop.evaluate("window.__pwned") is None and dialogs == []
     assert desktop.evaluate("parent.__pwned") is None
+
+
+def test_an_answer_loads_nothing_it_names(desktop: Page, ui: str, upstream: StandInServer) -> None:
+    """No remote images (nor media, nor CSS urls) from an answer: each would be a request to wherever the
+    model points, redrawn every frame. A markdown image shows as a link to it instead."""
+    fetched: list[str] = []
+    desktop.on("request", lambda request: fetched.append(request.url) if "probe" in request.url else None)
+    upstream.script = Script(reply='Look: ![a tracker](/probe-md.png?secret=1)\n\n<img src="/probe-html.png">\n\n'
+                                   '<p style="background:url(/probe-css.png)">styled</p>\n\n<video poster="/probe-video.png">'
+                                   '</video>\n\n<picture><source srcset="/probe-srcset.png"></picture> **the end**',
+                             delay=0.01)
+    send(desktop, "Show me a picture")
+    answer = last_answer(desktop)
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(answer.locator(".content strong")).to_have_text("the end")
+    link = answer.locator(".content a", has_text="image: a tracker")
+    expect(link).to_have_attribute("href", "/probe-md.png?secret=1")
+    assert answer.locator(".content img, .content video, .content source, .content [style]").count() == 0
+    desktop.reload()
+    desktop.wait_for_selector("html[data-ready]")
+    expect(last_answer(desktop).locator(".content a", has_text="image: a tracker")).to_be_visible()
+    assert fetched == []
 
 
 def test_a_blank_message_is_never_sent(desktop: Page, upstream: StandInServer) -> None:
@@ -426,3 +445,53 @@ def test_the_thread_follows_the_answer_until_the_reader_scrolls_up(desktop: Page
     upstream.release()
     expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
     assert thread.evaluate("(t) => t.scrollTop") < 40  # and stays where they went
+
+
+def test_a_saved_conversation_opens_at_its_newest_answer(desktop: Page, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="\n\n".join(f"Paragraph {i} of a long answer." for i in range(1, 61)))
+    send(desktop, "Talk a lot")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    desktop.reload()
+    desktop.wait_for_selector("html[data-ready]")
+    expect(last_answer(desktop).locator(".content p")).to_have_count(60)
+    at_bottom = "(t) => t.scrollHeight > t.clientHeight && t.scrollHeight - t.scrollTop - t.clientHeight < 40"
+    eventually(lambda: desktop.locator("#thread").evaluate(at_bottom), bool)
+
+
+@pytest.mark.parametrize("ui", ["demo", "react"], indirect=True)
+def test_a_refused_message_comes_back_into_the_box(desktop: Page, upstream: StandInServer,
+                                                  request: pytest.FixtureRequest) -> None:
+    """Too long to send: the server refuses it before any answer, and the person's text is not lost."""
+    request.node.console_allows = ["status of 400"]  # Chromium logs the refused request itself
+    too_long = "word " * 7000  # past the example app's max_content_chars (32,000)
+    desktop.fill("#prompt", too_long)
+    desktop.press("#prompt", "Enter")
+    expect(desktop.locator("#error")).to_have_text("That message is too long. Shorten it and try again.")
+    expect(desktop.locator("#prompt")).to_have_value(too_long)
+    expect(desktop.locator("#messages .message")).to_have_count(0)  # nothing was said, so nothing shows
+    assert upstream.stats.requests == 0
+    desktop.fill("#prompt", "A short one")
+    desktop.press("#prompt", "Enter")
+    expect(last_answer(desktop)).to_have_attribute("data-status", "complete")
+    expect(desktop.locator("#messages .message.user")).to_have_text(["A short one"])
+
+
+def test_a_second_tab_shows_an_answer_on_its_way_at_once(desktop: Page, server: Gunicorn, ui: str,
+                                                        upstream: StandInServer) -> None:
+    """Another tab opens the conversation while its answer streams: it shows what the server has so far
+    on its first look (counted), then the rest once the server has saved it."""
+    upstream.script = Script(reply=WORDS, hold_after=5)
+    send(desktop, "Keep going")
+    expect(last_answer(desktop).locator(".content")).to_contain_text("word5")
+    second = desktop.context.new_page()
+    looks: list[str] = []
+    second.on("request", lambda r: looks.append(r.url) if "/api/conversations/" in r.url else None)
+    second.goto(desktop.url)
+    second.wait_for_selector("html[data-ready]")
+    expect(second.locator("#messages .message.user")).to_have_text(["Keep going"])
+    expect(last_answer(second)).to_have_attribute("data-status", "streaming")
+    assert len(looks) <= 2, looks  # shown from its first look, not after seconds of looking again
+    upstream.release()
+    expect(last_answer(second)).to_have_attribute("data-status", "complete")
+    expect(last_answer(second).locator(".content")).to_have_text(WORDS)
+    second.close()

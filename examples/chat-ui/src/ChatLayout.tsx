@@ -12,7 +12,8 @@ export interface ChatLayoutProps extends SidebarProps {
   followKey: unknown;
   busy: boolean;
   error: string;
-  onSend(text: string): void;
+  /** Resolves to false when the server refused the message before answering (the box gets it back). */
+  onSend(text: string): void | Promise<boolean | void>;
   onStop(): void;
   /** The thread's items (UserMessage, AnswerMessage, ...). */
   children: ReactNode;

@@ -1,12 +1,14 @@
 // Where the question is written: Enter sends, Shift+Enter adds a line, a blank message never leaves,
 // the box clears on send and grows with its text. Stop takes Send's place while an answer comes.
+// A message the server refuses before answering (too long, say) comes back into the box to edit.
 import { useLayoutEffect, useRef, useState, type FormEvent } from "react";
 
 export function Composer({ busy, error, onSend, onStop }: {
   busy: boolean;
   /** Words for a person (chatstream.js's errorText), or "". */
   error: string;
-  onSend(text: string): void;
+  /** Resolves to false when the server refused the message before answering: the box gets it back. */
+  onSend(text: string): void | Promise<boolean | void>;
   onStop(): void;
 }) {
   const [text, setText] = useState("");
@@ -21,8 +23,11 @@ export function Composer({ busy, error, onSend, onStop }: {
   function submit(event: FormEvent) {
     event.preventDefault();
     if (!text.trim() || busy) return;
-    onSend(text);
+    const sent = text;
     setText("");
+    void Promise.resolve(onSend(sent)).then((accepted) => {
+      if (accepted === false) setText((now) => now || sent); // unless something new was typed meanwhile
+    });
   }
 
   return (

@@ -1,5 +1,7 @@
 // An answer as markdown, while it streams. Model output is untrusted: react-markdown builds React
 // elements (never innerHTML), leaves raw HTML out, and drops javascript: and other unsafe URLs.
+// Nor does the page load what an answer names: an image would be fetched from wherever the model (or
+// a prompt injected into it) points, a tracking and exfiltration channel, so an image is a link to it.
 // GFM adds tables and lists of tasks; rehype-highlight colours code (the colours are in chat.css).
 import { memo, useRef, type ComponentProps } from "react";
 import ReactMarkdown, { type Components } from "react-markdown";
@@ -21,7 +23,11 @@ function Link({ node: _node, ...props }: ComponentProps<"a"> & { node?: unknown 
   return <a {...props} target="_blank" rel="noopener noreferrer" />;
 }
 
-const components: Components = { pre: CodeBlock, a: Link };
+function ImageLink({ src, alt }: ComponentProps<"img"> & { node?: unknown }) {
+  return <a href={typeof src === "string" ? src : undefined} target="_blank" rel="noopener noreferrer">image: {alt || String(src ?? "")}</a>;
+}
+
+const components: Components = { pre: CodeBlock, a: Link, img: ImageLink };
 const remarkPlugins = [remarkGfm];
 const rehypePlugins = [rehypeHighlight];
 

@@ -5,6 +5,7 @@ import {
   chatApi,
   errorMessage,
   newConversationId,
+  refused,
   startConversation,
   useDeleteConversationMutation,
   useGetConversationQuery,
@@ -31,7 +32,8 @@ export function App() {
   const serverIsFinishing = !isLoading && messages.at(-1)?.status === "streaming";
   useEffect(() => setFinishing(serverIsFinishing), [serverIsFinishing]);
 
-  async function ask(content: string, regenerate = false) {
+  /** False when the server refused the message before answering (too long, say): the box gets it back. */
+  async function ask(content: string, regenerate = false): Promise<boolean> {
     let conversationId = current;
     if (!conversationId) {
       conversationId = newConversationId();
@@ -41,9 +43,10 @@ export function App() {
     setAsked((n) => n + 1);
     const request = sendMessage({ conversationId, content, regenerate });
     running.current = request;
-    await request; // resolves with {data} or {error}; never throws
+    const result = await request; // resolves with {data} or {error}; never throws
     running.current = null;
     dispatch(chatApi.util.invalidateTags(["ConversationList"])); // a stopped mutation invalidates nothing
+    return !("error" in result && refused(result.error));
   }
 
   function regenerate() {
@@ -72,7 +75,7 @@ export function App() {
       followKey={asked}
       busy={isLoading}
       error={errorMessage(error)}
-      onSend={(text) => void ask(text)}
+      onSend={(text) => ask(text)}
       onStop={() => running.current?.abort()}
     >
       {messages.map((m, i) => {

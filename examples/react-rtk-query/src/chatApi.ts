@@ -100,6 +100,11 @@ export function errorMessage(error: unknown): string {
   return "message" in error ? String(error.message) : "Something went wrong.";
 }
 
+/** A request the server answered with a 4xx before any answer: the message itself was refused. */
+export const refused = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && "status" in error && typeof error.status === "number"
+  && error.status >= 400 && error.status < 500;
+
 type Result<T> = { data: T } | { error: ChatError };
 
 /** A JSON request to the example app's conversation API; its errors (read by chatstream.js's
@@ -125,16 +130,20 @@ export const chatApi = createApi({
       providesTags: ["ConversationList"],
     }),
     getConversation: build.query<Conversation, string>({
-      async queryFn(id) {
+      async queryFn(id, { getState }) {
         // The server saves an answer once its stream has ended, a moment after the last byte: right
-        // after a stream, ask again for a few seconds rather than show a half-saved turn. (An answer
-        // still "streaming" after that is one the server is finishing: the component polls for it.)
+        // after this page's own stream (the cache has seen it end), ask again for a few seconds rather
+        // than show a half-saved turn. A conversation the server is still answering for someone else
+        // (another tab's, or a reload's) shows at once, as it stands; the component polls for the rest.
+        const state = getState() as Parameters<ReturnType<typeof chatApi.endpoints.getConversation.select>>[0];
+        const cached = chatApi.endpoints.getConversation.select(id)(state).data;
+        const sawItEnd = cached !== undefined && cached.messages.at(-1)?.status !== "streaming";
         for (let attempt = 0; ; attempt++) {
           const result = await call<Conversation>(conversationUrl(id));
           if ("error" in result) {
             return result.error.status === 404 ? { data: { id, messages: [] } } : result; // a stale link: empty
           }
-          if (result.data.messages.at(-1)?.status !== "streaming" || attempt >= 50) return result;
+          if (!sawItEnd || result.data.messages.at(-1)?.status !== "streaming" || attempt >= 50) return result;
           await settle();
         }
       },
@@ -192,18 +201,23 @@ export const chatApi = createApi({
           return { data: { id: assistantId, role: "assistant", content: text, status: "complete" } };
         } catch (caught) {
           const error = toChatError(caught);
-          patchAssistant((m) => {
-            m.status = error.status === "ABORTED" ? "stopped" : "error";
-            m.error = error.message;
-          });
+          if (refused(error) && !regenerate) {
+            // Refused before any answer (too long, say): the server kept nothing, and nor does the page.
+            update((draft) => {
+              draft.messages.splice(-2);
+            });
+          } else {
+            patchAssistant((m) => {
+              m.status = error.status === "ABORTED" ? "stopped" : "error";
+              m.error = error.message;
+            });
+          }
           return { error };
         }
       },
-      // Settled either way: refetch what the server saved.
-      invalidatesTags: (_result, _error, { conversationId }) => [
-        { type: "Conversation", id: conversationId },
-        "ConversationList",
-      ],
+      // Settled either way: refetch what the server saved (nothing new, for a refused message).
+      invalidatesTags: (_result, error, { conversationId, regenerate }) =>
+        refused(error) && !regenerate ? ["ConversationList"] : [{ type: "Conversation", id: conversationId }, "ConversationList"],
     }),
     renameConversation: build.mutation<null, { id: string; title: string }>({
       queryFn: ({ id, title }) =>
