@@ -352,6 +352,7 @@ def create_app() -> Flask:
         if answer_id is not None:
             status = {"done": "complete", "error": "error"}.get(result.outcome, "stopped")
             tools = [{"id": c.id, "name": c.name, "arguments": parsed_arguments(c.arguments),
+                      **({"denied": True} if c.denied else {}),
                       **({"error": c.error} if c.error is not None else {"output": c.output})}
                      for c in result.tool_calls]
             store.finish(answer_id, result.text, status, tools, result.reasoning,

@@ -47,6 +47,8 @@ class ToolCall:
     """What a server-side tool returned (``None`` for a client-side tool, or one that failed)."""
     error: str | None = None
     """Why a server-side tool gave no output: the error text the model got instead."""
+    denied: bool = False
+    """A person denied the call (a tool that needs approval): it did not run, and ``error`` says so."""
 
 
 @dataclass(frozen=True)

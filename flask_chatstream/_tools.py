@@ -171,7 +171,7 @@ class ToolRun:
 
     def recorded(self) -> ToolCall:
         """The call as ``ChatResult.tool_calls`` lists it, with its output or error."""
-        return dataclasses.replace(self.call, output=self.output, error=self.error)
+        return dataclasses.replace(self.call, output=self.output, error=self.error, denied=self.denied)
 
     def message(self) -> dict[str, Any]:
         """The ``tool`` message that carries the result back to the model."""

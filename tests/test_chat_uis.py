@@ -327,12 +327,12 @@ def test_a_tool_call_shows_as_it_happens(desktop: Page, upstream: StandInServer)
     expect(last_answer(desktop).locator(".content")).to_contain_text("The clock said 20")
 
 
-@pytest.mark.parametrize("ui", ["ai-sdk"], indirect=True)
+@pytest.mark.parametrize("ui", ["demo", "react", "ai-sdk"], indirect=True)
 @pytest.mark.parametrize("approved", [True, False])
 def test_a_tool_that_needs_approval_waits_for_approve_or_deny(desktop: Page, server: Gunicorn, upstream: StandInServer,
                                                               approved: bool) -> None:
-    """useChat's page shows Approve and Deny for the example's rename_chat; the answer goes on in the
-    same message once the user says, and the server runs the tool only on Approve."""
+    """Each page shows Approve and Deny for the example's rename_chat; the answer goes on in the same
+    message once the user says, the server runs the tool only on Approve, and a reload shows it so."""
     upstream.script = Script(reply=lambda messages: f"The tool said: {messages[-1]['content']}",
                              tool_calls=[{"name": "rename_chat", "arguments": {"title": "Trip plans"}}])
     send(desktop, "Rename this chat to Trip plans")
@@ -351,7 +351,12 @@ def test_a_tool_that_needs_approval_waits_for_approve_or_deny(desktop: Page, ser
     assert conversation["title"] == ("Trip plans" if approved else "Rename this chat to Trip plans")
     [answer] = [m for m in conversation["messages"] if m["role"] == "assistant"]
     assert [t["name"] for t in answer["tools"]] == ["rename_chat"] and said in answer["content"]
+    assert answer["tools"][0].get("denied", False) is not approved
     assert upstream.stats.requests == 2
+    desktop.reload()
+    desktop.wait_for_selector("html[data-ready]")
+    expect(tool.locator("summary")).to_have_text("Used a tool: rename_chat" + ("" if approved else " (denied)"))
+    expect(last_answer(desktop).locator(".content")).to_contain_text(said)
 
 
 def test_a_reasoning_models_thinking_shows_folded_above_its_answer(desktop: Page, upstream: StandInServer) -> None:

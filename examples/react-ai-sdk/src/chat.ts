@@ -74,7 +74,7 @@ interface SavedConversation {
     role: "user" | "assistant";
     content: string;
     status: AnswerStatus;
-    tools?: { id: string; name: string; arguments: unknown; output?: unknown; error?: string }[];
+    tools?: { id: string; name: string; arguments: unknown; output?: unknown; error?: string; denied?: boolean }[];
     reasoning?: string;
   }[];
 }
@@ -106,7 +106,10 @@ export async function loadConversation(id: string): Promise<ChatMessage[] | null
   return saved.messages.map((m): ChatMessage => {
     const text = { type: "text" as const, text: m.content, state: "done" as const };
     if (m.role === "user") return { id: String(m.id), role: "user", parts: [text] };
-    const tools = (m.tools ?? []).map((t) => t.error !== undefined
+    const tools = (m.tools ?? []).map((t) => t.denied
+      ? { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-denied" as const, input: t.arguments,
+          approval: { id: t.id, approved: false as const } } // a denial, not a failure (the approval's own id is not kept)
+      : t.error !== undefined
       ? { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-error" as const, input: t.arguments, errorText: t.error }
       : { type: `tool-${t.name}` as const, toolCallId: t.id, state: "output-available" as const, input: t.arguments, output: t.output });
     const thought = m.reasoning ? [{ type: "reasoning" as const, text: m.reasoning, state: "done" as const }] : [];

@@ -12,6 +12,7 @@ import {
   useListConversationsQuery,
   useRenameConversationMutation,
   useSendMessageMutation,
+  type ToolUse,
 } from "./chatApi";
 import { useAppDispatch } from "./store";
 
@@ -47,6 +48,15 @@ export function App() {
     running.current = null;
     dispatch(chatApi.util.invalidateTags(["ConversationList"])); // a stopped mutation invalidates nothing
     return !("error" in result && refused(result.error));
+  }
+
+  async function answerApproval(call: ToolUse, approved: boolean) {
+    if (!current) return;
+    setAsked((n) => n + 1);
+    const request = sendMessage({ conversationId: current, content: "", approval: { call, approved } });
+    running.current = request;
+    await request;
+    running.current = null;
   }
 
   function regenerate() {
@@ -87,8 +97,12 @@ export function App() {
           <Fragment key={m.id}>
             {m.reasoning && <ReasoningMessage text={m.reasoning} thinking={m.status === "streaming" && !m.content} />}
             {m.tools?.map((t) => (
+              // A tool that needs approval waits for the person: the answer goes on once they say.
               <ToolMessage key={t.id} id={t.id} name={t.name} input={t.arguments} output={t.output} error={t.error}
-                done={"output" in t || t.error !== undefined} />
+                done={"output" in t || t.error !== undefined} denied={t.denied}
+                approval={t.approval_id && !isLoading
+                  ? { onApprove: () => void answerApproval(t, true), onDeny: () => void answerApproval(t, false) }
+                  : undefined} />
             ))}
             <AnswerMessage text={m.content} status={m.status}
               note={statusNote(m.status, { live: isLoading && last, error: failure })}

@@ -17,7 +17,7 @@
 // - `renameConversation` and `deleteConversation` are plain mutations that refresh the list.
 // Only plain, serializable data goes into the store.
 import { createApi, fakeBaseQuery } from "@reduxjs/toolkit/query/react";
-import { ChatStreamError, checkResponse, errorText, streamChat } from "chatstream";
+import { ChatStreamError, checkResponse, errorText, streamChat, type ChatBody } from "chatstream";
 
 export type Role = "user" | "assistant";
 export type MessageStatus = "complete" | "streaming" | "stopped" | "error";
@@ -28,6 +28,10 @@ export interface ToolUse {
   arguments: unknown;
   output?: unknown;
   error?: string;
+  /** The person said no to it (a tool that needs approval). */
+  denied?: boolean;
+  /** It waits for the person's approval: the signed id to answer with (sendMessage's `approval`). */
+  approval_id?: string;
 }
 
 export interface Message {
@@ -61,6 +65,9 @@ export interface SendMessageArgs {
   content: string;
   /** Answer `content`, the last question, again: the last answer is dropped first. */
   regenerate?: boolean;
+  /** Instead of a question: the person's word on a tool call that waits for approval. The last
+   * answer goes on, in the same message, after the call's result (the server runs it only if approved). */
+  approval?: { call: ToolUse; approved: boolean };
 }
 
 /** What a failed request returns as `error`: plain data, safe for the store. */
@@ -149,12 +156,21 @@ export const chatApi = createApi({
       },
       providesTags: (_result, _error, id) => [{ type: "Conversation", id }],
     }),
-    sendMessage: build.mutation<Message, SendMessageArgs>({
-      async queryFn({ conversationId, content, regenerate = false }, { dispatch, signal }) {
+    sendMessage: build.mutation<Message & { awaitingApproval?: boolean }, SendMessageArgs>({
+      async queryFn({ conversationId, content, regenerate = false, approval }, { dispatch, signal }) {
         const update = (recipe: (draft: Conversation) => void) =>
           dispatch(chatApi.util.updateQueryData("getConversation", conversationId, recipe));
-        const assistantId = newId("assistant");
+        let assistantId: string | number = newId("assistant");
         update((draft) => {
+          if (approval) {
+            const answer = draft.messages.findLast((m) => m.role === "assistant");
+            if (!answer) return;
+            assistantId = answer.id; // it goes on
+            answer.status = "streaming";
+            const tool = answer.tools?.find((t) => t.id === approval.call.id);
+            if (tool) delete tool.approval_id; // answered
+            return;
+          }
           if (regenerate) {
             const last = draft.messages.findLastIndex((m) => m.role === "user");
             draft.messages.splice(last + 1); // the question stays; its answer goes
@@ -170,9 +186,16 @@ export const chatApi = createApi({
           });
 
         let text = "";
+        let awaitingApproval = false;
         try {
-          // Only the new message goes up: the server keeps the conversation and adds its history.
-          const body = { conversation_id: conversationId, content, ...(regenerate ? { regenerate } : {}) };
+          // Only the new message goes up: the server keeps the conversation and adds its history. An
+          // approval sends the call as the model made it, and the signed id, the same way.
+          const body: ChatBody & { conversation_id: string } = approval
+            ? { conversation_id: conversationId,
+                messages: [{ role: "assistant", content: null, tool_calls: [{ id: approval.call.id, type: "function",
+                  function: { name: approval.call.name, arguments: JSON.stringify(approval.call.arguments) } }] }],
+                approvals: [{ approval_id: approval.call.approval_id ?? "", approved: approval.approved }] }
+            : { conversation_id: conversationId, content, ...(regenerate ? { regenerate } : {}) };
           for await (const event of streamChat(`${apiBase}/chat`, body, { format: "ndjson", signal })) {
             if (event.type === "delta") {
               text += event.content;
@@ -188,20 +211,29 @@ export const chatApi = createApi({
               patchAssistant((m) => {
                 (m.tools ??= []).push({ id, name, arguments: args });
               });
+            } else if (event.type === "tool_approval") {
+              awaitingApproval = true;
+              const { id, name, arguments: args, approval_id } = event;
+              patchAssistant((m) => {
+                const tool = m.tools?.find((t) => t.id === id);
+                if (tool) tool.approval_id = approval_id;
+                else (m.tools ??= []).push({ id, name, arguments: args, approval_id });
+              });
             } else if (event.type === "tool_result") {
               patchAssistant((m) => {
                 const tool = m.tools?.find((t) => t.id === event.id);
-                if (tool) Object.assign(tool, "error" in event ? { error: event.error } : { output: event.output });
+                if (tool) Object.assign(tool, "error" in event ? { error: event.error } : { output: event.output },
+                  event.denied ? { denied: true } : {});
               });
             }
           }
           patchAssistant((m) => {
             m.status = "complete";
           });
-          return { data: { id: assistantId, role: "assistant", content: text, status: "complete" } };
+          return { data: { id: assistantId, role: "assistant", content: text, status: "complete", awaitingApproval } };
         } catch (caught) {
           const error = toChatError(caught);
-          if (refused(error) && !regenerate) {
+          if (refused(error) && !regenerate && !approval) {
             // Refused before any answer (too long, say): the server kept nothing, and nor does the page.
             update((draft) => {
               draft.messages.splice(-2);
@@ -216,8 +248,9 @@ export const chatApi = createApi({
         }
       },
       // Settled either way: refetch what the server saved (nothing new, for a refused message).
-      invalidatesTags: (_result, error, { conversationId, regenerate }) =>
-        refused(error) && !regenerate ? ["ConversationList"] : [{ type: "Conversation", id: conversationId }, "ConversationList"],
+      // (The example app does not save a pending approval's signed id: the cache keeps it until answered.)
+      invalidatesTags: (result, error, { conversationId, regenerate, approval }) =>
+        result?.awaitingApproval || (refused(error) && !regenerate && !approval) ? ["ConversationList"] : [{ type: "Conversation", id: conversationId }, "ConversationList"],
     }),
     renameConversation: build.mutation<null, { id: string; title: string }>({
       queryFn: ({ id, title }) =>
