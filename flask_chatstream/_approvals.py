@@ -36,35 +36,38 @@ from ._tools import DENIED, Report, Tool, ToolRun, parsed_arguments, run_calls
 
 
 class ApprovalKey:
-    """Signs approval requests and checks the answers."""
+    """Signs approval requests and checks the answers, for one client: an approval id is bound to the
+    client key of the request that was asked (another client holding the conversation cannot use it)."""
 
-    def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
+    def __init__(self, secret_keys: Sequence[str | bytes], client: str = "") -> None:
         keys = [key.encode() if isinstance(key, str) else key for key in secret_keys]
         self._signer = Signer(keys, salt="flask_chatstream.tool-approval", key_derivation="hmac",
                               digest_method=hashlib.sha256)
+        self._client = client.encode()
 
     def approval_id(self, call: ToolCall) -> str:
-        return "approval-" + self._signer.get_signature(_payload(call)).decode()
+        return "approval-" + self._signer.get_signature(self._payload(call)).decode()
 
     def signs(self, approval_id: str, call: ToolCall) -> bool:
         signature = approval_id.removeprefix("approval-").encode()
-        return approval_id.startswith("approval-") and self._signer.verify_signature(_payload(call), signature)
+        return approval_id.startswith("approval-") and self._signer.verify_signature(self._payload(call), signature)
+
+    def _payload(self, call: ToolCall) -> bytes:
+        return b"\n".join([call.id.encode(), call.name.encode(), canonical(parsed_arguments(call.arguments)),
+                           self._client])
 
 
-def approval_key(app: App, tools: Mapping[str, Tool]) -> ApprovalKey | None:
-    """The key for the app's approvals, if a tool needs approval: from its ``SECRET_KEY`` (and
-    ``SECRET_KEY_FALLBACKS``, for a key being rotated out), or a ``RuntimeError`` that says to set one."""
+def approval_key(app: App, tools: Mapping[str, Tool], client: str = "") -> ApprovalKey | None:
+    """The key for the approvals of one client (its client key), if a tool needs approval: from the
+    app's ``SECRET_KEY`` (and ``SECRET_KEY_FALLBACKS``, for a key being rotated out), or a
+    ``ConfigError`` that says to set one."""
     needing = [name for name, tool in tools.items() if tool.needs_approval]
     if not needing:
         return None
     if not app.secret_key:
         raise ConfigError(f"Tool {needing[0]!r} needs approval, and approvals are signed with the app's "
                            "SECRET_KEY: set app.config['SECRET_KEY'] (as Flask's sessions need).")
-    return ApprovalKey([*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key])
-
-
-def _payload(call: ToolCall) -> bytes:
-    return b"\n".join([call.id.encode(), call.name.encode(), canonical(parsed_arguments(call.arguments))])
+    return ApprovalKey([*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key], client)
 
 
 def canonical(value: Any) -> bytes:

@@ -19,6 +19,7 @@ host's own, under the blueprint's size and time limits. Werkzeug caches it, so h
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -76,7 +77,7 @@ from ._sockets import fileno_of
 from ._stream.after_leave import FinishingLimit
 from ._stream.generation import Prelude
 from ._stream.limits import StreamLimit, nothing
-from ._stream.registry import STREAMS
+from ._stream.registry import STREAMS, new_stream_id
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
@@ -227,8 +228,8 @@ class Shared(NamedTuple):
     """Where resumable streams are kept; None unless ``resumable``."""
     host: HostStore | None
     """Without Redis: what the workers of this machine share (stops, for every stream)."""
-    ping: Callable[[], bool] | None
-    """Redis's ping, for readiness, when there is Redis."""
+    check: tuple[str, Callable[[], bool]] | None
+    """Whether it answers, for readiness, by name: Redis's ping, or the state file's ``ready``."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,11 @@ class _State:
     observer: Observer
     """What hears of its streams: metrics, traces (``_observe``)."""
     readiness: Readiness
+    scope: str
+    """The blueprint's name in the app (``api``, ``admin.chat``)."""
+    tag: str
+    """The first characters of every stream id it makes: a stream belongs to the blueprint that made it,
+    and another blueprint of the app (with other hooks, another ``may_resume``) does not know its ids."""
 
     @property
     def limit(self) -> StreamLimit:
@@ -351,7 +357,7 @@ def create_blueprint(
         approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
         shared = _shared_state(settings, Path(state.app.instance_path), key)
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = build_state(
-            settings, client, client_key, blueprint, shared)
+            settings, client, client_key, blueprint, shared, key)
         # Every method reaches the view, which answers each with JSON and an accurate Allow header
         # (Werkzeug would answer TRACE or an unknown method with its own HTML 405).
         for endpoint in (f"{key}.chat", f"{key}.stop", f"{key}.resume", f"{key}.replay"):
@@ -373,14 +379,25 @@ def create_blueprint(
 
 
 def build_state(settings: Settings, client: openai.OpenAI | None, client_key: ClientKey, blueprint: ChatBlueprint,
-                shared: Shared) -> _State:
+                shared: Shared, scope: str) -> _State:
     """A blueprint's state for an app: made at registration, and made again by ``testing.attach()``
     around the stand-in (with the same shared state), so both have the same parts."""
     upstream, observe = Upstream(settings, client), observer(settings)
     upstream.on_retry = observe.retried
     return _State(settings, upstream, shared, shared.limit.sibling(settings.max_readers_per_stream), client_key,
                   blueprint, FinishingLimit(settings.max_finishing_streams), observe,
-                  Readiness(upstream.models, shared.ping))
+                  Readiness(upstream.models, shared.check), scope, stream_tag(scope))
+
+
+def stream_tag(scope: str) -> str:
+    """Eight hex digits for a blueprint's scope, the same in every worker and instance."""
+    return hashlib.blake2b(scope.encode(), digest_size=4, person=b"chatstream").hexdigest()
+
+
+def _ours(state: _State, stream_id: str) -> None:
+    """A stream id of another blueprint (or none of ours) is not found here, whatever else knows it."""
+    if not stream_id.startswith(state.tag):
+        raise StreamNotFound()
 
 
 def _init_app(app: App) -> None:
@@ -448,14 +465,14 @@ def _shared_state(settings: Settings, instance: Path, scope: str) -> Shared:
             memory = MemoryJournal(settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
             return Shared(limit, memory, None, None)
         kept = HostJournal(host, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-        return Shared(HostLimit(host, settings.max_streams_per_client), kept, host, None)
+        return Shared(HostLimit(host, settings.max_streams_per_client), kept, host, ("state", host.ready))
     try:
         from ._resume.redis import FleetLimit, RedisJournal, RedisStore
     except ImportError:
         raise ConfigError("redis_url needs the redis package: pip install 'flask-chatstream[redis]'.") from None
     store = RedisStore(settings.redis_url, settings.redis_timeout, settings.slot_ttl)
-    journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events) if settings.resumable else None
-    return Shared(FleetLimit(store, settings.max_streams_per_client), journal, None, store.ping)
+    journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events, scope) if settings.resumable else None
+    return Shared(FleetLimit(store, settings.max_streams_per_client), journal, None, ("redis", store.ping))
 
 
 def _state() -> _State:
@@ -523,7 +540,7 @@ def _stream() -> Response:
     owner = state.client_key()
     release = state.limit.acquire(owner)
     tools = state.blueprint.tools
-    key = approval_key(current_app, tools)
+    key = approval_key(current_app, tools, owner)  # approval ids are bound to the client they were asked of
     context = request_ctx.copy().copy if tools else None
     ran: list[tuple[ToolRun, str, float, float]] = []
     try:
@@ -532,7 +549,7 @@ def _stream() -> Response:
         release()
         raise
     # From here on after_stream runs once, whatever happens.
-    stream_id = uuid.uuid4().hex
+    stream_id = new_stream_id(state.tag)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     watch = state.observer.stream(fmt.name, chat)
     for run in ran:
@@ -609,7 +626,7 @@ def _before_upstream(state: _State, chat: ChatRequest, key: ApprovalKey | None,
     chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
                        max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
                        report=report)
-    return chat, Prelude(continued_message(chat.body), tuple(emitted.take()), tuple(runs))
+    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs))
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
@@ -646,7 +663,7 @@ def _resume(chat_id: str) -> Response:
         if state.journal is None:
             return _ChatResponse(status=204)
         try:
-            stream_id = state.journal.active(chat_id)
+            stream_id = state.journal.active(chat_id, state.client_key())  # the chat id is the client's to pick
         except Unavailable:
             raise ResumeUnavailable() from None
         if stream_id is None:
@@ -662,6 +679,7 @@ def _replay_response(state: _State, stream_id: str, after: int, fmt: Format) -> 
     journal = state.journal
     if journal is None:
         raise StreamNotFound("There is no such stream: streams are not kept here (resumable is off).")
+    _ours(state, stream_id)
     try:
         found = journal.find(stream_id)
     except Unavailable:
@@ -706,6 +724,7 @@ def _stop(stream_id: str) -> Response:
         if request.method != "POST":
             raise MethodNotAllowed("Use POST to stop a stream.", allow=ALLOW)
         state = _state()
+        _ours(state, stream_id)
         owner = state.client_key()
         if STREAMS.stop(stream_id, owner):
             return _ChatResponse(status=204)

@@ -55,13 +55,22 @@ def emit(name: str, data: Any, *, id: str | None = None, transient: bool = False
 
 
 class Emitted:
-    """What was emitted and has not gone out yet (from any thread)."""
+    """What was emitted and has not gone out yet (from any thread), until it is closed."""
 
     def __init__(self) -> None:
         self._events: deque[DataEvent] = deque()
+        self._open = True
 
     def add(self, event: DataEvent) -> None:
+        if not self._open:
+            raise RuntimeError("emit() was called after its answer ended (from a thread that a tool left "
+                               "running past its timeout?): nothing can carry the data now.")
         self._events.append(event)
+
+    def close(self) -> list[DataEvent]:
+        """What was emitted and has not gone out yet; a later ``emit`` to this raises ``RuntimeError``."""
+        self._open = False
+        return self.take()
 
     def take(self) -> list[DataEvent]:
         taken = []

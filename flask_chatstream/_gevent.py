@@ -237,5 +237,18 @@ def offload(function: Callable[[], T]) -> T:
     if patched("threading"):
         import gevent
 
-        return gevent.get_hub().threadpool.apply(function)  # type: ignore[no-any-return]
+        # What it raises comes back as a value and is raised here: an exception that left the pool's
+        # function would also be printed, with its traceback, by gevent's hub (a flood, when a shared
+        # state file breaks under a watcher that asks ten times a second).
+        ok, value = gevent.get_hub().threadpool.apply(_caught, (function,))
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
     return function()
+
+
+def _caught(function: Callable[[], T]) -> tuple[bool, Any]:
+    try:
+        return True, function()
+    except BaseException as exc:
+        return False, exc

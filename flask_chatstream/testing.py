@@ -200,7 +200,7 @@ class StandInServer:
             settings = dataclasses.replace(state.settings, base_url=self.url, api_key=STAND_IN_KEY)
             client = state.upstream.client.copy(base_url=self.url, api_key=STAND_IN_KEY) \
                 if state.upstream.custom_client else None
-            states[name] = build_state(settings, client, state.client_key, state.blueprint, state.shared)
+            states[name] = build_state(settings, client, state.client_key, state.blueprint, state.shared, state.scope)
         return app
 
     def release(self) -> None:

@@ -177,6 +177,28 @@ def test_a_malformed_approvals_list_is_400(upstream: StandInServer, approvals: A
     assert upstream.stats.requests == 0
 
 
+def test_an_approval_is_bound_to_the_client_it_was_asked_of(upstream: StandInServer) -> None:
+    """Another client that has the conversation (a shared link, a support tool) cannot run the call as
+    itself with the id: it was signed for the client key of the request that was asked."""
+    app, deleted, _ = approval_app(upstream)
+    messages, approval = asked_for_approval(app)  # asked of 127.0.0.1, the test client's address
+    body = {"messages": messages, "approvals": [{"approval_id": approval["approval_id"], "approved": True}]}
+    other = app.test_client().post("/api/chat?format=ndjson", json=body, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 400 and other.get_json()["error"]["code"] == "invalid_approval"
+    assert deleted == [] and upstream.stats.requests == 1
+    assert post(app, body).status_code == 200 and deleted == ["notes.txt"]  # its own client still can
+
+
+def test_a_replayed_approval_asks_for_the_call_again(upstream: StandInServer) -> None:
+    """The id is checked, not remembered (as documented): the same approval sent twice runs the call
+    twice, so a tool whose second run would harm is made idempotent by its call id."""
+    app, deleted, _ = approval_app(upstream)
+    messages, approval = asked_for_approval(app)
+    body = {"messages": messages, "approvals": [{"approval_id": approval["approval_id"], "approved": True}]}
+    assert post(app, body).status_code == 200 and post(app, body).status_code == 200
+    assert deleted == ["notes.txt", "notes.txt"]
+
+
 def test_a_key_being_rotated_out_still_signs(upstream: StandInServer) -> None:
     """Flask's SECRET_KEY_FALLBACKS: an approval asked for under the old key is good under the new one."""
     app, deleted, _ = approval_app(upstream)

@@ -113,6 +113,19 @@ def test_a_broken_chunked_body_is_400_without_a_traceback(server: Gunicorn, chun
     assert status == 400 and json.loads(body)["error"]["code"] == "invalid_body"
 
 
+def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(server: Gunicorn,
+                                                                      upstream: StandInServer) -> None:
+    """No Content-Length to check first: the body is read to one byte past max_body_bytes (64 KiB) and
+    refused there, while the client is still sending, never cut at the limit and parsed."""
+    sock = connect(server)
+    sock.sendall(head(Content_Type="application/json", Transfer_Encoding="chunked"))
+    piece = b'{"content": "' + b"x" * 70_000
+    sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")  # past the limit; the body goes on
+    status, _, body = response_of(sock)
+    assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+    assert upstream.stats.requests == 0
+
+
 def test_a_body_shorter_than_its_length_is_400(server: Gunicorn, upstream: StandInServer) -> None:
     sock = connect(server)
     sock.sendall(head(Content_Type="application/json", Content_Length=str(len(BODY) + 20)) + BODY)

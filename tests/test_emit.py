@@ -131,3 +131,31 @@ def test_bad_emits_are_refused_in_the_tool(upstream: StandInServer, args: Any, k
     assert [type(e) for e in raised] == [error]
     assert [e.get("error") for e in events if e["type"] == "tool_result"] == ["The tool failed."]
     assert not [e for e in events if e["type"] == "data"]
+
+
+def test_emit_after_its_turn_ended_raises(upstream: StandInServer) -> None:
+    """A tool that outlives its timeout and emits later, from the thread it left running: emit says so
+    (RuntimeError), rather than dropping the data without a word."""
+    upstream.script = Script(reply=results_said, tool_calls=[{"id": "c", "name": "slow", "arguments": {}}])
+    app, blueprint, _ = hooked_app(upstream, tool_timeout=0.2)
+    late, tried, raised = threading.Event(), threading.Event(), []
+
+    @blueprint.tool
+    def slow() -> str:
+        """Take too long."""
+        assert late.wait(30), "the test never let it go on"
+        try:
+            emit("progress", "too late")
+        except RuntimeError as exc:
+            raised.append(exc)
+        finally:
+            tried.set()
+        return "never seen"
+
+    events = events_of("ndjson", app.test_client().post("/api/chat?format=ndjson", json={"content": "go"}).data)
+    assert check_event_stream(events)["type"] == "done"
+    assert [e.get("error") for e in events if e["type"] == "tool_result"] != [None]  # it timed out
+    late.set()
+    assert tried.wait(30)
+    assert [str(e) for e in raised] == ["emit() was called after its answer ended (from a thread that a tool left "
+                                        "running past its timeout?): nothing can carry the data now."]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -327,6 +328,44 @@ def test_message_metadata_goes_out_at_the_start_and_at_the_end(upstream: StandIn
     assert parts[0]["messageMetadata"] == {"model": "gpt-4o-mini", "asked": "count"}
     assert parts[-1]["type"] == "finish" and parts[-1]["messageMetadata"] == {
         "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}, "words": 3, "finish": "stop"}
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "ui"])
+def test_a_slow_end_hook_runs_after_the_client_has_the_text(fmt: str) -> None:
+    """The whole answer arrives while the (slow) start hook runs, so it is complete before the first
+    byte: its text still goes out first, and the end hook runs after the client has it (a gate the
+    test opens once it has read the text), so the first byte waits only for the start hook."""
+    with StandInServer(Script(reply="one two three")) as upstream:  # its own: nothing else counts there
+        _slow_end_hook(upstream, fmt)
+
+
+def _slow_end_hook(upstream: StandInServer, fmt: str) -> None:
+    app, blueprint, _ = hooked_app(upstream)
+    text_read = threading.Event()
+    end_waited: list[bool] = []
+
+    @blueprint.message_metadata
+    def slow(known: ChatRequest | ChatResult) -> dict[str, Any]:
+        if isinstance(known, ChatRequest):
+            upstream.wait_for(lambda stats: stats.finished == 1)  # the answer is whole, while this runs
+            return {"hook": "start"}
+        end_waited.append(text_read.wait(10))  # before the fix: called before the first byte, so never set
+        return {"hook": "end"}
+
+    response = app.test_client().post(f"/api/chat?format={fmt}", json={"content": "count"}, buffered=False)
+    chunks, received = iter(response.response), b""
+    while b"three" not in received:
+        received += next(chunks)
+    text_read.set()
+    received += b"".join(chunks)
+    response.close()
+    assert end_waited == [True]
+    if fmt == "ndjson":
+        events = events_of("ndjson", received)
+        assert answer_of(events) == "one two three" and events[-1]["metadata"] == {"hook": "end"}
+    else:
+        parts = ui_parts(received)
+        assert parts[-1]["type"] == "finish" and parts[-1]["messageMetadata"]["hook"] == "end"
 
 
 def test_a_message_metadata_hook_that_fails_is_logged_and_left_out(upstream: StandInServer,

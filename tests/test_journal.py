@@ -87,11 +87,12 @@ def test_a_read_waits_for_the_next_event() -> None:
 def test_ended_streams_expire_after_the_ttl_and_unknown_ones_are_not_found() -> None:
     journal = MemoryJournal(ttl=0, max_events=100)
     recording = journal.begin("s", "alice", "chat-1")
-    assert journal.active("chat-1") == "s"
+    assert journal.active("chat-1", "alice") == "s"
+    assert journal.active("chat-1", "mallory") is None  # chat ids are the client's: per client
     recording.add([delta("a")])
     assert journal.find("s") is not None  # live streams never expire
     recording.end({"type": "done", "finish_reason": "stop", "usage": None})
-    assert journal.active("chat-1") is None  # the chat has no running answer any more
+    assert journal.active("chat-1", "alice") is None  # the chat has no running answer any more
     assert journal.find("s") is None
     assert journal.find("never") is None
     assert journal.read("never", 0, wait=0).lost

@@ -17,7 +17,7 @@ import openai
 import pytest
 from flask import Flask
 
-from flask_chatstream import ChatRequest, ConfigError, Settings, create_blueprint
+from flask_chatstream import ChatRequest, ConfigError, Settings, UpstreamInterrupted, create_blueprint
 from flask_chatstream._stream.relay import Relay
 from flask_chatstream._upstream.client import Upstream
 from flask_chatstream._wire.encoders import NDJSON
@@ -26,7 +26,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory, hooked_app
 from .servers import STOP_ON_LEAVE, Gunicorn
-from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw, streams_while_held
+from .streams import answer_of, check_event_stream, events_of, ndjson_events, post_chat, read_until, send_chat_raw, streams_while_held
 
 
 @pytest.fixture(params=["chat", "responses"])
@@ -158,6 +158,23 @@ def test_a_stream_that_ends_before_its_terminal_event_was_interrupted() -> None:
     translator, _ = feed(CREATED, {"type": "response.output_text.delta", "output_index": 0, "delta": "Hi"})
     assert translator.end_of_stream() == []
     assert translator.error is not None and translator.error.code == "upstream_interrupted"
+
+
+def test_a_done_marker_without_the_terminal_event_was_cut(make_app: AppFactory, upstream: StandInServer) -> None:
+    """The Responses API ends an answer with response.completed (or .incomplete), never with [DONE]: a
+    stream that has the marker and not that event was cut, and says so, as a chat completions stream
+    that ends without its finish does."""
+    translator, _ = feed(CREATED, {"type": "response.output_text.delta", "output_index": 0, "delta": "Hi"})
+    assert translator.feed([b"[DONE]"]) == [] and not translator.finished
+    assert translator.error is not None and translator.error.code == "upstream_interrupted"
+    raw = "".join(f"data: {json.dumps(event)}\n\n" for event in
+                  (CREATED, {"type": "response.output_text.delta", "output_index": 0, "delta": "Half an answer"}))
+    upstream.script = Script(content_type="text/event-stream", body=raw + "data: [DONE]\n\n")
+    response = make_app(api="responses").test_client().post("/api/chat?format=ndjson", json={"content": "hi"})
+    events = ndjson_events(response.data)
+    assert answer_of(events) == "Half an answer"
+    assert events[-1] == {"type": "error", "error": {"code": "upstream_interrupted",
+                                                     "message": UpstreamInterrupted.message}}
 
 
 # ---- the same relay on either API -----------------------------------------------------------------

@@ -34,7 +34,10 @@ def read_body(settings: Settings, client: socket.socket | None) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-    request.max_content_length = limit  # also bounds a chunked body, which has no length to check
+    # A chunked body has no length to check: read at most one byte past the limit, so one that passes it
+    # is a 413 as soon as it does (Werkzeug's limited stream stops at its limit without a word, and
+    # a body cut there would be parsed as if it were whole).
+    request.max_content_length = limit + 1 if length is None else limit
     deadline = None
     if client is not None:
         deadline = Deadline(settings.body_timeout, lambda: _shut_reading(client))

@@ -112,8 +112,9 @@ class Journal:
         """Count a reader of the stream while the block runs (its producer's grace goes on)."""
         yield
 
-    def active(self, chat_id: str) -> str | None:
-        """The live stream of an AI SDK chat, if one is running."""
+    def active(self, chat_id: str, owner: str) -> str | None:
+        """The live stream of an AI SDK chat that ``owner`` (a client key) started, if one is running.
+        Chat ids are the client's to pick: another client's stream of the same chat id is not this one's."""
         raise NotImplementedError
 
     def stop(self, stream_id: str) -> None:
@@ -166,20 +167,21 @@ class MemoryJournal(Journal):
         self.ttl = ttl
         self.max_events = max_events
         self._logs: dict[str, _Log] = {}
-        self._chats: dict[str, str] = {}
+        self._chats: dict[tuple[str, str], str] = {}
+        """The live stream of each (owner, chat id)."""
         self._expiry: deque[tuple[float, str]] = deque()  # (when, stream id), in order of ending
 
     def begin(self, stream_id: str, owner: str, chat_id: str | None) -> Recording:
         self._expire()
         log = self._logs[stream_id] = _Log(owner, chat_id)
         if chat_id:
-            self._chats[chat_id] = stream_id
+            self._chats[owner, chat_id] = stream_id
         return _MemoryRecording(self, stream_id, log)
 
     def ended(self, stream_id: str, log: _Log) -> None:
         self._expiry.append((time.monotonic() + self.ttl, stream_id))
-        if log.chat_id and self._chats.get(log.chat_id) == stream_id:
-            del self._chats[log.chat_id]
+        if log.chat_id and self._chats.get((log.owner, log.chat_id)) == stream_id:
+            del self._chats[log.owner, log.chat_id]
 
     def find(self, stream_id: str) -> Found | None:
         self._expire()
@@ -207,8 +209,8 @@ class MemoryJournal(Journal):
         finally:
             log.readers -= 1
 
-    def active(self, chat_id: str) -> str | None:
-        return self._chats.get(chat_id)
+    def active(self, chat_id: str, owner: str) -> str | None:
+        return self._chats.get((owner, chat_id))
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -22,6 +22,7 @@ back. A stream whose events could not all be written is marked broken, never ser
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -254,12 +255,13 @@ class RedisStore:
 
 
 class _RedisRecording(Recording):
-    def __init__(self, store: RedisStore, journal: RedisJournal, stream_id: str, chat_id: str | None) -> None:
+    def __init__(self, store: RedisStore, journal: RedisJournal, stream_id: str, chat_key: str | None) -> None:
         super().__init__()
         self._store = store
         self._journal = journal
         self._id = stream_id
-        self._chat_id = chat_id
+        self._chat_key = chat_key
+        """Where its chat's live stream is named (``_key_chat``), if it has a chat id."""
         self._events = _key(stream_id, "events")
         self._meta = _key(stream_id, "meta")
         self.readers = _key(stream_id, "readers")
@@ -296,8 +298,8 @@ class _RedisRecording(Recording):
         pipe.pexpire(self._meta, ttl)
         if ending:
             pipe.hset(self._meta, "state", "ended")
-            if self._chat_id:
-                self._store.forget_chat(keys=[_key_chat(self._chat_id)], args=[self._id], client=pipe)
+            if self._chat_key:
+                self._store.forget_chat(keys=[self._chat_key], args=[self._id], client=pipe)
             self._store.untrack(self)
 
     def beat(self, pipe: Any, stamp: float) -> None:
@@ -318,17 +320,20 @@ class _RedisRecording(Recording):
             self._pending = []
 
 
-def _key_chat(chat_id: str) -> str:
-    return f"chatstream:chat:{chat_id}"
+def _key_chat(scope: str, owner: str, chat_id: str) -> str:
+    """A chat's live stream, per blueprint and client: chat ids are the client's to pick."""
+    digest = hashlib.blake2b("\0".join((scope, owner, chat_id)).encode(), digest_size=16).hexdigest()
+    return f"chatstream:chat:{digest}"
 
 
 class RedisJournal(Journal):
     """Resumable streams in Redis: any worker of any instance sharing it serves a resume."""
 
-    def __init__(self, store: RedisStore, ttl: float, max_events: int) -> None:
+    def __init__(self, store: RedisStore, ttl: float, max_events: int, scope: str) -> None:
         self.store = store
         self.ttl_ms = int(ttl * 1000)
         self.max_events = max_events
+        self.scope = scope
 
     def begin(self, stream_id: str, owner: str, chat_id: str | None) -> Recording | None:
         """Written at once (one round trip, before the first byte): the stream id the client gets
@@ -342,14 +347,14 @@ class RedisJournal(Journal):
             pipe.hset(meta, mapping={"owner": owner, "chat": chat_id or "", "state": "live", "beat": time.time()})
             pipe.pexpire(meta, self.ttl_ms)
             if chat_id:
-                pipe.set(_key_chat(chat_id), stream_id, px=self.ttl_ms)
+                pipe.set(_key_chat(self.scope, owner, chat_id), stream_id, px=self.ttl_ms)
             pipe.execute()
 
         try:
             store.call(create)
         except Unavailable:
             return None  # the stream goes on without resume
-        recording = _RedisRecording(store, self, stream_id, chat_id)
+        recording = _RedisRecording(store, self, stream_id, _key_chat(self.scope, owner, chat_id) if chat_id else None)
         store.track(recording)
         return recording
 
@@ -383,8 +388,8 @@ class RedisJournal(Journal):
         lost = state != b"live" or beat is None or time.time() - float(beat) > LOST_AFTER
         return Batch([], lost=lost)
 
-    def active(self, chat_id: str) -> str | None:
-        value = self.store.call(lambda: self.store.fast.get(_key_chat(chat_id)))
+    def active(self, chat_id: str, owner: str) -> str | None:
+        value = self.store.call(lambda: self.store.fast.get(_key_chat(self.scope, owner, chat_id)))
         return value.decode() if isinstance(value, bytes) else None
 
     def stop(self, stream_id: str) -> None:

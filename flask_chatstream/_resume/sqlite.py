@@ -4,12 +4,13 @@ gunicorn hands each connection to whichever worker accepts it first, so a stop, 
 stream of the same client lands on any worker. Without Redis they meet here: a SQLite database in WAL
 mode in the app's instance folder (``instance/chatstream.sqlite3``; ``state_path`` moves it)::
 
-    streams(id, scope, owner, chat_id, pid, state, first, reader_until, ended_at)
+    streams(id, scope, owner, chat_id, pid, state, first, reader_until, ended_at, beat)
                                      a resumable stream's record, kept resume_ttl after it ends
     events(stream_id, seq, data)     a resumable stream's events, numbered as the client saw them
     stops(stream_id, owner, taken)   a stop asked for on one worker, until the stream's worker takes it
     slots(member, scope, owner, pid, app)
                                      the open streams counted by max_streams_per_client
+    workers(pid, scope)              the workers that serve the blueprint, for stops
 
 Why SQLite: it is in the standard library, nothing has to be started or supervised (a hub run by the
 first worker would die with it), a killed worker's records outlive it (a reader is told
@@ -19,16 +20,28 @@ runs on the same host, so a dead one is found by its pid.
 The live path never waits on SQLite, and a stream that is not resumable writes nothing at all: a
 stop that does not find its stream in the worker it lands on leaves a row in ``stops``, which every
 worker's watcher reads every ``POLL`` seconds (an empty table, almost always), and the worker that runs
-the stream takes (the stop answers 204) or nobody does (404, after ``STOP_WAIT``). A resumable stream's
+the stream (its id names it) takes it (the stop answers 204) or says it is not there (404); an id that
+no worker of the blueprint runs is a 404 at once, and ``STOP_WAIT`` bounds a worker that never answers. A resumable stream's
 events only queue; one native thread per worker (not a greenlet: SQLite's calls block the thread they
 run in) writes what is queued every few milliseconds in one transaction. Queries a request must wait
 for (a stop, a slot, a resume's reads) run in a native thread too, while the greenlet waits
 cooperatively, with a short busy timeout. The watcher also asks whether anyone reads the streams
 whose clients left.
 
-Faults: a folder that cannot be written, or a broken database, gives one warning at startup and the
-per-worker behaviour (``None`` from ``open_store``). A write that fails later (a full disk) is
-logged once; the streams go on, and their records are marked broken, never served with a gap.
+Faults: a folder that cannot be written gives one warning at startup and the per-worker behaviour
+(``None`` from ``open_store``); a file there that is not a database is moved aside (``<name>.broken``)
+and made again. Later, while streams run:
+
+- A write that fails (a full disk) is logged once per worker, and once more when writing works again;
+  the streams go on, and their records are marked broken, never served with a gap.
+- A file that is deleted, overwritten or cut short is found by each worker's writer within a round or
+  a ``CHECK_EVERY``, logged once, and started afresh (a file that is not a database is moved aside to
+  ``<name>.broken``): the records in it are lost, their streams go on, and new ones are kept again.
+- Each worker's writer beats for its live streams every ``BEAT`` seconds: a resume whose stream has
+  not beaten for ``LOST_AFTER`` (its writer cannot write, or its worker hangs) ends with
+  ``stream_lost`` rather than waiting for an end that cannot be written.
+- A query that fails is ``Unavailable`` (a debug line, never a traceback); ``ready()`` says so to
+  ``readyz`` while the file cannot be read or written.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from typing import Any, TypeVar
 from .. import _gevent
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
-from .._stream.registry import STREAMS
+from .._stream.registry import STREAMS, worker_of
 from .journal import Batch, Found, Journal, Recording, Unavailable
 
 log = logging.getLogger("flask_chatstream")
@@ -67,13 +80,23 @@ ATTACH = 5.0
 BUSY_MS = 200
 """Longest a query waits for another worker's write lock; past it the store counts as unavailable."""
 EXPIRE_EVERY = 10.0
+CHECK_EVERY = 1.0
+"""How often a worker's writer makes sure the file it writes is still the one at the path."""
+BEAT = 1.0
+"""How often a worker's writer marks its live streams as still being written."""
+LOST_AFTER = 10.0
+"""A live stream that has not beaten for this long is lost: its resume ends with ``stream_lost``."""
 
-SCHEMA_VERSION = 3
+FULL_BELOW = 256 * 1024
+"""Free bytes on the file's disk below which ``ready`` says no."""
+
+SCHEMA_VERSION = 4
 """The state is short-lived: a file of another version is started afresh."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, chat_id TEXT, pid INTEGER NOT NULL,
-    state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT 1, reader_until REAL NOT NULL DEFAULT 0, ended_at REAL);
+    state TEXT NOT NULL, first INTEGER NOT NULL DEFAULT 1, reader_until REAL NOT NULL DEFAULT 0, ended_at REAL,
+    beat REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS streams_by_pid ON streams (pid, state);
 CREATE INDEX IF NOT EXISTS streams_by_chat ON streams (chat_id, state);
 CREATE TABLE IF NOT EXISTS events (
@@ -84,6 +107,7 @@ CREATE TABLE IF NOT EXISTS stops (
 CREATE TABLE IF NOT EXISTS slots (
     member TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL, app TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_by_owner ON slots (scope, owner);
+CREATE TABLE IF NOT EXISTS workers (pid INTEGER NOT NULL, scope TEXT NOT NULL, PRIMARY KEY (pid, scope));
 """
 
 T = TypeVar("T")
@@ -105,23 +129,67 @@ def open_store(path: Path, scope: str) -> HostStore | None:
     """The store at ``path``, or None, with one warning, where it cannot be had."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(path)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for table in ("streams", "events", "stops", "slots"):
-                    connection.execute(f"DROP TABLE IF EXISTS {table}")
-            connection.execute("COMMIT")
-            connection.executescript(SCHEMA)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        finally:
-            connection.close()
+        _recreate(path)  # a file that is not a database (any more) is moved aside, and made again
     except (OSError, sqlite3.Error) as exc:
         log.warning("flask_chatstream cannot keep shared state in %s (%s: %s): stops, resumes and "
                     "max_streams_per_client work per worker only. Give the app a writable instance folder, "
                     "or set state_path.", path, type(exc).__name__, exc)
         return None
     return HostStore(path, scope)
+
+
+def _create(path: Path) -> None:
+    """Make the file's tables, afresh where they are of another version."""
+    connection = _connect(path)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            for table in ("streams", "events", "stops", "slots", "workers"):
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
+        connection.execute("COMMIT")
+        connection.executescript(SCHEMA)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        connection.close()
+
+
+def _recreate(path: Path) -> None:
+    """Start the file afresh after it was deleted or damaged; one that is not a database any more is
+    moved aside (``<name>.broken``), unless another worker has made it good meanwhile."""
+    try:
+        _create(path)
+        return
+    except sqlite3.DatabaseError:
+        pass
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    try:
+        os.replace(path, path.with_name(path.name + ".broken"))
+    except FileNotFoundError:
+        pass
+    _create(path)
+
+
+def _damaged(error: sqlite3.Error) -> bool:
+    """Does the error say that the file is not (or no longer) the store, rather than that it is busy or full?"""
+    text = str(error).lower()
+    return any(sign in text for sign in ("not a database", "malformed", "no such table", "no such column"))
+
+
+def _disk_full(path: Path) -> bool:
+    """Is the file's disk (all but) full? Then its writes fail, on whichever worker has something to write."""
+    try:
+        disk = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < FULL_BELOW
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -153,6 +221,8 @@ class HostStore:
         """Connections for queries: as many as ever ran at once, whichever OS thread runs the next."""
         self._watched: dict[str, _HostRecording] = {}
         self.ttl = 600.0
+        self._generation = 0
+        """Bumped when the file is started afresh: connections to the old one are not used again."""
 
     # -- this process's writer and watcher -------------------------------------------------------
 
@@ -170,9 +240,10 @@ class HostStore:
             # Before this worker's own streams are written, so as never to take them for those.
             try:
                 self._pid = pid  # query() must not start again
-                self.query(lambda c: c.execute(
-                    "UPDATE streams SET state = 'lost', ended_at = ? WHERE pid = ? AND state = 'live'",
-                    (time.time(), pid)))
+                self.query(lambda c: (
+                    c.execute("UPDATE streams SET state = 'lost', ended_at = ? WHERE pid = ? AND state = 'live'",
+                              (time.time(), pid)),
+                    c.execute("INSERT OR REPLACE INTO workers (pid, scope) VALUES (?, ?)", (pid, self.scope))))
             except Unavailable:
                 pass  # the writer reports what keeps failing
             _gevent.native_thread(self._write_loop, "chatstream-host-writer")
@@ -187,6 +258,7 @@ class HostStore:
         self.start()
 
         def run() -> T:
+            generation = self._generation
             try:
                 connection = self._idle.pop()
             except IndexError:
@@ -198,7 +270,10 @@ class HostStore:
                     connection.rollback()
                 raise
             finally:
-                self._idle.append(connection)
+                if generation == self._generation:
+                    self._idle.append(connection)
+                else:
+                    connection.close()  # of a file that has been started afresh since
 
         try:
             return _gevent.offload(run)
@@ -206,13 +281,39 @@ class HostStore:
             log.debug("shared state query failed: %s", type(exc).__name__)
             raise Unavailable() from None
 
+    def ready(self) -> bool:
+        """Is the file at the path the store, and is it written? (For ``readyz``: stops, resumes and caps
+        across workers depend on it.) A connection of its own: a pooled one may hold a deleted file."""
+
+        def look() -> None:
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, timeout=BUSY_MS / 1000)
+            try:
+                connection.execute("SELECT 1 FROM stops LIMIT 1").fetchall()
+            finally:
+                connection.close()
+
+        if self._failed or _disk_full(self.path):
+            return False
+        try:
+            _gevent.offload(look)
+        except sqlite3.Error:
+            return False
+        return True
+
     def _write_loop(self) -> None:
-        connection = _connect(self.path)
-        next_expiry = time.monotonic() + EXPIRE_EVERY
+        connection, inode = _connect(self.path), _inode(self.path)
+        now = time.monotonic()
+        next_expiry, next_check, next_beat = now + EXPIRE_EVERY, now + CHECK_EVERY, now + BEAT
         sleep = _gevent.native_sleep()
         while True:
             sleep(FLUSH)
-            if not (self._queue or self._rows):
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + CHECK_EVERY
+                if _inode(self.path) != inode:  # deleted, or replaced by another file
+                    connection, inode = self._start_afresh(connection, "deleted or replaced")
+            beat = bool(self._recordings) and now >= next_beat
+            if not (self._queue or self._rows or beat):
                 continue
             writes, rows = [], []
             while self._queue:
@@ -224,8 +325,11 @@ class HostStore:
                 for write in writes:
                     write(connection)
                 connection.executemany("INSERT OR REPLACE INTO events (stream_id, seq, data) VALUES (?, ?, ?)", rows)
-                if time.monotonic() >= next_expiry:
-                    next_expiry = time.monotonic() + EXPIRE_EVERY
+                if beat:
+                    next_beat = now + BEAT
+                    self._beat(connection)
+                if now >= next_expiry:
+                    next_expiry = now + EXPIRE_EVERY
                     self._expire(connection)
                 connection.execute("COMMIT")
                 if self._failed:
@@ -234,16 +338,49 @@ class HostStore:
             except sqlite3.Error as exc:
                 if connection.in_transaction:
                     connection.rollback()
-                if not self._failed:
+                self._lose(rows)
+                if _damaged(exc):
+                    connection, inode = self._start_afresh(connection, f"damaged: {exc}")
+                elif not self._failed:
                     self._failed = True
-                    log.warning("shared state in %s cannot be written (%s): streams go on, but their records "
-                                "are incomplete until it can", self.path, type(exc).__name__)
-                for stream_id in {row[0] for row in rows}:
-                    recording = self._recordings.get(stream_id)
-                    if recording is not None:
-                        recording.broke()
+                    log.warning("shared state in %s cannot be written (%s: %s): streams go on, but their records "
+                                "are incomplete until it can", self.path, type(exc).__name__, exc)
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state writer failed; it goes on")
+
+    def _lose(self, rows: list[tuple[str, int, bytes]]) -> None:
+        """Events that could not be written: their streams' records cannot be replayed whole."""
+        for stream_id in {row[0] for row in rows}:
+            recording = self._recordings.get(stream_id)
+            if recording is not None:
+                recording.broke()
+
+    def _start_afresh(self, connection: sqlite3.Connection, why: str) -> tuple[sqlite3.Connection, int | None]:
+        """The file is gone or is not the store any more: make it again, and write there from now on. The
+        records that were in it are lost (their streams go on, but are no longer kept); once a worker."""
+        connection.close()
+        self._generation += 1
+        while self._idle:
+            self._idle.pop().close()
+        for recording in list(self._recordings.values()):
+            recording.broke()
+        try:
+            _recreate(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("shared state in %s was %s, and cannot be made again (%s: %s): streams go on; "
+                        "stops, resumes and caps work again once it can", self.path, why, type(exc).__name__, exc)
+        else:
+            log.warning("shared state in %s was %s: started it afresh (the records of %d running streams are "
+                        "lost; the streams go on)", self.path, why, len(self._recordings))
+        return _connect(self.path), _inode(self.path)
+
+    def _beat(self, connection: sqlite3.Connection) -> None:
+        """This worker's live streams are still being written (a resume of one that stops beating ends)."""
+        stamp, live = time.time(), list(self._recordings)
+        for index in range(0, len(live), 500):
+            part = live[index:index + 500]
+            connection.execute(f"UPDATE streams SET beat = ? WHERE id IN ({','.join('?' * len(part))})",
+                               (stamp, *part))
 
     def _expire(self, connection: sqlite3.Connection) -> None:
         """Forget what has outlived resume_ttl, and mark the streams of workers that died as lost."""
@@ -253,6 +390,12 @@ class HostStore:
                 connection.execute("UPDATE streams SET state = 'lost', ended_at = ? WHERE pid = ? AND state = 'live'",
                                    (now, pid))
                 connection.execute("DELETE FROM slots WHERE pid = ?", (pid,))
+        for (pid,) in connection.execute("SELECT pid FROM workers").fetchall():
+            if not alive(pid):
+                connection.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+        # Live by its row, but not beating: its end could not be written (a full disk, say).
+        connection.execute("UPDATE streams SET state = 'lost', ended_at = ? WHERE state = 'live' AND beat < ?",
+                           (now, now - LOST_AFTER))
         before = now - self.ttl
         connection.execute("DELETE FROM events WHERE stream_id IN (SELECT id FROM streams WHERE state != 'live' "
                            "AND ended_at < ?)", (before,))
@@ -270,9 +413,14 @@ class HostStore:
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state watcher failed; it goes on")
                 continue
-            taken = [rowid for rowid, stream_id, owner in stops if STREAMS.stop_if_here(stream_id, owner)]
-            if taken:
-                self.queue(_mark_taken(taken))
+            taken, declined = [], []
+            for rowid, stream_id, owner in stops:
+                if STREAMS.stop_if_here(stream_id, owner):
+                    taken.append(rowid)
+                elif worker_of(stream_id) == self._pid & 0xFFFFFF:
+                    declined.append(rowid)  # ours by its id, and not running here (or not the asker's)
+            if taken or declined:
+                self.queue(_mark_taken(taken, declined))
             for recording in list(self._watched.values()):
                 recording.readers_seen = readers.get(recording.id, 0.0) > time.time()
 
@@ -296,9 +444,9 @@ class HostStore:
         that comes back within that lag gets 404 and may ask again."""
         self.start()
         self._recordings[recording.id] = recording
-        row = (recording.id, self.scope, owner, chat_id, self._pid)
-        self.queue(lambda c: c.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state) "
-                                       "VALUES (?, ?, ?, ?, ?, 'live')", row))
+        row = (recording.id, self.scope, owner, chat_id, self._pid, time.time())
+        self.queue(lambda c: c.execute("INSERT OR REPLACE INTO streams (id, scope, owner, chat_id, pid, state, beat) "
+                                       "VALUES (?, ?, ?, ?, ?, 'live', ?)", row))
 
     def ended(self, stream_id: str) -> None:
         self._recordings.pop(stream_id, None)
@@ -307,23 +455,32 @@ class HostStore:
                                        "AND state = 'live'", (stamp, stream_id)))
 
     def stop(self, stream_id: str, owner: str | None) -> bool:
-        """Ask whichever worker runs the stream to stop it (``owner``: only if this client started it).
-        True once that worker has taken the stop; False if none has within ``STOP_WAIT``."""
+        """Ask the worker that runs the stream (its id names it) to stop it (``owner``: only if this client
+        started it). True once that worker has taken the stop. False at once for an id that no worker of
+        the blueprint runs, and as soon as the worker it names says the stream is not there (or not the
+        asker's); ``STOP_WAIT`` only bounds a worker that does not answer."""
+        self.start()
+        worker = worker_of(stream_id)
+        if worker == self._pid & 0xFFFFFF:
+            return False  # it would be in this process's registry, where the caller looked first
+        serves = self.query(lambda c: c.execute("SELECT pid FROM workers WHERE scope = ?", (self.scope,)).fetchall())
+        if not any(pid & 0xFFFFFF == worker and alive(pid) for (pid,) in serves):
+            return False
         asked = self.query(lambda c: c.execute("INSERT INTO stops (stream_id, owner, asked) VALUES (?, ?, ?)",
                                                (stream_id, owner, time.time())).lastrowid)
         deadline = time.monotonic() + STOP_WAIT
-        taken = False
-        while not taken and time.monotonic() < deadline:
+        answer = 0
+        while not answer and time.monotonic() < deadline:
             time.sleep(POLL / 2)
-            taken = bool(self.query(lambda c: c.execute("SELECT taken FROM stops WHERE rowid = ?",
-                                                        (asked,)).fetchone()[0]))
+            answer = self.query(lambda c: c.execute("SELECT taken FROM stops WHERE rowid = ?", (asked,)).fetchone()[0])
         self.queue(lambda c: c.execute("DELETE FROM stops WHERE rowid = ?", (asked,)))
-        return taken
+        return bool(answer == 1)
 
 
-def _mark_taken(rowids: list[int]) -> Write:
-    rows = [(rowid,) for rowid in rowids]
-    return lambda c: c.executemany("UPDATE stops SET taken = 1 WHERE rowid = ?", rows)
+def _mark_taken(taken: list[int], declined: list[int]) -> Write:
+    """Stops taken (1) or declined (-1) by the worker their stream's id names."""
+    rows = [(1, rowid) for rowid in taken] + [(-1, rowid) for rowid in declined]
+    return lambda c: c.executemany("UPDATE stops SET taken = ? WHERE rowid = ?", rows)
 
 
 class _HostRecording(Recording):
@@ -393,21 +550,23 @@ class HostJournal(Journal):
         until = time.time() + ATTACH
         self.store.queue(lambda c: c.execute("UPDATE streams SET reader_until = ? WHERE id = ?", (until, stream_id)))
         while True:
-            events, state, pid = self.store.query(lambda c: _events_after(c, stream_id, after))
+            events, state, pid, beat = self.store.query(lambda c: _events_after(c, stream_id, after))
             if events:
                 return Batch(events)
-            if state != "live" or not alive(pid):
+            if state != "live" or not alive(pid) or time.time() - beat > LOST_AFTER:
                 # Ended with its terminal event already read (a reader never asks past it), broken,
-                # expired, or its worker died: nothing more will come.
+                # expired, its worker died, or its worker cannot write (its end may never be written):
+                # nothing more will come.
                 return Batch([], lost=True)
             if time.monotonic() >= deadline:
                 return Batch([])
             time.sleep(READ_POLL)
 
-    def active(self, chat_id: str) -> str | None:
+    def active(self, chat_id: str, owner: str) -> str | None:
         row = _look(lambda c: c.execute(
-            "SELECT id FROM streams WHERE chat_id = ? AND state = 'live' ORDER BY rowid DESC LIMIT 1",
-            (chat_id,)).fetchone(), self.store, times=2, every=LOOK_AGAIN)
+            "SELECT id FROM streams WHERE chat_id = ? AND owner = ? AND scope = ? AND state = 'live' "
+            "ORDER BY rowid DESC LIMIT 1", (chat_id, owner, self.store.scope)).fetchone(),
+            self.store, times=2, every=LOOK_AGAIN)
         return None if row is None else str(row[0])
 
     def stop(self, stream_id: str) -> None:
@@ -428,12 +587,13 @@ def _look(look: Callable[[sqlite3.Connection], Any], store: HostStore, *, times:
     return row
 
 
-def _events_after(connection: sqlite3.Connection, stream_id: str, after: int) -> tuple[list[bytes], Any, int]:
+def _events_after(connection: sqlite3.Connection, stream_id: str, after: int
+                  ) -> tuple[list[bytes], Any, int, float]:
     events = [row[0] for row in connection.execute(
         "SELECT data FROM events WHERE stream_id = ? AND seq > ? ORDER BY seq LIMIT 1000", (stream_id, after))]
-    row = connection.execute("SELECT state, pid FROM streams WHERE id = ?", (stream_id,)).fetchone()
-    state, pid = row if row is not None else (None, 0)
-    return events, state, pid
+    row = connection.execute("SELECT state, pid, beat FROM streams WHERE id = ?", (stream_id,)).fetchone()
+    state, pid, beat = row if row is not None else (None, 0, 0.0)
+    return events, state, pid, beat
 
 
 class HostLimit(StreamLimit):

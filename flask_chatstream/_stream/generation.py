@@ -100,6 +100,10 @@ class Generation:
         """When the model call being read was asked for (``time.time()``); None once it is told to the watch."""
         self._start_metadata: dict[str, Any] | None = None
         self._end_metadata: Callable[[], dict[str, Any] | None] | None = None
+        self._priming = False
+        self.held: list[Event] | None = None
+        """The answer's ``done`` (and what follows it), held back when the host's end metadata is to go
+        on it and text came with it: the hook runs once that text is out (``release_held``)."""
 
     def metadata(self, start: dict[str, Any] | None, end: Callable[[], dict[str, Any] | None]) -> None:
         """The host's message metadata: ``start`` goes on the ``start`` event, and what ``end()`` says
@@ -117,15 +121,24 @@ class Generation:
         ``wait`` seconds: what to send first."""
         deadline = time.monotonic() + wait
         pieces = []
-        while not (self.visible or ended() or self.answer.turn is not None):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            piece = self.advance(left)
-            if piece is None:
-                break
-            pieces.append(piece)
+        self._priming = True
+        try:
+            while not (self.visible or ended() or self.answer.turn is not None):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                piece = self.advance(left)
+                if piece is None:
+                    break
+                pieces.append(piece)
+        finally:
+            self._priming = False
         return b"".join(pieces)
+
+    def release_held(self) -> bytes:
+        """The ``done`` held back while priming, now with the host's end metadata (its hook runs now)."""
+        held, self.held = self.held, None
+        return self.encode(held) if held else b""
 
     def step(self) -> bytes:
         """One move of the answer: open the next model call, run a turn of tools, or read."""
@@ -181,6 +194,13 @@ class Generation:
             self.visible = self.visible or any(event["type"] != "start" for event in events)
             if any(event["type"] in TOKENS for event in events):
                 self.first_token_at = time.monotonic()
+        if self._end_metadata is not None:
+            # The end hook (it may be slow) runs once the text before the answer's end is out: hold the
+            # ``done`` back when text comes with it in one read, or before the first byte (an answer that
+            # came whole while the start hook ran, say).
+            at = next((i for i, event in enumerate(events) if event["type"] == "done"), None)
+            if at is not None and (at > 0 or self._priming):
+                self.held, events = events[at:], events[:at]
         if self._end_metadata is not None or self._message_id is not None:
             self._decorate(events)
         return self._encoder(self.record(events)) if events else b""

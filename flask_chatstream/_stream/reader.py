@@ -9,11 +9,14 @@ and the next read picks its result up.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 PENDING: Any = object()
 """What ``Reader.next`` returns when its deadline passed first."""
+SLICE = 0.2
+"""The longest a wait for the source goes on after an ``interrupt`` (the watchdog's interval)."""
 
 
 class Reader:
@@ -41,7 +44,7 @@ class Reader:
             if timeout is None:
                 return next(self._iterator)
             if self._readable is not None:
-                ready = self._readable(timeout)
+                ready = self._wait_readable(timeout)
                 if ready is not None:
                     return next(self._iterator) if ready else PENDING
             self._has_result = False
@@ -63,6 +66,20 @@ class Reader:
 
     def interrupt(self) -> None:
         self._ready.set()
+
+    def _wait_readable(self, timeout: float) -> bool | None:
+        """Wait for the source to be readable, in slices, so that ``interrupt`` ends the wait within one:
+        a client that leaves while the model is silent (a reasoning model's thinking, after the
+        upstream's head) is noticed then, not when the first chunk comes."""
+        assert self._readable is not None
+        deadline = time.monotonic() + timeout
+        self._ready.clear()
+        while True:
+            ready = self._readable(max(0.0, min(SLICE, deadline - time.monotonic())))
+            if ready is None or ready:
+                return ready
+            if self._ready.is_set() or time.monotonic() >= deadline:
+                return False
 
     def abandon(self, then: Callable[[], None]) -> None:
         """Nobody will take the pending read's result: call ``then`` once it is in."""

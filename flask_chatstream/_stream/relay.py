@@ -165,6 +165,9 @@ class Relay:
                         client.sending()
                         yield out
                     client.sent()
+                if gen.held is not None and life.stop_reason not in GONE:
+                    out = gen.release_held()  # the end metadata's hook, after the text it ends
+                    continue
                 if answer.finished or gen.error is not None or life.stop_reason in GONE:
                     break
                 out = gen.step()
@@ -262,6 +265,8 @@ class Relay:
         if self.id:
             STREAMS.discard(self.id)
         gen = self.gen
+        if gen.held is not None:
+            gen.release_held()  # not sent (the client went first), but recorded for a resume
         if self._recording is not None:
             self._recording.end(error_event(gen.error or StreamEnded(self._outcome())))
         self.ended = time.monotonic()

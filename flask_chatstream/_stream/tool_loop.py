@@ -56,19 +56,21 @@ class ToolLoop:
         next model call is lined up. None if the client left meanwhile."""
         if self._calls is None:
             self.running = True
+            self._emitted = Emitted()  # the turn's: closed when it ends, so a call left running cannot emit
             self._calls = Calls(self.tools, answer.turn or [], self.request, timeout=self._timeout,
                                 max_output_chars=self._max_output_chars, context=self._context,
                                 sink=self._emitted.add, report=self._report)
         ended = self._calls.wait(wait)
         if self._gone():
             self._calls, self.running = None, False
+            self._emitted.close()
             return None  # the client left: no more tools or model calls on its account
         events: list[Event] = list(self._emitted.take())
         if not ended:
             return events
         runs = self._calls.results()
         self._calls, self.running = None, False
-        events += self._emitted.take() + answer.results(runs)
+        events += self._emitted.close() + answer.results(runs)
         if not answer.finished:  # else the client has calls of its own to run first
             self.next = answer.next_request(self.request, runs)
         return events

@@ -179,6 +179,8 @@ class Translator:
 
     api = "chat"
     """The upstream API whose stream this translates."""
+    marker_ends = True
+    """Is ``[DONE]`` this API's own end of an answer? (The Responses API's is its terminal event.)"""
     __slots__ = ("started", "finished", "finish_reason", "usage", "chunks", "id", "model", "error", "expect_usage", "marker",
                  "stream_id", "_text", "_refusal", "_calls", "_reasoning")
 
@@ -214,6 +216,9 @@ class Translator:
                 self._flush(text, events)
                 if not self.started:
                     self.error = UpstreamMalformed("The model provider ended the stream without an answer.")
+                    return events
+                if not self.marker_ends and self.finish_reason is None:
+                    self.error = UpstreamInterrupted()  # a marker, but not the answer's end: it was cut
                     return events
                 events.append(self._done())
                 return events

@@ -39,6 +39,7 @@ class ResponsesTranslator(Translator):
 
     __slots__ = ()
     api = "responses"
+    marker_ends = False
 
     def __init__(self, *, expect_usage: bool = False, stream_id: str | None = None, started: bool = False) -> None:
         super().__init__(expect_usage=False, stream_id=stream_id, started=started)  # usage comes at the end

@@ -1,0 +1,58 @@
+"""The silence before the first token: a real provider sends its response head at once, then a reasoning
+model may think for a minute before its first chunk. A client that leaves in that silence is noticed
+then, in every format and on both upstream APIs, and its model call is closed: not when the first
+chunk comes, nor when ``first_event_wait`` runs out. Under gunicorn with a gevent worker, 200 clients
+at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from flask_chatstream.testing import Script, StandInServer
+
+from .conftest import API_KEY
+from .servers import STOP_ON_LEAVE, Gunicorn
+
+pytestmark = pytest.mark.server
+
+CLIENTS = 200
+
+
+@pytest.fixture(scope="module", params=["chat", "responses"])
+def server(_standin: StandInServer, request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    # Nothing else may end these streams within the test's bound: not the read timeout, and not the end
+    # of first_event_wait (after which the response starts, and its head would find the client gone).
+    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_API": request.param, "CHATSTREAM_READ_TIMEOUT": "3600", "CHATSTREAM_FIRST_EVENT_WAIT": "3600"}
+    with Gunicorn("tests.resume_app:app", env=env) as gunicorn:
+        yield gunicorn
+    log = gunicorn.log()
+    assert "Traceback" not in log and API_KEY not in log, log[-3000:]
+
+
+def ask(port: int, fmt: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    body = json.dumps({"content": "think hard"}).encode()
+    sock.sendall(f"POST /api/chat?format={fmt} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+def test_clients_that_leave_while_the_model_thinks_stop_it(server: Gunicorn, upstream: StandInServer,
+                                                           fmt: str) -> None:
+    """Every head is out and the model is silent (its first chunk would come in an hour); the clients
+    leave; every model call is closed, none finished: the relay watched the clients in the silence."""
+    upstream.script = Script(reply="never sent", first_delay=3600)
+    clients = [ask(server.port, fmt) for _ in range(CLIENTS)]
+    try:
+        upstream.wait_for(lambda stats: stats.open == CLIENTS)  # a barrier: every model call is thinking
+    finally:
+        for sock in clients:
+            sock.close()
+    stats = upstream.wait_for(lambda stats: stats.open == 0, timeout=60)
+    assert (stats.opened, stats.cancelled, stats.finished) == (CLIENTS, CLIENTS, 0)
