@@ -34,10 +34,11 @@ def test_the_manual_builds_without_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("page", [page for page in PAGES if snippets(page)],
                          ids=lambda page: str(page.relative_to(ROOT)))
-def test_every_python_snippet_runs(page: Path, _standin: StandInServer, tmp_path: Path) -> None:
-    """The page's snippets, in order, in a fresh process whose environment points at the stand-in model."""
+def test_every_python_snippet_runs(page: Path, upstream: StandInServer, tmp_path: Path) -> None:
+    """The page's snippets, in order, in a fresh process whose environment points at the stand-in model
+    (reset, as every test's: the script of a test before it does not leak into the page's answers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATSTREAM_", "PYTEST_", "OPENAI_"))}
-    env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=_standin.url, SECRET_KEY="a secret for the docs' snippets",
+    env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.url, SECRET_KEY="a secret for the docs' snippets",
                PROMETHEUS_MULTIPROC_DIR=str(tmp_path))  # as a deployment sets it before gunicorn starts
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "snippets.py"), str(page)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)

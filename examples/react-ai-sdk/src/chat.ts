@@ -119,7 +119,9 @@ export async function loadConversation(id: string): Promise<ChatMessage[] | null
 
 /** Stop the answer now streaming: in the browser at once, and on the server (the model stops). The
  * stop may take a moment to reach the worker that runs the stream, and its answer ends cut then: so
- * the browser lets go first, or useChat would take the cut for an error. The answer is marked stopped. */
+ * the browser lets go first, or useChat would take the cut for an error. The answer is marked stopped,
+ * and then shown as the server saved it: the words that were on their way when it stopped are in the
+ * saved answer, so the page shows them too (as a reload would), rather than less than was kept. */
 export async function stopAnswer(chat: Chat<ChatMessage>): Promise<void> {
   const last = chat.messages.at(-1);
   const streamId = streamIds.get(chat);
@@ -128,8 +130,16 @@ export async function stopAnswer(chat: Chat<ChatMessage>): Promise<void> {
     : undefined;
   await chat.stop();
   await told;
-  if (last?.role === "assistant") {
-    chat.messages = chat.messages.map((m) => m.id === last.id ? { ...m, metadata: { ...m.metadata, status: "stopped" } } : m);
+  if (last?.role !== "assistant") return;
+  chat.messages = chat.messages.map((m) => m.id === last.id ? { ...m, metadata: { ...m.metadata, status: "stopped" } } : m);
+  for (let attempt = 0; attempt < 50; attempt++) { // saved a moment after the stream's end
+    const saved = await loadConversation(chat.id).catch(() => null);
+    const answer = saved?.at(-1);
+    if (answer?.role === "assistant" && answer.metadata?.status !== "streaming") {
+      if (chat.status === "ready" && chat.messages.at(-1)?.id === last.id) chat.messages = saved!;
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 

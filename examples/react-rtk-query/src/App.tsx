@@ -46,7 +46,12 @@ export function App() {
     running.current = request;
     const result = await request; // resolves with {data} or {error}; never throws
     running.current = null;
-    dispatch(chatApi.util.invalidateTags(["ConversationList"])); // a stopped mutation invalidates nothing
+    // A stopped mutation invalidates nothing: refetch the list, and the conversation as the server saved
+    // it (the words on their way when the model stopped are in it: the page shows them, as a reload would).
+    const stopped = "error" in result && typeof result.error === "object" && result.error !== null
+      && "name" in result.error && result.error.name === "AbortError";
+    dispatch(chatApi.util.invalidateTags(stopped ? ["ConversationList", { type: "Conversation", id: conversationId }]
+      : ["ConversationList"]));
     return !("error" in result && refused(result.error));
   }
 
