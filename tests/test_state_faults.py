@@ -55,14 +55,20 @@ def readiness(server: Gunicorn) -> dict[str, str]:
 
 
 def resume(server: Gunicorn, stream_id: str, user: str) -> list[dict[str, object]]:
-    """The whole replay of a stream: it must end (the read is bounded only so a broken build fails)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    conn.request("GET", f"/api/chat/{stream_id}?format=ndjson", headers={"X-User": user})
-    response = conn.getresponse()
-    assert response.status == 200, response.read()
-    events = [e for e in events_of("ndjson", response.read()) if e["type"] != "ping"]
-    conn.close()
-    return events
+    """The whole replay of a stream: it must end (the read is bounded only so a broken build fails). A
+    resume on another worker within its writer's lag is a 404, and asks again, as chatstream.js does."""
+
+    def replay() -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("GET", f"/api/chat/{stream_id}?format=ndjson", headers={"X-User": user})
+        response = conn.getresponse()
+        status, body = response.status, response.read()
+        conn.close()
+        return status, body
+
+    status, body = eventually(replay, lambda answer: answer[0] != 404)
+    assert status == 200, body
+    return [e for e in events_of("ndjson", body) if e["type"] != "ping"]
 
 
 def a_new_chat_works(server: Gunicorn, user: str) -> str:
