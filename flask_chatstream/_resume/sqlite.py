@@ -87,6 +87,8 @@ BEAT = 1.0
 LOST_AFTER = 10.0
 """A live stream that has not beaten for this long is lost: its resume ends with ``stream_lost``."""
 
+SAY_AGAIN = 60.0
+"""A writer that fails again within this long after it said so says nothing more."""
 FULL_BELOW = 256 * 1024
 """Free bytes on the file's disk below which ``ready`` says no."""
 
@@ -221,6 +223,8 @@ class HostStore:
         """Connections for queries: as many as ever ran at once, whichever OS thread runs the next."""
         self._watched: dict[str, _HostRecording] = {}
         self.ttl = 600.0
+        self._said_failed = False
+        self._last_said = -SAY_AGAIN
         self._generation = 0
         """Bumped when the file is started afresh: connections to the old one are not used again."""
 
@@ -334,7 +338,9 @@ class HostStore:
                 connection.execute("COMMIT")
                 if self._failed:
                     self._failed = False
-                    log.warning("shared state in %s is written again", self.path)
+                    if self._said_failed:
+                        self._said_failed = False
+                        log.warning("shared state in %s is written again", self.path)
             except sqlite3.Error as exc:
                 if connection.in_transaction:
                     connection.rollback()
@@ -343,8 +349,10 @@ class HostStore:
                     connection, inode = self._start_afresh(connection, f"damaged: {exc}")
                 elif not self._failed:
                     self._failed = True
-                    log.warning("shared state in %s cannot be written (%s: %s): streams go on, but their records "
-                                "are incomplete until it can", self.path, type(exc).__name__, exc)
+                    if time.monotonic() - self._last_said >= SAY_AGAIN:  # a disk on the edge flaps: a line a minute
+                        self._said_failed, self._last_said = True, time.monotonic()
+                        log.warning("shared state in %s cannot be written (%s: %s): streams go on, but their "
+                                    "records are incomplete until it can", self.path, type(exc).__name__, exc)
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state writer failed; it goes on")
 
