@@ -19,7 +19,6 @@ host's own, under the blueprint's size and time limits. Werkzeug caches it, so h
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -77,7 +76,7 @@ from ._sockets import fileno_of
 from ._stream.after_leave import FinishingLimit
 from ._stream.generation import Prelude
 from ._stream.limits import StreamLimit, nothing
-from ._stream.registry import STREAMS, new_stream_id
+from ._stream.registry import STREAMS, new_stream_id, stream_tag
 from ._stream.relay import ClientGone, Relay
 from ._stream.server import check_server
 from ._stream.watchdog import WATCHDOG, Hangup
@@ -387,11 +386,6 @@ def build_state(settings: Settings, client: openai.OpenAI | None, client_key: Cl
     return _State(settings, upstream, shared, shared.limit.sibling(settings.max_readers_per_stream), client_key,
                   blueprint, FinishingLimit(settings.max_finishing_streams), observe,
                   Readiness(upstream.models, shared.check), scope, stream_tag(scope))
-
-
-def stream_tag(scope: str) -> str:
-    """Eight hex digits for a blueprint's scope, the same in every worker and instance."""
-    return hashlib.blake2b(scope.encode(), digest_size=4, person=b"chatstream").hexdigest()
 
 
 def _ours(state: _State, stream_id: str) -> None:

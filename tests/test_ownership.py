@@ -17,7 +17,7 @@ import pytest
 from flask import Flask, request
 
 from flask_chatstream import create_blueprint
-from flask_chatstream._blueprint import stream_tag
+from flask_chatstream._stream.registry import stream_tag, worker_number
 from flask_chatstream._resume import sqlite
 from flask_chatstream._errors import StreamAborted
 from flask_chatstream.testing import Script, StandInServer
@@ -124,7 +124,7 @@ def test_a_stop_for_a_stream_nobody_runs_is_answered_at_once(make_app: AppFactor
     client = make_app(state_path=str(tmp_path / "state.sqlite3")).test_client()
     client.post("/api/chat", json={"content": "hi"})  # this worker serves the blueprint now
     tag = stream_tag("chatstream")
-    ids = [tag + "fffffe" + "0" * 18, tag + f"{os.getpid() & 0xFFFFFF:06x}" + "1" * 18, "0" * 32, "not-ours"]
+    ids = [tag + "fffffe" + "0" * 18, tag + f"{worker_number(os.getpid()):06x}" + "1" * 18, "0" * 32, "not-ours"]
     answers: list[tuple[int, str]] = []
 
     def stop_each() -> None:
@@ -150,7 +150,7 @@ def test_stops_for_random_ids_are_404_and_a_real_one_still_lands(upstream: Stand
         read_until(response, b"two")
         stream_id = str(response.getheader("X-Chat-Stream-Id"))
         tag = stream_id[:8]
-        strangers = [tag + f"{pid & 0xFFFFFF:06x}" + uuid.uuid4().hex[:18]
+        strangers = [tag + f"{worker_number(pid):06x}" + uuid.uuid4().hex[:18]
                      for pid in [*server.worker_pids(), 0xFFFFFE] * 50] + [uuid.uuid4().hex for _ in range(100)]
 
         async def stop_all() -> list[int]:

@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 from .. import _gevent
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
-from .._stream.registry import STREAMS, worker_of
+from .._stream.registry import STREAMS, worker_number, worker_of
 from .journal import Batch, Found, Journal, Recording, Unavailable
 
 log = logging.getLogger("flask_chatstream")
@@ -425,7 +425,7 @@ class HostStore:
             for rowid, stream_id, owner in stops:
                 if STREAMS.stop_if_here(stream_id, owner):
                     taken.append(rowid)
-                elif worker_of(stream_id) == self._pid & 0xFFFFFF:
+                elif worker_of(stream_id) == worker_number(self._pid):
                     declined.append(rowid)  # ours by its id, and not running here (or not the asker's)
             if taken or declined:
                 self.queue(_mark_taken(taken, declined))
@@ -469,10 +469,10 @@ class HostStore:
         asker's); ``STOP_WAIT`` only bounds a worker that does not answer."""
         self.start()
         worker = worker_of(stream_id)
-        if worker == self._pid & 0xFFFFFF:
+        if worker == worker_number(self._pid):
             return False  # it would be in this process's registry, where the caller looked first
         serves = self.query(lambda c: c.execute("SELECT pid FROM workers WHERE scope = ?", (self.scope,)).fetchall())
-        if not any(pid & 0xFFFFFF == worker and alive(pid) for (pid,) in serves):
+        if not any(worker_number(pid) == worker and alive(pid) for (pid,) in serves):
             return False
         asked = self.query(lambda c: c.execute("INSERT INTO stops (stream_id, owner, asked) VALUES (?, ?, ?)",
                                                (stream_id, owner, time.time())).lastrowid)

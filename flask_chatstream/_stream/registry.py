@@ -8,21 +8,34 @@ and to another instance through Redis (``_redis``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import uuid
 from typing import Protocol
 
 
+# A stream id's layout, in one place: the blueprint's tag (8 hex digits), the worker that runs it (6),
+# and 18 random ones. A stop that lands on another worker of the machine knows whom to ask, and an id
+# that no worker runs is answered at once.
+
+
+def stream_tag(scope: str) -> str:
+    """Eight hex digits for a blueprint's scope, the same in every worker and instance."""
+    return hashlib.blake2b(scope.encode(), digest_size=4, person=b"chatstream").hexdigest()
+
+
+def worker_number(pid: int) -> int:
+    """The part of a worker's pid that a stream id carries."""
+    return pid & 0xFFFFFF
+
+
 def new_stream_id(tag: str) -> str:
-    """A stream id: the blueprint's tag (8 hex digits), the pid of the worker that runs it (6), and 18
-    random ones. A stop for it that lands on another worker of the machine knows whom to ask, and an
-    id that no worker runs is answered at once."""
-    return f"{tag}{os.getpid() & 0xFFFFFF:06x}{uuid.uuid4().hex[:18]}"
+    return f"{tag}{worker_number(os.getpid()):06x}{uuid.uuid4().hex[:18]}"
 
 
 def worker_of(stream_id: str) -> int:
-    """The pid of the worker that runs the stream (of ``new_stream_id``), or -1 for an id not of that shape."""
+    """The ``worker_number`` of the worker that runs the stream, or -1 for an id not of that shape."""
     try:
         return int(stream_id[8:14], 16)
     except ValueError:
