@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from flask_chatstream._resume.sqlite import open_store
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, eventually
@@ -145,6 +146,41 @@ def fill(disk: Path) -> None:
                 filler.flush()
         except OSError:
             pass
+
+
+def test_a_writer_that_failed_finds_room_again_with_nothing_to_write(small_disk: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Once its write failed, a worker's store is not ready until it writes again; when the disk has room
+    again it must find out by itself, or an idle worker's readyz would say "unavailable" until its next
+    stream (as it did in CI: both workers of the full-disk case below had failed, and no stream came)."""
+    store = open_store(small_disk / "state.sqlite3", "test")
+    assert store is not None and store.ready()
+    store.start()
+    fill(small_disk)
+    big = os.urandom(512 * 1024)
+    store.queue(lambda c: c.execute("INSERT INTO events (stream_id, seq, data) VALUES ('s', 1, ?)", (big,)))
+    eventually(lambda: caplog.text, lambda said: "cannot be written" in said)  # its write failed
+    (small_disk / "filler").unlink()
+    eventually(store.ready, bool)  # nothing more was queued
+
+
+def test_a_worker_that_starts_on_a_full_disk_keeps_the_file(small_disk: Path) -> None:
+    """A worker started (or restarted) while the disk is full takes the store as it is: a failed write is
+    not a damaged file, so the others' records are not moved aside (as they were, once, in CI), and the
+    worker shares the store once there is room, not only after its next restart."""
+    state = small_disk / "state.sqlite3"
+    assert open_store(state, "test") is not None
+    with closing(sqlite3.connect(state, isolation_level=None)) as connection:
+        connection.execute("INSERT INTO workers (pid, scope) VALUES (1, 'another worker')")
+    fill(small_disk)
+    late = open_store(state, "test")
+    assert late is not None and not late.ready()
+    late.start()
+    assert not state.with_name(state.name + ".broken").exists()
+    (small_disk / "filler").unlink()
+    eventually(late.ready, bool)
+    with closing(sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)) as connection:
+        assert ("another worker",) in connection.execute("SELECT scope FROM workers").fetchall()
 
 
 def test_a_full_disk_ends_every_resume_and_recovers(upstream: StandInServer, small_disk: Path) -> None:

@@ -133,6 +133,15 @@ def open_store(path: Path, scope: str) -> HostStore | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _recreate(path)  # a file that is not a database (any more) is moved aside, and made again
     except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, sqlite3.OperationalError) and path.exists() and _disk_full(path):
+            # A worker (re)started while the disk is full: the store is there, and is written again,
+            # by this worker too, once there is room.
+            store = HostStore(path, scope)
+            store._failed = store._said_failed = True
+            store._last_said = time.monotonic()
+            log.warning("shared state in %s cannot be written now (%s: %s, its disk is full): streams go on; "
+                        "stops, resumes and caps work again once it can", path, type(exc).__name__, exc)
+            return store
         log.warning("flask_chatstream cannot keep shared state in %s (%s: %s): stops, resumes and "
                     "max_streams_per_client work per worker only. Give the app a writable instance folder, "
                     "or set state_path.", path, type(exc).__name__, exc)
@@ -141,13 +150,16 @@ def open_store(path: Path, scope: str) -> HostStore | None:
 
 
 def _create(path: Path) -> None:
-    """Make the file's tables, afresh where they are of another version."""
+    """Make the file's tables, afresh where they are of another version. A file already of this version is
+    left as it is, with nothing written: a worker that starts while the disk is full still opens it."""
     connection = _connect(path)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            for table in ("streams", "events", "stops", "slots", "workers"):
-                connection.execute(f"DROP TABLE IF EXISTS {table}")
+        if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            connection.execute("COMMIT")
+            return
+        for table in ("streams", "events", "stops", "slots", "workers"):
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute("COMMIT")
         connection.executescript(SCHEMA)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -155,14 +167,17 @@ def _create(path: Path) -> None:
         connection.close()
 
 
-def _recreate(path: Path) -> None:
-    """Start the file afresh after it was deleted or damaged; one that is not a database any more is
-    moved aside (``<name>.broken``), unless another worker has made it good meanwhile."""
-    try:
-        _create(path)
-        return
-    except sqlite3.DatabaseError:
-        pass
+def _recreate(path: Path, damaged: int | None = None) -> None:
+    """Start the file afresh after it was deleted or damaged; one that is not a database any more (or
+    still the file of inode ``damaged``, found so by a write) is moved aside (``<name>.broken``), unless
+    another worker has made it good meanwhile."""
+    if damaged is None or _inode(path) != damaged:
+        try:
+            _create(path)
+            return
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise  # busy, or its disk full: the file is the store, and is kept
     for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)
     try:
@@ -185,6 +200,15 @@ def _disk_full(path: Path) -> bool:
     except OSError:
         return False
     return disk.f_bavail * disk.f_frsize < FULL_BELOW
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The writer's connection, even where the file cannot be set up now (a full disk): its writes
+    fail, and what they fail with decides what is done next."""
+    try:
+        return _connect(path)
+    except sqlite3.Error:
+        return sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
 
 
 def _inode(path: Path) -> int | None:
@@ -305,19 +329,23 @@ class HostStore:
         return True
 
     def _write_loop(self) -> None:
-        connection, inode = _connect(self.path), _inode(self.path)
+        connection, inode = _open(self.path), _inode(self.path)
         now = time.monotonic()
         next_expiry, next_check, next_beat = now + EXPIRE_EVERY, now + CHECK_EVERY, now + BEAT
         sleep = _gevent.native_sleep()
         while True:
             sleep(FLUSH)
             now = time.monotonic()
+            retry = False
             if now >= next_check:
                 next_check = now + CHECK_EVERY
                 if _inode(self.path) != inode:  # deleted, or replaced by another file
                     connection, inode = self._start_afresh(connection, "deleted or replaced")
+                # A writer that failed finds out whether it can write again with nothing of its own to
+                # write, so that readyz recovers without waiting for the next stream.
+                retry = self._failed
             beat = bool(self._recordings) and now >= next_beat
-            if not (self._queue or self._rows or beat):
+            if not (self._queue or self._rows or beat or retry):
                 continue
             writes, rows = [], []
             while self._queue:
@@ -332,6 +360,9 @@ class HostStore:
                 if beat:
                     next_beat = now + BEAT
                     self._beat(connection)
+                if retry:
+                    connection.execute("INSERT OR REPLACE INTO workers (pid, scope) VALUES (?, ?)",
+                                       (os.getpid(), self.scope))
                 if now >= next_expiry:
                     next_expiry = now + EXPIRE_EVERY
                     self._expire(connection)
@@ -346,7 +377,7 @@ class HostStore:
                     connection.rollback()
                 self._lose(rows)
                 if _damaged(exc):
-                    connection, inode = self._start_afresh(connection, f"damaged: {exc}")
+                    connection, inode = self._start_afresh(connection, f"damaged: {exc}", inode)
                 elif not self._failed:
                     self._failed = True
                     if time.monotonic() - self._last_said >= SAY_AGAIN:  # a disk on the edge flaps: a line a minute
@@ -363,7 +394,8 @@ class HostStore:
             if recording is not None:
                 recording.broke()
 
-    def _start_afresh(self, connection: sqlite3.Connection, why: str) -> tuple[sqlite3.Connection, int | None]:
+    def _start_afresh(self, connection: sqlite3.Connection, why: str, damaged: int | None = None
+                      ) -> tuple[sqlite3.Connection, int | None]:
         """The file is gone or is not the store any more: make it again, and write there from now on. The
         records that were in it are lost (their streams go on, but are no longer kept); once a worker."""
         connection.close()
@@ -373,14 +405,16 @@ class HostStore:
         for recording in list(self._recordings.values()):
             recording.broke()
         try:
-            _recreate(self.path)
+            _recreate(self.path, damaged)
         except (OSError, sqlite3.Error) as exc:
-            log.warning("shared state in %s was %s, and cannot be made again (%s: %s): streams go on; "
-                        "stops, resumes and caps work again once it can", self.path, why, type(exc).__name__, exc)
+            if time.monotonic() - self._last_said >= SAY_AGAIN:  # it is tried again every round: a line a minute
+                self._last_said = time.monotonic()
+                log.warning("shared state in %s was %s, and cannot be made again (%s: %s): streams go on; stops, "
+                            "resumes and caps work again once it can", self.path, why, type(exc).__name__, exc)
         else:
             log.warning("shared state in %s was %s: started it afresh (the records of %d running streams are "
                         "lost; the streams go on)", self.path, why, len(self._recordings))
-        return _connect(self.path), _inode(self.path)
+        return _open(self.path), _inode(self.path)
 
     def _beat(self, connection: sqlite3.Connection) -> None:
         """This worker's live streams are still being written (a resume of one that stops beating ends)."""
