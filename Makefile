@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test check test-latest lock docs bench install system-deps react screenshots
+.PHONY: help demo test check test-latest lock docs bench bench-check install system-deps react screenshots
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lock   - refresh requirements/dev.txt to the newest releases, on purpose"
 	@echo "make docs   - the manual (Sphinx), warnings as errors, into docs/_build/html"
 	@echo "make bench  - the benchmark suite (about 25 minutes); writes bench/results/"
+	@echo "make bench-check - the performance gate (about 10 minutes): fails past a goal in bench/goals.json"
 	@echo "make screenshots - the three chat UIs from Chromium (desktop, phone, dark) into docs/screenshots/"
 
 # Development installs the lock (requirements/dev.txt: every extra and tool, pinned with hashes), so
@@ -94,6 +95,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# The performance gate: run it before calling a change to the request or chunk path done.
+bench-check: $(STAMP)
+	$(PY) -m bench.check
 
 screenshots: $(STAMP) system-deps react
 	$(PY) examples/screenshots.py

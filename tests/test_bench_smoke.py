@@ -35,3 +35,19 @@ def test_bench_quick_run(tmp_path: Path) -> None:
     assert (tmp_path / "chart.png").stat().st_size > 10_000
     text = (tmp_path / "latest.md").read_text()
     assert "| unsaturated | chatstream |" in text and "| CPU per one-chunk request, x naive |" in text
+
+
+@pytest.mark.timeout(600)
+def test_bench_check_quick_run(tmp_path: Path) -> None:
+    """The gate (make bench-check) runs every side to the end and writes its table, with small numbers
+    (where its goals do not apply)."""
+    out = tmp_path / "check.md"
+    result = subprocess.run([sys.executable, "-m", "bench.check", "--quick", "--runs", "1", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=560)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    goals = json.loads((ROOT / "bench" / "goals.json").read_text())["goals"]
+    for goal in goals.values():  # a row for every goal, with a figure for every side
+        [row] = [line for line in text.splitlines() if line.startswith(f"| {goal['figure']} (")]
+        assert len(row.split("|")) == 2 + 1 + 4 + 2
+    assert "| chatstream | all on | naive | floor |" in text
