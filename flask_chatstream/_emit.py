@@ -57,15 +57,20 @@ def emit(name: str, data: Any, *, id: str | None = None, transient: bool = False
 class Emitted:
     """What was emitted and has not gone out yet (from any thread), until it is closed."""
 
+    _events: deque[DataEvent] | None = None
+    """Made at the first ``emit``: most answers emit nothing, and an empty deque is 600 bytes a stream."""
+
     def __init__(self) -> None:
-        self._events: deque[DataEvent] = deque()
         self._open = True
 
     def add(self, event: DataEvent) -> None:
         if not self._open:
             raise RuntimeError("emit() was called after its answer ended (from a thread that a tool left "
                                "running past its timeout?): nothing can carry the data now.")
-        self._events.append(event)
+        events = self._events
+        if events is None:  # the first: made once however many threads emit at once (setdefault is atomic)
+            events = self.__dict__.setdefault("_events", deque())
+        events.append(event)
 
     def close(self) -> list[DataEvent]:
         """What was emitted and has not gone out yet; a later ``emit`` to this raises ``RuntimeError``."""
@@ -73,9 +78,10 @@ class Emitted:
         return self.take()
 
     def take(self) -> list[DataEvent]:
-        taken = []
-        while self._events:
-            taken.append(self._events.popleft())
+        taken: list[DataEvent] = []
+        events = self._events
+        while events:
+            taken.append(events.popleft())
         return taken
 
 

@@ -408,6 +408,46 @@ def test_tracing_off_makes_no_spans(upstream: StandInServer, otel: Otel) -> None
     assert otel.spans.get_finished_spans() == ()
 
 
+def test_a_provider_the_host_sets_after_registration_is_used_from_then_on(upstream: StandInServer) -> None:
+    """Until the host sets a tracer or meter provider, a stream is not watched (every span would go to the
+    API's no-op); the first stream after one is set is traced. In a process of its own: a provider can be
+    set once per process."""
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from flask import Flask
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from flask_chatstream import create_blueprint
+        from flask_chatstream._observe import otel
+
+        made = []
+        class Counted(otel._OtelWatch):
+            def __init__(self, *args):
+                made.append(self)
+                super().__init__(*args)
+        otel._OtelWatch = Counted
+        app = Flask(__name__)
+        app.register_blueprint(create_blueprint(api_key="k", base_url="{upstream.url}", metrics=False),
+                               url_prefix="/api")
+        chat = lambda: app.test_client().post("/api/chat?format=text", json={{"content": "hi"}}, buffered=True).data
+        assert chat() == b"plain" and made == []  # nothing set: not watched
+        spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        trace.set_tracer_provider(provider)
+        assert chat() == b"plain" and len(made) == 1
+        assert [span.name for span in spans.get_finished_spans()] == ["chat gpt-4o-mini"]
+        print("ok")
+    """)
+    upstream.script = Script(reply="plain")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("missing", [("prometheus_client", "opentelemetry"), ("prometheus_client",),
                                      ("opentelemetry",)])
 def test_without_a_package_nothing_of_it_is_imported_and_streams_work(upstream: StandInServer,

@@ -1,7 +1,8 @@
 """OpenTelemetry: spans and metrics in the GenAI semantic conventions, through ``opentelemetry-api``.
 
-Without an SDK configured by the host, the API's tracer and meter do nothing and cost next to
-nothing; this module is imported only when ``opentelemetry-api`` is installed (and ``tracing`` is on).
+Without an SDK configured by the host, the API's tracer and meter do nothing; a stream is then not
+watched at all (asked per stream, so a provider the host sets later is used from then on). This module
+is imported only when ``opentelemetry-api`` is installed (and ``tracing`` is on).
 
 - A span per model call, ``chat {model}`` (CLIENT), and one per server-side tool call,
   ``execute_tool {name}``, both children of the span that was current in the view: the Flask
@@ -21,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import ModelCall, Observer, Watch, token_counts
+from . import NOT_WATCHED, ModelCall, Observer, Watch, token_counts
 
 if TYPE_CHECKING:
     from .._chat import ChatRequest, ChatResult
@@ -53,7 +54,16 @@ class OtelObserver(Observer):
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
 
     def stream(self, fmt: str, request: ChatRequest) -> Watch:
+        if _unset():
+            return NOT_WATCHED
         return _OtelWatch(self, otel_context.get_current())
+
+
+def _unset() -> bool:
+    """Has the host set neither a tracer provider nor a meter provider (so that every span and record
+    would go to the API's no-op)? The API hands out its proxies until one is set."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) \
+        and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
 
 
 class _OtelWatch(Watch):

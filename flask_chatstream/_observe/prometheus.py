@@ -13,7 +13,7 @@ blueprint's tools.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -48,6 +48,16 @@ class _Metrics:
         self.retries = Counter("chatstream_upstream_retries", "Upstream attempts made again after a failure.")
         self.tool_calls = Counter("chatstream_tool_calls", "Server-side tool calls, by how they ended.",
                                   ["tool", "outcome"])
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set: ``labels()`` checks and locks on every
+        call, and a stream's end touches six. The label values are bounded (above), so is this cache."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
 
 _made: _Metrics | None = None
@@ -77,22 +87,22 @@ class _PrometheusWatch(Watch):
     def __init__(self, m: _Metrics, fmt: str) -> None:
         self._m = m
         self._fmt = fmt
-        m.active.labels(fmt).inc()
+        m.child(m.active, fmt).inc()
 
     def tool_ran(self, run: ToolRun, outcome: str, start: float, end: float) -> None:
-        self._m.tool_calls.labels(run.call.name, outcome).inc()
+        self._m.child(self._m.tool_calls, run.call.name, outcome).inc()
 
     def ended(self, result: ChatResult) -> None:
         m = self._m
         model = result.request.model
         outcome = result.outcome if result.outcome in OUTCOMES else "error"
-        m.active.labels(self._fmt).dec()
-        m.streams.labels(self._fmt, model, outcome).inc()
-        m.duration.labels(model, outcome).observe(result.duration)
+        m.child(m.active, self._fmt).dec()
+        m.child(m.streams, self._fmt, model, outcome).inc()
+        m.child(m.duration, model, outcome).observe(result.duration)
         if result.first_token is not None:
-            m.ttft.labels(model).observe(result.first_token)
+            m.child(m.ttft, model).observe(result.first_token)
         for kind, count in token_counts(result.usage):
-            m.tokens.labels(model, kind).inc(count)
+            m.child(m.tokens, model, kind).inc(count)
         if isinstance(result.error, UpstreamError):
-            m.upstream_errors.labels(result.error.code).inc()
+            m.child(m.upstream_errors, result.error.code).inc()
 
