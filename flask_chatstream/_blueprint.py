@@ -530,8 +530,6 @@ def _stream() -> Response:
     settings = state.settings
     body, client = _body(state)
     chat = parse_chat_request(body, settings)
-    request.environ[BODY_KEY] = (b"", client)  # parsed: a long history's bytes are not kept for the stream's life
-    del body
     fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body))
     owner = state.client_key()
     release = state.limit.acquire(owner)
