@@ -4,6 +4,7 @@ shared state across gunicorn workers in test_host_state.py.)"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from flask_chatstream._resume.journal import Found, MemoryJournal
-from flask_chatstream._resume.sqlite import HostJournal, open_store
+from flask_chatstream._errors import TooManyStreams
+from flask_chatstream._resume import sqlite as sqlite_state
+from flask_chatstream._resume.sqlite import HostJournal, HostLimit, open_store
 
 from .conftest import eventually
 
@@ -137,3 +141,27 @@ def test_a_resume_on_the_streams_own_worker_waits_for_its_record_however_late(tm
     finder.join(30)
     assert found == [Found("alice", 1, live=True)]
     assert journal.find("unknown") is None  # an id this process does not hold: two looks, then no
+
+
+def test_a_stream_cap_counts_a_busy_key_per_worker_not_per_slot(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One key can hold thousands of slots (the default key is the remote address: every user behind one
+    proxy). Taking one more asks after each worker that holds them once, not each slot: per slot, every
+    new stream cost what all that key's open ones did, and 1,500 streams arriving in 3 s waited 4 s."""
+    store = open_store(tmp_path / "state.sqlite3", "test")
+    assert store is not None
+    limit = HostLimit(store, 10_000)
+    releases = [limit.acquire("everyone behind the proxy") for _ in range(200)]
+    asked: list[int] = []
+    real = sqlite_state.alive
+    monkeypatch.setattr(sqlite_state, "alive", lambda pid: asked.append(pid) or real(pid))
+    releases.append(limit.acquire("everyone behind the proxy"))
+    assert asked == [os.getpid()]  # 201 slots, one worker: asked once
+    for release in releases:
+        release()
+    with pytest.raises(TooManyStreams):  # and the count is still right
+        two = HostLimit(store, 2)
+        held = [two.acquire("k"), two.acquire("k")]
+        two.acquire("k")
+    for release in held:
+        release()
