@@ -157,3 +157,28 @@ def test_every_error_code_is_in_the_errors_reference() -> None:
     every = page[page.index("## Every code"):]
     assert len(codes) >= 40
     assert not {code for code in codes if f"`{code}`" not in every}
+
+
+def test_the_readmes_performance_figures_are_the_gates_last_run() -> None:
+    """The README's figures come from bench/results/check.md, which `make bench-check` writes: a claim
+    that no run made, or an old run's, fails here."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    table = (ROOT / "bench" / "results" / "check.md").read_text()
+
+    def cell(row: str, side: str) -> str:
+        [line] = [line for line in table.splitlines() if line.startswith(f"| {row}")]
+        header = next(line for line in table.splitlines() if line.startswith("| goal |"))
+        return line.split("|")[header.split("|").index(f" {side} ")].strip()
+
+    per_request = cell("CPU per request", "chatstream")
+    per_chunk = cell("CPU per chunk", "chatstream")
+    assert f"{per_request}x its CPU per request and {per_chunk}x per chunk" in readme
+    kb, naive_kb = cell("memory per open stream", "chatstream"), cell("memory per open stream", "naive")
+    assert f"{kb} KB per open stream to its {naive_kb} KB" in readme
+    p99, naive_p99 = cell("TTFB p99, 1,500 arrivals", "chatstream"), cell("TTFB p99, 1,500 arrivals", "naive")
+    assert f"p99 of {p99} s, where the usual hand-written relay takes {naive_p99} s" in readme
+
+
+def test_the_performance_page_shows_the_gates_last_run() -> None:
+    table = (ROOT / "bench" / "results" / "check.md").read_text().split("\n\nPer run")[0].strip()
+    assert table in (DOCS / "explanation" / "performance.md").read_text()
