@@ -29,7 +29,6 @@ import json
 import resource
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import StreamResult, run_streams
-from bench.run import RESULTS, cpu_ns, pct, rss_kb, upstream_server
+from bench.run import RESULTS, cpu_ns, pct, peak_rss, rss_kb, upstream_server
 from bench.upstream import Profile
 from tests.servers import Gunicorn
 
@@ -111,32 +110,16 @@ def cpu_per(server: Gunicorn, pid: int, side: Side, profile: Profile, **kwargs: 
     return spent / len(results), spent / (len(results) * profile.chunks)
 
 
-def peak_rss(pid: int, run: Any) -> tuple[Any, int]:
-    """What ``run()`` returns, and the worker's highest RSS (KB) while it ran."""
-    peak = [rss_kb(pid)]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], rss_kb(pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        return run(), peak[0]
-    finally:
-        done.set()
-        sampler.join()
-
-
 def memory(side: Side, upstream: str, loads: Loads) -> dict[str, float]:
     """A fresh worker: its RSS at rest, with 50 streams open, and with 1,500; the TTFB tail."""
     with serve(side, upstream) as (server, pid):
         time.sleep(1.0)
         rest = rss_kb(pid)
-        few, rss_few = peak_rss(pid, lambda: load(server, side, loads.open, streams=loads.few, ramp=1.0))
-        many, rss_many = peak_rss(pid, lambda: load(server, side, loads.open, streams=loads.many,
-                                                    ramp=loads.many_over))
+        with peak_rss(pid) as peak_few:
+            few = load(server, side, loads.open, streams=loads.few, ramp=1.0)
+        with peak_rss(pid) as peak_many:
+            many = load(server, side, loads.open, streams=loads.many, ramp=loads.many_over)
+        rss_few, rss_many = peak_few[0], peak_many[0]
     whole(few + many, f"{side.app} open streams")
     p99 = lambda results: pct([r.ttfb for r in results], 99)  # noqa: E731
     return {"rest_mb": rest / 1024, "rss_50_mb": rss_few / 1024, "rss_1500_mb": rss_many / 1024,

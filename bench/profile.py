@@ -24,12 +24,8 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -37,8 +33,9 @@ import gevent  # noqa: E402
 from flask import Flask  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
+from bench.run import upstream_server  # noqa: E402
 from bench.upstream import Profile  # noqa: E402
-from tests.servers import ROOT, free_port, wait_for_port  # noqa: E402
+from tests.servers import ROOT  # noqa: E402
 
 PACKAGE = str(ROOT / "flask_chatstream")
 
@@ -52,19 +49,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
                          "CHATSTREAM_STATE_PATH": ":memory:"},
 }
 QUIET = {"no stream log line", "all of these off"}
-
-
-@contextmanager
-def upstream() -> Iterator[None]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port", str(port)], cwd=ROOT)
-    try:
-        wait_for_port(port, process)
-        os.environ["OPENAI_API_KEY"], os.environ["OPENAI_BASE_URL"] = "sk-bench", f"http://127.0.0.1:{port}/v1"
-        yield
-    finally:
-        process.terminate()
-        process.wait()
 
 
 def log_to_nowhere() -> None:
@@ -168,7 +152,8 @@ def main() -> None:
     args = parser.parse_args()
     both = not (args.cpu or args.memory)
     log_to_nowhere()
-    with upstream():
+    with upstream_server() as url:
+        os.environ["OPENAI_API_KEY"], os.environ["OPENAI_BASE_URL"] = "sk-bench", url
         if args.cpu or both:
             print(cpu(args.rounds, args.per_round), flush=True)
         if args.memory or both:

@@ -158,11 +158,11 @@ def load(server: Gunicorn, name: str, profile: Profile, **kwargs: Any) -> list[S
     return asyncio.run(run_streams(url, profile.prompt(), profile.chunks, **kwargs))
 
 
-def measured(server: Gunicorn, pid: int, name: str, profile: Profile, **kwargs: Any) -> dict[str, Any]:
-    """Run a load, charging the worker's CPU and peak memory to it."""
-    load(server, name, profile, streams=1)  # warm
-    idle = rss_kb(pid)
-    peak = [idle]
+@contextmanager
+def peak_rss(pid: int) -> Iterator[list[int]]:
+    """The worker's highest RSS (KB) while the block runs, sampled every 50 ms: ``[0]`` of what it
+    yields, read after the block."""
+    peak = [rss_kb(pid)]
     done = threading.Event()
 
     def sample() -> None:
@@ -171,13 +171,23 @@ def measured(server: Gunicorn, pid: int, name: str, profile: Profile, **kwargs: 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    before = cpu_ns(pid)
-    started = time.monotonic()
-    results = load(server, name, profile, **kwargs)
-    wall = time.monotonic() - started
-    cpu = cpu_ns(pid) - before
-    done.set()
-    sampler.join()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def measured(server: Gunicorn, pid: int, name: str, profile: Profile, **kwargs: Any) -> dict[str, Any]:
+    """Run a load, charging the worker's CPU and peak memory to it."""
+    load(server, name, profile, streams=1)  # warm
+    idle = rss_kb(pid)
+    with peak_rss(pid) as peak:
+        before = cpu_ns(pid)
+        started = time.monotonic()
+        results = load(server, name, profile, **kwargs)
+        wall = time.monotonic() - started
+        cpu = cpu_ns(pid) - before
     ok = [r for r in results if r.ok]
     chunks = len(results) * profile.chunks
     return {

@@ -137,10 +137,7 @@ def open_store(path: Path, scope: str) -> HostStore | None:
             # A worker (re)started while the disk is full: the store is there, and is written again,
             # by this worker too, once there is room.
             store = HostStore(path, scope)
-            store._failed = store._said_failed = True
-            store._last_said = time.monotonic()
-            log.warning("shared state in %s cannot be written now (%s: %s, its disk is full): streams go on; "
-                        "stops, resumes and caps work again once it can", path, type(exc).__name__, exc)
+            store._fail(exc)
             return store
         log.warning("flask_chatstream cannot keep shared state in %s (%s: %s): stops, resumes and "
                     "max_streams_per_client work per worker only. Give the app a writable instance folder, "
@@ -378,14 +375,29 @@ class HostStore:
                 self._lose(rows)
                 if _damaged(exc):
                     connection, inode = self._start_afresh(connection, f"damaged: {exc}", inode)
-                elif not self._failed:
-                    self._failed = True
-                    if time.monotonic() - self._last_said >= SAY_AGAIN:  # a disk on the edge flaps: a line a minute
-                        self._said_failed, self._last_said = True, time.monotonic()
-                        log.warning("shared state in %s cannot be written (%s: %s): streams go on, but their "
-                                    "records are incomplete until it can", self.path, type(exc).__name__, exc)
+                else:
+                    self._fail(exc)
             except Exception:  # pragma: no cover - the loop must outlive a bug
                 log.exception("the shared state writer failed; it goes on")
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        """A write failed on a file that is the store (busy, its disk full): ``ready`` says no until a
+        write succeeds, which the writer tries once a ``CHECK_EVERY``."""
+        if self._failed:
+            return
+        self._failed = True
+        if self._say_again():  # a disk on the edge flaps
+            self._said_failed = True
+            log.warning("shared state in %s cannot be written (%s: %s): streams go on, but their records are "
+                        "incomplete until it can", self.path, type(exc).__name__, exc)
+
+    def _say_again(self) -> bool:
+        """May a line about the file's trouble be logged now? One a minute at most."""
+        now = time.monotonic()
+        if now - self._last_said < SAY_AGAIN:
+            return False
+        self._last_said = now
+        return True
 
     def _lose(self, rows: list[tuple[str, int, bytes]]) -> None:
         """Events that could not be written: their streams' records cannot be replayed whole."""
@@ -407,8 +419,7 @@ class HostStore:
         try:
             _recreate(self.path, damaged)
         except (OSError, sqlite3.Error) as exc:
-            if time.monotonic() - self._last_said >= SAY_AGAIN:  # it is tried again every round: a line a minute
-                self._last_said = time.monotonic()
+            if self._say_again():  # it is tried again every round
                 log.warning("shared state in %s was %s, and cannot be made again (%s: %s): streams go on; stops, "
                             "resumes and caps work again once it can", self.path, why, type(exc).__name__, exc)
         else:
