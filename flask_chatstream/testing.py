@@ -134,8 +134,8 @@ class Stats:
     """Requests held before their response head (``header_delay``) right now."""
     left_waiting: int = 0
     """Callers that hung up while their response head was held."""
-    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
-    """The last request bodies, newest last."""
+    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100), repr=False)
+    """The last request bodies, newest last (not in the repr: a failed ``wait_for`` says the counts)."""
 
 
 class _ClientGone(Exception):

@@ -15,6 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask_chatstream.testing import StandInServer, Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS: list[Path] = []
@@ -98,6 +102,18 @@ class Gunicorn:
             assert time.monotonic() < deadline, f"{text!r} not in the log: {log[-2000:]}"
             time.sleep(0.02)
         return log
+
+    def barrier(self, upstream: StandInServer, condition: Callable[[Stats], bool], timeout: float = 120.0,
+                explain: Callable[[], str] = str) -> Stats:
+        """Wait until the stand-in's counters meet ``condition`` (every stream has reached the model,
+        say); if they never do, fail saying what the stand-in counted, what ``explain`` says (what the
+        clients got) and how the server's log ends, not only that a clock ran out. The bound is for a
+        broken or a very busy machine; a barrier met returns at once."""
+        try:
+            return upstream.wait_for(condition, timeout=timeout)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; {explain()}; workers {self.worker_pids()}; the server's log ends: "
+                                 f"{self.log()[-2500:]}") from None
 
     def log(self) -> str:
         if not self._log.closed:

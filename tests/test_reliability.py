@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,16 +228,26 @@ def worker_rss_kb(pid: int) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
-async def _arrive_and_leave(url: str, count: int, upstream: StandInServer) -> float:
+async def _arrive_and_leave(url: str, count: int, server: Gunicorn, upstream: StandInServer) -> float:
     connector = aiohttp.TCPConnector(limit=0)
-    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
-    async def one() -> None:
+    async def one() -> bytes:
         async with session.post(url, json={"content": "think"}) as response:
-            await response.content.read()
+            return await response.content.read()
 
     tasks = [asyncio.create_task(one()) for _ in range(count)]
-    while upstream.stats.open < count:
+    deadline = time.monotonic() + 300  # a barrier: the bound is for a broken (or a very busy) machine
+    while (stats := upstream.stats).open < count:
+        if time.monotonic() > deadline or any(task.done() for task in tasks):
+            # A client that is done will not come back: the barrier can never be met. Say why.
+            ended = Counter(repr(task.exception() or task.result()[:200]) for task in tasks if task.done())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+            raise AssertionError(f"{stats.open} of {count} streams reached the model; clients that ended: "
+                                 f"{dict(ended)}; the server's log ends: {server.log()[-2500:]}")
         await asyncio.sleep(0.05)
     left = time.monotonic()
     for task in tasks:
@@ -270,8 +281,8 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
     for round_ in range(10):
         fmt = ["text", "ndjson", "sse"][round_ % 3]
         upstream.reset()
-        left = asyncio.run(_arrive_and_leave(f"{server.url}/api/chat?format={fmt}", 1000, upstream))
-        stats = upstream.wait_for(lambda s: s.open == 0, timeout=60)  # every upstream closed
+        left = asyncio.run(_arrive_and_leave(f"{server.url}/api/chat?format={fmt}", 1000, server, upstream))
+        stats = server.barrier(upstream, lambda s: s.open == 0)  # every upstream closed
         detect.append(time.monotonic() - left)
         assert (stats.opened, stats.cancelled, stats.finished) == (1000, 1000, 0)
         fds.append(settled_fds(worker, idle))

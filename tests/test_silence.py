@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -42,6 +43,20 @@ def ask(port: int, fmt: str) -> socket.socket:
     return sock
 
 
+def heard(clients: list[socket.socket]) -> str:
+    """What the clients have been sent so far, counted by its first line: why a barrier was not met."""
+    firsts: Counter[bytes] = Counter()
+    for sock in clients:
+        sock.setblocking(False)
+        try:
+            firsts[sock.recv(65536)[:120]] += 1
+        except BlockingIOError:
+            firsts[b"(nothing yet)"] += 1
+        except OSError as exc:
+            firsts[repr(exc).encode()] += 1
+    return f"the clients heard {dict(firsts)}"
+
+
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
 def test_clients_that_leave_while_the_model_thinks_stop_it(server: Gunicorn, upstream: StandInServer,
                                                            fmt: str) -> None:
@@ -50,9 +65,10 @@ def test_clients_that_leave_while_the_model_thinks_stop_it(server: Gunicorn, ups
     upstream.script = Script(reply="never sent", first_delay=3600)
     clients = [ask(server.port, fmt) for _ in range(CLIENTS)]
     try:
-        upstream.wait_for(lambda stats: stats.open == CLIENTS)  # a barrier: every model call is thinking
+        # a barrier: every model call is thinking
+        server.barrier(upstream, lambda stats: stats.open == CLIENTS, explain=lambda: heard(clients))
     finally:
         for sock in clients:
             sock.close()
-    stats = upstream.wait_for(lambda stats: stats.open == 0, timeout=60)
+    stats = server.barrier(upstream, lambda stats: stats.open == 0)
     assert (stats.opened, stats.cancelled, stats.finished) == (CLIENTS, CLIENTS, 0)
