@@ -49,5 +49,6 @@ def test_bench_check_quick_run(tmp_path: Path) -> None:
     goals = json.loads((ROOT / "bench" / "goals.json").read_text())["goals"]
     for goal in goals.values():  # a row for every goal, with a figure for every side
         [row] = [line for line in text.splitlines() if line.startswith(f"| {goal['figure']} (")]
-        assert len(row.split("|")) == 2 + 1 + 4 + 2
-    assert "| chatstream | all on | naive | floor |" in text
+        assert len(row.split("|")) == 2 + 1 + 5 + 3, row  # the figure, five sides, the goal, met, reachable
+        assert row.endswith((" | yes |", " | no |")), row  # whether the bound meets it, in the same run
+    assert "| chatstream | all on | naive | bound | floor |" in text

@@ -96,7 +96,10 @@ class _Observers(Observer):
         self._observers = observers
 
     def stream(self, fmt: str, request: ChatRequest) -> Watch:
-        return _Watches([observer.stream(fmt, request) for observer in self._observers])
+        watches = [watch for observer in self._observers if (watch := observer.stream(fmt, request)) is not NOT_WATCHED]
+        if len(watches) < 2:  # (OpenTelemetry with no provider set does not watch: no layer for it)
+            return watches[0] if watches else NOT_WATCHED
+        return _Watches(watches)
 
     def retried(self) -> None:
         for observer in self._observers:
