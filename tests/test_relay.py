@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pytest
 from flask.testing import FlaskClient
 
@@ -131,3 +137,33 @@ def test_client_leaving_closes_the_upstream(client: FlaskClient, upstream: Stand
     response.close()  # what the server does when the browser goes away
     stats = upstream.wait_for(lambda s: s.open == 0)
     assert (stats.cancelled, stats.finished) == (1, 0)
+
+
+def test_a_stream_waiting_on_the_model_holds_one_generator_of_ours(client: FlaskClient, upstream: StandInServer) -> None:
+    """Between two chunks, a stream waits in the upstream socket's read with one generator of ours on
+    its stack (the body the server iterates): the reads under it are plain calls. A generator more is
+    a frame and a deeper saved greenlet stack held by every open stream (bench.profile --memory)."""
+    upstream.script = Script(reply=REPLY, hold_after=1)
+    response = client.post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
+    chunks = iter(response.response)
+    assert next(chunks)  # the first word; the rest is held at the stand-in's gate
+    reader = threading.Thread(target=lambda: b"".join(chunks), daemon=True)
+    reader.start()
+    package = str(Path(__file__).resolve().parent.parent / "flask_chatstream")
+    deadline = time.monotonic() + 30
+    while True:  # until the reader waits in the socket read (a barrier, with a bound for a broken build)
+        frame = sys._current_frames().get(reader.ident or 0)
+        if frame is not None and frame.f_code.co_filename.endswith(("_upstream/transport.py", "_upstream\\transport.py")):
+            break
+        assert time.monotonic() < deadline, "the reader never waited in the upstream's read"
+        time.sleep(0.01)
+    ours = []
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(package):
+            ours.append((frame.f_code.co_name, bool(frame.f_code.co_flags & inspect.CO_GENERATOR)))
+        frame = frame.f_back
+    assert [name for name, generator in ours if generator] == ["_run"], ours
+    upstream.release()
+    reader.join(30)
+    assert not reader.is_alive()
+    response.close()

@@ -87,7 +87,7 @@ class Generation:
         self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
                               context=context, report=watch.tool_ran)
-        self.reader = Reader(iter(stream), stream.ready)
+        self.reader = Reader(stream.read, stream.ready)
         self.error: ChatStreamError | None = None
         self.visible = False
         """Has an event reached the relay that the client needs, beyond ``start``?"""
@@ -258,7 +258,7 @@ class Generation:
             finished, self.stream = self.stream, stream
         finished.finish(self._tail(), FINISH_WAIT)  # drained: its connection, back for the next request
         self.answer.next_call()
-        self.reader = Reader(iter(stream), stream.ready)
+        self.reader = Reader(stream.read, stream.ready)
         self.last_event = time.monotonic()
         return b""
 

@@ -1,4 +1,4 @@
-"""Reading an iterator with a deadline, without losing the read when the deadline passes first.
+"""Reading a source with a deadline, without losing the read when the deadline passes first.
 
 The view reads ahead to the answer's first event before it starts the response, but only for so
 long (``first_event_wait``): a blocking read cannot be given up on halfway without losing what it
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 PENDING: Any = object()
@@ -20,17 +20,18 @@ SLICE = 0.2
 
 
 class Reader:
-    """The upstream's byte iterator, with an optional deadline per read.
+    """The upstream's reads (``read()``: the next bytes, ``StopIteration`` at the end), with an
+    optional deadline per read.
 
     A read with a deadline runs in a helper thread (a greenlet under gevent), so the view can stop
     waiting without disturbing the read: the next read picks up its result. ``interrupt`` ends a
     wait early, as if its deadline had passed.
     """
 
-    __slots__ = ("_iterator", "_ready", "_result", "_has_result", "pending", "_readable", "_then")
+    __slots__ = ("_read", "_ready", "_result", "_has_result", "pending", "_readable", "_then")
 
-    def __init__(self, iterator: Iterator[bytes], readable: Callable[[float], bool | None] | None = None) -> None:
-        self._iterator = iterator
+    def __init__(self, read: Callable[[], bytes], readable: Callable[[float], bool | None] | None = None) -> None:
+        self._read = read
         self._readable = readable
         self._then: Callable[[], None] | None = None
         """Where the source can tell whether a read would wait (``Body.ready``), no thread is needed."""
@@ -42,11 +43,11 @@ class Reader:
     def next(self, timeout: float | None = None) -> bytes:
         if not self.pending:
             if timeout is None:
-                return next(self._iterator)
+                return self._read()
             if self._readable is not None:
                 ready = self._wait_readable(timeout)
                 if ready is not None:
-                    return next(self._iterator) if ready else PENDING
+                    return self._read() if ready else PENDING
             self._has_result = False
             self._ready.clear()
             self.pending = True
@@ -89,7 +90,7 @@ class Reader:
 
     def _fetch(self) -> None:
         try:
-            self._result = (True, next(self._iterator))
+            self._result = (True, self._read())
         except BaseException as exc:  # handed to the reader, StopIteration included
             self._result = (False, exc)
         self._has_result = True

@@ -387,13 +387,14 @@ class UpstreamStream:
     ends at its next read; shutting the socket would cut every stream on it.
     """
 
-    __slots__ = ("_response", "_body", "_socket", "_encoding", "stopped", "api", "__weakref__")
+    __slots__ = ("_response", "_body", "_socket", "_encoding", "_next", "stopped", "api", "__weakref__")
 
     def __init__(self, response: Any = None, *, body: _transport.Body | None = None,
                  encoding: str | None = None) -> None:
         """From an httpx response, or from our transport's body straight (the default client),
         compressed with ``encoding`` if the upstream sent it so although it was not asked to."""
         self._response: Any = response if response is not None else body
+        self._next: Callable[[], bytes] | None = None
         self.stopped: str | None = None
         self.api = CHAT
         """The upstream API that answers (the upstream sets it)."""
@@ -417,27 +418,39 @@ class UpstreamStream:
         return self._socket is not None
 
     def __iter__(self) -> Iterator[bytes]:
-        response = self._response
-        if self._body is not None and self._encoding is None:
-            source: Any = self._body
-        elif self._body is not None:
-            # A gateway compressed the body anyway: httpx's decoders, for the encodings httpx knows.
-            source = _http.Response(200, headers={"content-encoding": self._encoding}, stream=self._body).iter_bytes()
-        elif self._encoding is not None:
-            source = response.iter_bytes()
-        else:
-            source = response.stream  # the byte stream itself, without iter_bytes' decoder layers
+        while True:
+            try:
+                yield self.read()
+            except StopIteration:
+                return
+
+    def read(self) -> bytes:
+        """The next bytes of the body; ``StopIteration`` at its end, ``Stopped`` once stopped. A plain
+        call (the relay's reads go through no generator of ours: a waiting stream holds less)."""
+        if self._next is None:
+            self._next = self._reader()
         try:
-            for data in source:
-                if self.stopped is not None:
-                    raise Stopped(self.stopped)
-                yield data
-        except (_http.TransportError, _http.StreamError, _http.DecodingError, OSError, ValueError):
+            data = self._next()
+        except (StopIteration, _http.TransportError, _http.StreamError, _http.DecodingError, OSError, ValueError):
             if self.stopped is not None:
                 raise Stopped(self.stopped) from None
             raise
         if self.stopped is not None:
             raise Stopped(self.stopped)
+        return data
+
+    def _reader(self) -> Callable[[], bytes]:
+        response = self._response
+        if self._body is not None and self._encoding is None:
+            return self._body.read  # type: ignore[no-any-return]
+        if self._body is not None:
+            # A gateway compressed the body anyway: httpx's decoders, for the encodings httpx knows.
+            source = _http.Response(200, headers={"content-encoding": self._encoding}, stream=self._body).iter_bytes()
+        elif self._encoding is not None:
+            source = response.iter_bytes()
+        else:
+            source = iter(response.stream)  # the byte stream itself, without iter_bytes' decoder layers
+        return source.__next__  # type: ignore[no-any-return]
 
     def stop(self, reason: str) -> None:
         """Stop the stream from another greenlet or thread; its reader ends with ``Stopped``."""
