@@ -238,23 +238,20 @@ async def _arrive_and_leave(url: str, count: int, server: Gunicorn, upstream: St
 
     tasks = [asyncio.create_task(one()) for _ in range(count)]
     deadline = time.monotonic() + 300  # a barrier: the bound is for a broken (or a very busy) machine
-    while (stats := upstream.stats).open < count:
-        if time.monotonic() > deadline or any(task.done() for task in tasks):
-            # A client that is done will not come back: the barrier can never be met. Say why.
-            ended = Counter(repr(task.exception() or task.result()[:200]) for task in tasks if task.done())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await session.close()
-            raise AssertionError(f"{stats.open} of {count} streams reached the model; clients that ended: "
-                                 f"{dict(ended)}; the server's log ends: {server.log()[-2500:]}")
-        await asyncio.sleep(0.05)
-    left = time.monotonic()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await session.close()  # every client socket is closed now
-    return left
+    try:
+        while (stats := upstream.stats).open < count:
+            if time.monotonic() > deadline or any(task.done() for task in tasks):
+                # A client that is done will not come back: the barrier can never be met. Say why.
+                ended = Counter(repr(task.exception() or task.result()[:200]) for task in tasks if task.done())
+                raise AssertionError(f"{stats.open} of {count} streams reached the model; clients that ended: "
+                                     f"{dict(ended)}; the server's log ends: {server.log()[-2500:]}")
+            await asyncio.sleep(0.05)
+        return time.monotonic()  # when they left: taken before the cancels below
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await session.close()  # every client socket is closed now
 
 
 def settled_fds(pid: int, idle: int, timeout: float = 30.0) -> int:

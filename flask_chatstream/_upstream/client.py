@@ -418,11 +418,7 @@ class UpstreamStream:
         return self._socket is not None
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.read()
-            except StopIteration:
-                return
+        return iter(self.read, None)  # ends at read's StopIteration (read never returns None)
 
     def read(self) -> bytes:
         """The next bytes of the body; ``StopIteration`` at its end, ``Stopped`` once stopped. A plain

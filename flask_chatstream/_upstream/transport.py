@@ -379,11 +379,7 @@ class Body(http.SyncByteStream):
         self._reading = False
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.read()
-            except StopIteration:
-                return
+        return iter(self.read, None)  # ends at read's StopIteration (read never returns None)
 
     def read(self) -> bytes:
         """What the next network read brings, without its framing (never empty); ``StopIteration`` at
