@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
 	@echo "make test   - install test dependencies and run every test"
-	@echo "make check  - the fast tier: mypy and the tests that need no apt, npm, browser or server (about a minute)"
+	@echo "make check  - the fast tier: mypy, the import contracts and the tests that need no apt, npm, browser or server (about a minute)"
 	@echo "make test-latest - the fast tier against the newest releases of every requirement (no lock)"
 	@echo "make lock   - refresh requirements/dev.txt to the newest releases, on purpose"
 	@echo "make docs   - the manual (Sphinx), warnings as errors, into docs/_build/html"
@@ -69,6 +69,7 @@ FAST := not (browser or node or redis or nginx or proxy or prometheus or install
 
 check: $(STAMP)
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "$(FAST)"
 
 # The fast tier against the newest release of every requirement, in a venv of its own without the

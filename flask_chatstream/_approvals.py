@@ -28,11 +28,11 @@ import orjson
 from flask.sansio.app import App
 from itsdangerous import Signer
 
-from ._chat import ChatRequest, ToolCall
+from ._chat import DENIED, ChatRequest, ToolCall
 from ._config import ConfigError
 from ._emit import Sink
 from ._errors import RequestError
-from ._tools import DENIED, Report, Tool, ToolRun, parsed_arguments, run_calls
+from ._tools import Report, Tool, ToolRun, parsed_arguments, run_calls
 
 
 class ApprovalKey:

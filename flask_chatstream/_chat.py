@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from ._errors import ChatStreamError
 
 
+DENIED = "The user denied this tool call."
+"""What the model is told of a call a person denied (``_approvals``), with their reason if they gave one."""
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """What goes to the model. Plain data: nothing here refers to the Flask request.

@@ -33,6 +33,8 @@ log = logging.getLogger("flask_chatstream")
 BeforeUpstream = Callable[[ChatRequest], "ChatRequest | None"]
 AfterStream = Callable[[ChatResult], None]
 MessageMetadata = Callable[["ChatRequest | ChatResult"], "Mapping[str, Any] | None"]
+MayResume = Callable[[str, str], bool]
+"""Gets a stream id and the client key that started it, returns whether this request may read it."""
 
 
 def run_before_upstream(hooks: Sequence[BeforeUpstream], chat: ChatRequest) -> ChatRequest:

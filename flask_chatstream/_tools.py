@@ -86,15 +86,6 @@ class Tool:
         return definition if api == "chat" else {"type": "function", **definition["function"]}
 
 
-def tool_name(definition: Any) -> str | None:
-    """The name of a function tool's definition, in either API's shape."""
-    if not isinstance(definition, dict):
-        return None
-    function = definition.get("function")
-    name = function.get("name") if isinstance(function, dict) else definition.get("name")
-    return name if isinstance(name, str) else None
-
-
 def make_tool(function: Callable[..., Any], *, name: str | None = None, description: str | None = None,
               strict: bool = False, needs_approval: bool = False) -> Tool:
     """A ``Tool`` from a function, or a ``TypeError`` that says what to fix."""
@@ -151,10 +142,6 @@ def _clean(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_clean(v) for v in schema]
     return schema
-
-
-DENIED = "The user denied this tool call."
-"""What the model is told of a call a person denied (``_approvals``), with their reason if they gave one."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from flask import Flask, Response, abort, current_app, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.middleware.lint import LintMiddleware
 
-from flask_chatstream import _blueprint, create_blueprint
+from flask_chatstream import create_blueprint
+from flask_chatstream._blueprint.responses import StreamResponse
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, hooked_app
@@ -55,7 +56,7 @@ def recipe(name: str) -> ModuleType:
 def test_flask_compress_defaults_leave_every_format_streaming(upstream: StandInServer, fmt: str,
                                                               caplog: pytest.LogCaptureFixture,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_blueprint, "_warned_encoding", False)
+    monkeypatch.setattr(StreamResponse, "warned_encoding", False)
     app = upstream.attach(recipe("compress").create_app(upstream.config))
     response = streams_while_held(app.test_client(), upstream, fmt,
                                                    {"Accept-Encoding": BROWSER_ENCODINGS})
@@ -73,7 +74,7 @@ def test_flask_compress_defaults_leave_every_format_streaming(upstream: StandInS
 def test_flask_compress_told_to_leave_streams_alone_warns_nothing(upstream: StandInServer,
                                                                   caplog: pytest.LogCaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_blueprint, "_warned_encoding", False)
+    monkeypatch.setattr(StreamResponse, "warned_encoding", False)
     app = upstream.attach(recipe("compress").create_app({**upstream.config, "COMPRESS_STREAMS": False}))
     streams_while_held(app.test_client(), upstream, "text", {"Accept-Encoding": BROWSER_ENCODINGS})
     assert not [r for r in caplog.records if "Content-Encoding" in r.getMessage()]

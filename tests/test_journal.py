@@ -16,8 +16,9 @@ import pytest
 
 from flask_chatstream._resume.journal import Found, MemoryJournal
 from flask_chatstream._errors import TooManyStreams
-from flask_chatstream._resume import sqlite as sqlite_state
-from flask_chatstream._resume.sqlite import HostJournal, HostLimit, open_store
+from flask_chatstream._resume import machine
+from flask_chatstream._resume.machine import HostJournal, HostLimit
+from flask_chatstream._resume.sqlite import open_store
 
 from .conftest import eventually
 
@@ -153,8 +154,8 @@ def test_a_stream_cap_counts_a_busy_key_per_worker_not_per_slot(tmp_path: Path,
     limit = HostLimit(store, 10_000)
     releases = [limit.acquire("everyone behind the proxy") for _ in range(200)]
     asked: list[int] = []
-    real = sqlite_state.alive
-    monkeypatch.setattr(sqlite_state, "alive", lambda pid: asked.append(pid) or real(pid))
+    real = machine.alive
+    monkeypatch.setattr(machine, "alive", lambda pid: asked.append(pid) or real(pid))
     releases.append(limit.acquire("everyone behind the proxy"))
     assert asked == [os.getpid()]  # 201 slots, one worker: asked once
     for release in releases:

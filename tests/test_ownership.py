@@ -18,7 +18,7 @@ from flask import Flask, request
 
 from flask_chatstream import create_blueprint
 from flask_chatstream._stream.registry import stream_tag, worker_number
-from flask_chatstream._resume import sqlite
+from flask_chatstream._resume import machine
 from flask_chatstream._errors import StreamAborted
 from flask_chatstream.testing import Script, StandInServer
 
@@ -120,7 +120,7 @@ def test_a_stop_for_a_stream_nobody_runs_is_answered_at_once(make_app: AppFactor
     """The id names the worker that would run it: one that names no worker of the blueprint, or this
     worker (whose registry the view looked in), is a 404 without asking anyone. (With STOP_WAIT made an
     hour, a stop that waited to be taken would hang the thread.)"""
-    monkeypatch.setattr(sqlite, "STOP_WAIT", 3600.0)
+    monkeypatch.setattr(machine, "STOP_WAIT", 3600.0)
     client = make_app(state_path=str(tmp_path / "state.sqlite3")).test_client()
     client.post("/api/chat", json={"content": "hi"})  # this worker serves the blueprint now
     tag = stream_tag("chatstream")

@@ -11,7 +11,7 @@ import pytest
 from flask_chatstream._chat import ChatRequest
 from flask_chatstream._config import Settings
 from flask_chatstream._stream.relay import Relay
-from flask_chatstream._stream.watchdog import Watchdog
+from flask_chatstream._watchdog import Watchdog
 from flask_chatstream._upstream.client import Upstream
 from flask_chatstream._wire.encoders import NDJSON
 from flask_chatstream.testing import Script, StandInServer

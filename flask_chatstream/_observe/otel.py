@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import NOT_WATCHED, ModelCall, Observer, Watch, token_counts
+from .watch import NOT_WATCHED, ModelCall, Observer, Watch, token_counts
 
 if TYPE_CHECKING:
     from .._chat import ChatRequest, ChatResult

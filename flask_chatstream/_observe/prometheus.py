@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._errors import UpstreamError
-from . import Observer, Watch, token_counts
+from .watch import Observer, Watch, token_counts
 
 if TYPE_CHECKING:
     from .._chat import ChatRequest, ChatResult

@@ -10,7 +10,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .._config import Settings
 from .._errors import RequestError, RequestTimeout, RequestTooLarge
-from .._stream.watchdog import WATCHDOG, Deadline
+from .._watchdog import WATCHDOG, Deadline
 
 log = logging.getLogger("flask_chatstream")
 

@@ -16,7 +16,6 @@ from werkzeug.datastructures import MIMEAccept
 from .._chat import ChatRequest
 from .._config import Settings
 from .._errors import NotAcceptable, RequestError, UnsupportedMediaType
-from .._tools import tool_name
 from .._wire.encoders import FORMATS, MIMETYPES, Format
 from .uimessages import chat_messages, is_ui_body
 
@@ -253,3 +252,12 @@ def _temperature(value: Any) -> float | None:
     if not 0 <= value <= 2:
         raise RequestError('"temperature" must be a number from 0 to 2.')
     return float(value)
+
+
+def tool_name(definition: Any) -> str | None:
+    """The name of a function tool's definition, in either API's shape."""
+    if not isinstance(definition, dict):
+        return None
+    function = definition.get("function")
+    name = function.get("name") if isinstance(function, dict) else definition.get("name")
+    return name if isinstance(name, str) else None

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from .._chat import DENIED
 from .._errors import RequestError
-from .._tools import DENIED
 
 _DROPPED = ("reasoning", "source-url", "source-document")
 

@@ -121,6 +121,14 @@ class Journal:
         """Tell the stream's producer to stop, wherever it runs (the caller checked the owner)."""
         STREAMS.stop_here(stream_id)
 
+    def stop_owned(self, stream_id: str, owner: str) -> bool:
+        """Stop the live stream ``owner`` started, wherever it runs; False if there is none."""
+        found = self.find(stream_id)
+        if found is None or not found.live or found.owner != owner:
+            return False
+        self.stop(stream_id)
+        return True
+
 
 class _Log:
     __slots__ = ("owner", "chat_id", "events", "first", "ended", "readers", "changed")

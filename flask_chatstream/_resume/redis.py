@@ -29,12 +29,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
 from .._stream.registry import STREAMS
 from .journal import Batch, Found, Journal, Recording, Unavailable
+
+if TYPE_CHECKING:
+    from .._config import Settings
 
 log = logging.getLogger("flask_chatstream")
 
@@ -434,3 +437,25 @@ class FleetLimit(StreamLimit):
                 pass  # it expires
 
         return once(release)
+
+
+class FleetState:
+    """What every worker of every instance sharing the Redis shares: a stop reaches a resumable stream
+    wherever it runs (through its journal), a resume reads it anywhere, and the cap counts them all."""
+
+    def __init__(self, store: RedisStore, limit: StreamLimit, journal: RedisJournal | None) -> None:
+        self.limit = limit
+        self.journal: Journal | None = journal
+        self.check: tuple[str, Callable[[], bool]] | None = ("redis", store.ping)
+
+    def started(self) -> None:
+        pass  # the writer starts with the first slot or recording
+
+    def stop(self, stream_id: str, owner: str) -> bool:
+        return self.journal is not None and self.journal.stop_owned(stream_id, owner)
+
+
+def open_fleet(settings: Settings, scope: str) -> FleetState:
+    store = RedisStore(settings.redis_url or "", settings.redis_timeout, settings.slot_ttl)
+    journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events, scope) if settings.resumable else None
+    return FleetState(store, FleetLimit(store, settings.max_streams_per_client), journal)

@@ -19,7 +19,7 @@ import orjson
 
 from .._errors import ChatStreamError, ResumeUnavailable, StreamAborted, StreamEnded, StreamTruncated
 from .._stream.client_side import CLIENT_LEFT, CLIENT_STALLED, ClientSide
-from .._stream.watchdog import WATCHDOG
+from .._watchdog import WATCHDOG
 from .._wire.encoders import Format
 from .._wire.events import Event, error_event
 from .journal import TERMINAL, Journal, Unavailable

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from .._gevent import poll_now
 from .._sockets import fileno_of, shutdown
-from .watchdog import HALF_CLOSED, HUNG_UP
+from .._watchdog import HALF_CLOSED, HUNG_UP
 
 CLIENT_STALLED = "client_stalled"
 CLIENT_LEFT = "client_left"

@@ -23,7 +23,7 @@ from .._observe import NOT_WATCHED, ModelCall, Watch
 from .._tools import Tool, ToolRun
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
 from .._upstream.transport import Cancel
-from .._wire.answer import Answer
+from .answer import Answer
 from .._wire.encoders import TEXT, Format
 from .._wire.events import DataEvent, Event, error_event
 from .reader import PENDING, Reader

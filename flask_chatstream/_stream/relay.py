@@ -42,7 +42,7 @@ from .generation import Generation, Prelude
 from .lifecycle import GONE, Life, Phase, Stops
 from .registry import STREAMS
 from .tool_loop import NO_REQUEST
-from .watchdog import WATCHDOG
+from .._watchdog import WATCHDOG
 
 if TYPE_CHECKING:
     from .._approvals import ApprovalKey

@@ -16,7 +16,7 @@ from .._emit import Emitted
 from .._tools import Calls, Report, Tool
 from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
-from .._wire.answer import Answer
+from .answer import Answer
 from .._wire.events import Event
 
 NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)

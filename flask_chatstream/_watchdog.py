@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .._gevent import unpatched
+from ._gevent import unpatched
 
 log = logging.getLogger("flask_chatstream")
 

@@ -33,8 +33,8 @@ from typing import Any
 from .._chat import ChatRequest, ToolCall
 from .._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
 from .._tools import ToolRun, call_event
-from .events import USAGE_FIELDS, DoneEvent, Event, ToolApprovalEvent, Translator, Usage, client_usage
-from .sse import SSEParser
+from .._wire.events import USAGE_FIELDS, DoneEvent, Event, ToolApprovalEvent, Translator, Usage, client_usage
+from .._wire.sse import SSEParser
 
 
 class Answer:
