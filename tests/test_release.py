@@ -47,7 +47,7 @@ def test_the_wheel_ships_the_package_and_nothing_else(dist: Path) -> None:
     files = set(zipfile.ZipFile(wheel).namelist())
     package = {f for f in files if not f.startswith("flask_chatstream-")}  # without the .dist-info
     assert {"flask_chatstream/static/chatstream.js", "flask_chatstream/static/chatstream.d.ts",
-            "flask_chatstream/gunicorn.py", "flask_chatstream/py.typed", "flask_chatstream/testing.py"} <= package
+            "flask_chatstream/gunicorn.py", "flask_chatstream/py.typed", "flask_chatstream/testing/__main__.py"} <= package
     shipped = {Path(f).parent.as_posix() for f in package if f.endswith("/__init__.py")}
     on_disk = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "flask_chatstream").rglob("__init__.py")}
     assert shipped == on_disk  # every subpackage, as the tree has them

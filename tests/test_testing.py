@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from flask_chatstream import create_blueprint
-from flask_chatstream.testing import Script, StandInServer, split_reply
+from flask_chatstream.testing import Cut, Fail, Hold, Malformed, Script, StandInServer, split_reply
 
 from .conftest import API_KEY
 from .servers import ROOT
@@ -64,6 +64,40 @@ def test_scripts_by_model_and_chunk_counts(upstream: StandInServer) -> None:
     assert [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content] == \
         ["ab", "cd", "ef", "gh"]
     assert split_reply("one two three", None) == ["one", " two", " three"]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_faults_compose_in_the_order_given(upstream: StandInServer, api: str) -> None:
+    """A gate after one word, a line that is not JSON after two, and a cut after three: the caller reads
+    the first word while the stand-in holds the rest, then the second, then the SDK's parser fails on
+    the bad line; no whole answer is ever sent."""
+    upstream.script = Script(reply="a b c d e", faults=[Hold(after=1), Malformed(after=2), Cut(after=3)])
+    client = sdk(upstream)
+    stream = iter(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+                  if api == "chat" else client.responses.create(model="m", input="x", stream=True))
+
+    def text(event: object) -> str | None:
+        if api == "chat":
+            choices = getattr(event, "choices", None)
+            return choices[0].delta.content if choices else None
+        return getattr(event, "delta", None) if getattr(event, "type", "") == "response.output_text.delta" else None
+
+    texts: list[str] = []
+    while not texts:  # the events before the first word (the role, the response's start) say nothing
+        texts = [piece for piece in [text(next(stream))] if piece]
+    assert texts == ["a"] and upstream.stats.open == 1  # held at the gate: nothing after the first word
+    upstream.release()
+    with pytest.raises(json.JSONDecodeError):
+        for event in stream:
+            if text(event):
+                texts.append(str(text(event)))
+    assert texts == ["a", " b"]
+    assert upstream.wait_for(lambda s: s.open == 0).finished == 0
+
+
+def test_a_scripts_fields_are_shorthand_for_its_faults() -> None:
+    script = Script(cut_after=3, error_after=2, faults=[Fail(after=0)])
+    assert script.all_faults() == [Cut(3), Fail(2), Fail(0)]
 
 
 def test_control_api(upstream: StandInServer) -> None:
