@@ -11,24 +11,26 @@ __version__ = "0.1.0"
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._errors import RENAMED, renamed
+
 if TYPE_CHECKING:
-    from ._blueprint import ChatBlueprint, create_blueprint
+    from ._blueprint import ChatBlueprint, ClientKey, create_blueprint
     from ._chat import ChatRequest, ChatResult, ToolCall
     from ._config import ConfigError, Options, Settings
     from ._emit import emit
     from ._errors import (
+        BodyTimeout,
         ChatStreamError,
-        MethodNotAllowed,
-        NotAcceptable,
+        FormatNotAcceptable,
         RequestError,
-        RequestTimeout,
         RequestTooLarge,
         ResumeUnavailable,
         StreamNotFound,
         StreamTruncated,
         TooManyReaders,
         TooManyStreams,
-        UnsupportedMediaType,
+        ToolStepsExhausted,
+        UnsupportedContentType,
         UpstreamAuthError,
         UpstreamError,
         UpstreamInterrupted,
@@ -37,21 +39,27 @@ if TYPE_CHECKING:
         UpstreamRejected,
         UpstreamTimeout,
         UpstreamUnavailable,
+        WrongMethod,
     )
+    from ._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata
     from ._tools import ToolError, parsed_arguments
     from ._warmup import warm_up
 
 __all__ = [
+    "AfterStream",
+    "BeforeUpstream",
+    "BodyTimeout",
     "ChatBlueprint",
     "ChatRequest",
     "ChatResult",
     "ChatStreamError",
+    "ClientKey",
     "ConfigError",
-    "MethodNotAllowed",
-    "NotAcceptable",
+    "FormatNotAcceptable",
+    "MayResume",
+    "MessageMetadata",
     "Options",
     "RequestError",
-    "RequestTimeout",
     "RequestTooLarge",
     "ResumeUnavailable",
     "Settings",
@@ -61,7 +69,8 @@ __all__ = [
     "TooManyStreams",
     "ToolCall",
     "ToolError",
-    "UnsupportedMediaType",
+    "ToolStepsExhausted",
+    "UnsupportedContentType",
     "UpstreamAuthError",
     "UpstreamError",
     "UpstreamInterrupted",
@@ -70,6 +79,7 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "WrongMethod",
     "create_blueprint",
     "emit",
     "parsed_arguments",
@@ -81,16 +91,19 @@ __all__ = [
 # importing openai there would import ssl before a gevent worker patches it (gevent's
 # MonkeyPatchWarning at every start), and would weigh on a master that serves no request.
 _HOMES = {
-    "ChatBlueprint": "_blueprint", "create_blueprint": "_blueprint",
+    "ChatBlueprint": "_blueprint", "ClientKey": "_blueprint", "create_blueprint": "_blueprint",
     "ChatRequest": "_chat", "ChatResult": "_chat", "ToolCall": "_chat",
     "ConfigError": "_config", "Options": "_config", "Settings": "_config",
     "emit": "_emit",
+    "AfterStream": "_hooks", "BeforeUpstream": "_hooks", "MayResume": "_hooks", "MessageMetadata": "_hooks",
     "ToolError": "_tools", "parsed_arguments": "_tools",
     "warm_up": "_warmup",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name in RENAMED:  # (not kept in globals: each use is warned of)
+        return renamed(name)
     home = _HOMES.get(name, "_errors" if name in __all__ else None)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

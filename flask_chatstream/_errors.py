@@ -6,11 +6,11 @@ the API key back) or anything else from the environment.
 
     ChatStreamError
     ├── RequestError                 400  invalid_request, invalid_json, invalid_body, ...
-    │   ├── UnsupportedMediaType     415  unsupported_media_type
+    │   ├── UnsupportedContentType   415  unsupported_media_type
     │   ├── RequestTooLarge          413  request_too_large
-    │   ├── RequestTimeout           408  request_timeout
-    │   ├── NotAcceptable            406  not_acceptable
-    │   ├── MethodNotAllowed         405  method_not_allowed
+    │   ├── BodyTimeout              408  request_timeout
+    │   ├── FormatNotAcceptable      406  not_acceptable
+    │   ├── WrongMethod              405  method_not_allowed
     │   ├── TooManyStreams           429  too_many_streams
     │   ├── StreamNotFound           404  stream_not_found
     │   └── StreamTruncated          410  stream_truncated
@@ -26,6 +26,10 @@ the API key back) or anything else from the environment.
         ├── UpstreamInterrupted      502  upstream_interrupted
         └── ToolStepsExhausted       502  max_tool_steps
 
+The codes are stable. Four errors were renamed after 0.1.0, since their old names were Werkzeug's own
+(``werkzeug.exceptions.MethodNotAllowed`` and the rest, which hooks may raise beside ours): the old
+names still work for one release, with a ``DeprecationWarning`` (``RENAMED``).
+
 ``StreamAborted`` is not part of the tree: it is how a text/plain stream is cut
 after its first byte (see ``_stream.relay``).
 """
@@ -33,7 +37,8 @@ after its first byte (see ``_stream.relay``).
 from __future__ import annotations
 
 import errno
-from typing import TypedDict
+import warnings
+from typing import Any, TypedDict
 
 
 class ErrorBody(TypedDict):
@@ -72,7 +77,7 @@ class RequestError(ChatStreamError):
     message = "The request is not valid."
 
 
-class UnsupportedMediaType(RequestError):
+class UnsupportedContentType(RequestError):
     status = 415
     code = "unsupported_media_type"
     message = "Send the request body as JSON with 'Content-Type: application/json'."
@@ -84,7 +89,7 @@ class RequestTooLarge(RequestError):
     message = "The request body is too large."
 
 
-class RequestTimeout(RequestError):
+class BodyTimeout(RequestError):
     status = 408
     code = "request_timeout"
     message = "The request body did not arrive in time."
@@ -93,7 +98,7 @@ class RequestTimeout(RequestError):
         return {"Connection": "close"}  # what is left of the body is not worth reading
 
 
-class NotAcceptable(RequestError):
+class FormatNotAcceptable(RequestError):
     status = 406
     code = "not_acceptable"
     message = (
@@ -102,7 +107,7 @@ class NotAcceptable(RequestError):
     )
 
 
-class MethodNotAllowed(RequestError):
+class WrongMethod(RequestError):
     status = 405
     code = "method_not_allowed"
     message = "Use POST to start a chat stream."
@@ -232,3 +237,26 @@ class StreamAborted(ConnectionAbortedError):
 class ToolStepsExhausted(UpstreamError):
     code = "max_tool_steps"
     message = "The model kept calling tools past the limit of model calls for one answer."
+
+
+RENAMED = {
+    "MethodNotAllowed": "WrongMethod",
+    "NotAcceptable": "FormatNotAcceptable",
+    "RequestTimeout": "BodyTimeout",
+    "UnsupportedMediaType": "UnsupportedContentType",
+}
+"""Old names (Werkzeug's own) of four errors, and their new ones: the old work until 0.2, with a warning."""
+
+
+def renamed(name: str) -> Any:
+    """The error an old name stands for, with a ``DeprecationWarning`` said where it was used."""
+    new = RENAMED[name]
+    warnings.warn(f"flask_chatstream.{name} is renamed {new} (it read like werkzeug.exceptions.{name}); the old "
+                  "name goes in 0.2.", DeprecationWarning, stacklevel=3)
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    if name in RENAMED:
+        return renamed(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

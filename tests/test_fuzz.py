@@ -88,7 +88,7 @@ def test_random_upstream_bodies_split_anywhere(make_app: AppFactory, upstream: S
     response = make_app().test_client().post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
     if response.status_code != 200:
         assert response.status_code in (502, 504), response.status_code
-        assert json.loads(response.get_data())["error"]["code"].startswith("upstream_")
+        assert json.loads(response.get_data())["error"]["code"].startswith("upstream_"), response.get_data()
         return
     received = b""
     try:

@@ -1,18 +1,54 @@
 from __future__ import annotations
 
+import pytest
+
 import flask_chatstream
 from flask_chatstream import ChatStreamError, RequestError, ResumeUnavailable, UpstreamError
 
 
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
-        "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError", "ConfigError", "MethodNotAllowed", "NotAcceptable", "Options", "RequestError",
-        "RequestTimeout", "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyReaders", "TooManyStreams", "ToolCall", "ToolError", "UnsupportedMediaType", "UpstreamAuthError", "UpstreamError",
-        "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
-        "UpstreamUnavailable", "create_blueprint", "emit", "parsed_arguments", "warm_up",
+        "AfterStream", "BeforeUpstream", "BodyTimeout", "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError",
+        "ClientKey", "ConfigError", "FormatNotAcceptable", "MayResume", "MessageMetadata", "Options", "RequestError",
+        "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyReaders",
+        "TooManyStreams", "ToolCall", "ToolError", "ToolStepsExhausted", "UnsupportedContentType", "UpstreamAuthError",
+        "UpstreamError", "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected",
+        "UpstreamTimeout", "UpstreamUnavailable", "WrongMethod", "create_blueprint", "emit", "parsed_arguments",
+        "warm_up",
     ]
     for name in flask_chatstream.__all__:
         assert hasattr(flask_chatstream, name)
+
+
+@pytest.mark.parametrize(("old", "new"), [("MethodNotAllowed", "WrongMethod"), ("NotAcceptable", "FormatNotAcceptable"),
+                                          ("RequestTimeout", "BodyTimeout"),
+                                          ("UnsupportedMediaType", "UnsupportedContentType")])
+def test_the_errors_named_as_werkzeugs_are_renamed_and_the_old_names_warn(old: str, new: str) -> None:
+    """Hooks raise werkzeug's MethodNotAllowed beside ours: ours have names of their own now, and the old
+    names still work for one release, each use with a DeprecationWarning that names the new one."""
+    import werkzeug.exceptions
+
+    assert hasattr(werkzeug.exceptions, old) and not hasattr(werkzeug.exceptions, new)
+    with pytest.warns(DeprecationWarning, match=f"{old} is renamed {new}"):
+        error = getattr(flask_chatstream, old)
+    assert error is getattr(flask_chatstream, new)
+    assert old not in flask_chatstream.__all__
+    with pytest.warns(DeprecationWarning, match=f"{old} is renamed {new}"):
+        exec(f"from flask_chatstream import {old}", {})
+
+
+def test_what_a_result_can_carry_and_what_hooks_are_typed_as_is_public() -> None:
+    from flask_chatstream import AfterStream, BeforeUpstream, ChatResult, ToolStepsExhausted
+
+    result = ChatResult(id="x", request=None, outcome="error", error=ToolStepsExhausted())  # type: ignore[arg-type]
+    assert isinstance(result.error, flask_chatstream.UpstreamError)
+
+    def before(chat: flask_chatstream.ChatRequest) -> None:
+        return None
+
+    hooks: list[BeforeUpstream] = [before]
+    after: AfterStream = print
+    assert hooks and after
 
 
 def test_every_error_has_a_status_a_code_and_a_message() -> None:

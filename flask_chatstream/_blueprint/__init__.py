@@ -4,6 +4,7 @@ app (``state``), the views (``views``), and the responses they make (``responses
 from __future__ import annotations
 
 from .blueprint import ChatBlueprint, create_blueprint, remote_address
-from .state import EXTENSION_KEY, BlueprintState, build_state
+from .state import EXTENSION_KEY, BlueprintState, ClientKey, build_state
 
-__all__ = ["EXTENSION_KEY", "BlueprintState", "ChatBlueprint", "build_state", "create_blueprint", "remote_address"]
+__all__ = ["EXTENSION_KEY", "BlueprintState", "ChatBlueprint", "ClientKey", "build_state", "create_blueprint",
+           "remote_address"]

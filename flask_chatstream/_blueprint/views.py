@@ -28,12 +28,12 @@ from .._chat import ChatRequest, ChatResult
 from .._emit import Emitted, emitting_to
 from .._errors import (
     ChatStreamError,
-    MethodNotAllowed,
     RequestError,
     ResumeUnavailable,
     StreamNotFound,
     StreamTruncated,
     TooManyReaders,
+    WrongMethod,
 )
 from .._health import body as readiness_body
 from .._hooks import AfterStreamHooks, MessageMetadataHooks, run_before_upstream
@@ -79,7 +79,7 @@ def answers(*methods: str, refusal: str | None = None) -> Callable[[V], V]:
                 return ChatResponse(status=204, headers={"Allow": allow})
             try:
                 if request.method not in methods:
-                    raise MethodNotAllowed(refusal, allow=allow) if refusal else MethodNotAllowed(allow=allow)
+                    raise WrongMethod(refusal, allow=allow) if refusal else WrongMethod(allow=allow)
                 return view(*args, **kwargs)
             except ChatStreamError as error:
                 return error_response(error)

@@ -9,7 +9,7 @@ from flask import request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .._config import Settings
-from .._errors import RequestError, RequestTimeout, RequestTooLarge
+from .._errors import BodyTimeout, RequestError, RequestTooLarge
 from .._watchdog import WATCHDOG, Deadline
 
 log = logging.getLogger("flask_chatstream")
@@ -54,7 +54,7 @@ def read_body(settings: Settings, client: socket.socket | None) -> bytes:
         if deadline is not None:
             WATCHDOG.forget(deadline)
     if deadline is not None and deadline.expired and (failure is not None or (length or 0) > len(body)):
-        raise RequestTimeout()
+        raise BodyTimeout()
     if failure is not None:
         log.debug("request body could not be read: %s", type(failure).__name__)
         if isinstance(failure, ClientDisconnected):

@@ -15,7 +15,7 @@ from werkzeug.datastructures import MIMEAccept
 
 from .._chat import ChatRequest
 from .._config import Settings
-from .._errors import NotAcceptable, RequestError, UnsupportedMediaType
+from .._errors import FormatNotAcceptable, RequestError, UnsupportedContentType
 from .._wire.encoders import FORMATS, MIMETYPES, Format
 from .uimessages import chat_messages, is_ui_body
 
@@ -36,13 +36,13 @@ def choose_format(query_format: str | None, accept: MIMEAccept, *, ui_body: bool
         return FORMATS["text"]
     best = accept.best_match(MIMETYPES)
     if best is None:
-        raise NotAcceptable()
+        raise FormatNotAcceptable()
     return MIMETYPES[best]
 
 
 def check_content_type(mimetype: str) -> None:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType()
+        raise UnsupportedContentType()
 
 
 def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
