@@ -15,7 +15,7 @@ from ._errors import RENAMED, renamed
 
 if TYPE_CHECKING:
     from ._blueprint import ChatBlueprint, ClientKey, create_blueprint
-    from ._chat import ChatRequest, ChatResult, ToolCall
+    from ._chat import ChatRequest, ChatResult, StopReason, ToolCall
     from ._config import ConfigError, Options, Settings
     from ._emit import emit
     from ._errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "RequestTooLarge",
     "ResumeUnavailable",
     "Settings",
+    "StopReason",
     "StreamNotFound",
     "StreamTruncated",
     "TooManyReaders",
@@ -92,7 +93,7 @@ __all__ = [
 # MonkeyPatchWarning at every start), and would weigh on a master that serves no request.
 _HOMES = {
     "ChatBlueprint": "_blueprint", "ClientKey": "_blueprint", "create_blueprint": "_blueprint",
-    "ChatRequest": "_chat", "ChatResult": "_chat", "ToolCall": "_chat",
+    "ChatRequest": "_chat", "ChatResult": "_chat", "StopReason": "_chat", "ToolCall": "_chat",
     "ConfigError": "_config", "Options": "_config", "Settings": "_config",
     "emit": "_emit",
     "AfterStream": "_hooks", "BeforeUpstream": "_hooks", "MayResume": "_hooks", "MessageMetadata": "_hooks",

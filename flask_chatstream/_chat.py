@@ -5,11 +5,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._errors import ChatStreamError
+
+
+class StopReason(str, Enum):
+    """Why a stream was stopped from outside its body, in one place: each is also the ``outcome`` of its
+    ``ChatResult`` and, where the format says so, the ``code`` of its end. A ``str``: it compares, hashes
+    and prints as its value (``"stopped"``), so code that checks ``result.outcome == "stopped"`` works."""
+
+    STOPPED = "stopped"
+    """Asked for: ``POST <prefix>/chat/<id>/stop``, on any worker the shared state reaches."""
+    CLIENT_LEFT = "client_left"
+    """The client hung up."""
+    CLIENT_STALLED = "client_stalled"
+    """The client stopped reading: a write blocked for longer than ``send_timeout``."""
+    TIMEOUT = "timeout"
+    """The upstream sent nothing for longer than ``read_timeout``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+GONE = frozenset({StopReason.CLIENT_LEFT, StopReason.CLIENT_STALLED, StopReason.STOPPED})
+"""Stop reasons after which nothing more is written to the client (its answer was stopped, not failed)."""
 
 
 DENIED = "The user denied this tool call."
@@ -61,7 +87,8 @@ class ChatResult:
 
     ``outcome`` is ``"done"`` (the answer is complete), ``"error"`` (``error`` says why: the upstream
     refused, broke off or sent something unreadable), ``"client_left"`` or ``"client_stalled"`` (the
-    stream was stopped because the client went away or stopped reading). With
+    stream was stopped because the client went away or stopped reading), ``"stopped"`` (asked for) or
+    ``"timeout"`` (the upstream went silent): those four are the ``StopReason``\ s. With
     ``on_client_leave="finish"`` an answer whose client left can still end ``"done"``;
     ``delivered`` then says the client did not receive its end.
     """

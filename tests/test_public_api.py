@@ -10,7 +10,7 @@ def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
         "AfterStream", "BeforeUpstream", "BodyTimeout", "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError",
         "ClientKey", "ConfigError", "FormatNotAcceptable", "MayResume", "MessageMetadata", "Options", "RequestError",
-        "RequestTooLarge", "ResumeUnavailable", "Settings", "StreamNotFound", "StreamTruncated", "TooManyReaders",
+        "RequestTooLarge", "ResumeUnavailable", "Settings", "StopReason", "StreamNotFound", "StreamTruncated", "TooManyReaders",
         "TooManyStreams", "ToolCall", "ToolError", "ToolStepsExhausted", "UnsupportedContentType", "UpstreamAuthError",
         "UpstreamError", "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected",
         "UpstreamTimeout", "UpstreamUnavailable", "WrongMethod", "create_blueprint", "emit", "parsed_arguments",
@@ -35,6 +35,18 @@ def test_the_errors_named_as_werkzeugs_are_renamed_and_the_old_names_warn(old: s
     assert old not in flask_chatstream.__all__
     with pytest.warns(DeprecationWarning, match=f"{old} is renamed {new}"):
         exec(f"from flask_chatstream import {old}", {})
+
+
+def test_a_stop_reason_is_the_string_it_always_was() -> None:
+    """``result.outcome == "client_left"``, a metrics label, a log line, a JSON code: the enum is its value."""
+    import json
+
+    from flask_chatstream import StopReason
+
+    reason = StopReason.CLIENT_LEFT
+    assert reason == "client_left" and "client_left" in {reason} and {"client_left": 1}[reason] == 1
+    assert f"{reason}" == str(reason) == "%s" % reason == "client_left"
+    assert json.dumps({"code": reason}) == '{"code": "client_left"}'
 
 
 def test_what_a_result_can_carry_and_what_hooks_are_typed_as_is_public() -> None:

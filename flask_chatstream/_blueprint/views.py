@@ -24,7 +24,7 @@ from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from .._approvals import ApprovalKey, approval_key, decide, go_on, verdicts_in
-from .._chat import ChatRequest, ChatResult
+from .._chat import ChatRequest, ChatResult, StopReason
 from .._emit import Emitted, emitting_to
 from .._errors import (
     ChatStreamError,
@@ -145,7 +145,7 @@ def chat() -> Response:
     except HTTPException as error:
         return error_response(error)
     except ClientGone:
-        return json_error(499, "client_left", "The client closed the connection.")
+        return json_error(499, StopReason.CLIENT_LEFT, "The client closed the connection.")
     except ChatStreamError:
         raise
     except Exception as error:
@@ -218,7 +218,7 @@ def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.sock
     """The upstream's stream, its head read; a client that leaves meanwhile cancels it (a gateway may
     hold the head until the first token)."""
     opening = Cancel()
-    hangup = Hangup(fileno_of(client), lambda: opening.cancel("client_left"))
+    hangup = Hangup(fileno_of(client), lambda: opening.cancel(StopReason.CLIENT_LEFT))
     WATCHDOG.watch(hangup)
     try:
         return state.upstream.open(chat, opening)

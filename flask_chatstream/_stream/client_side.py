@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from .._chat import StopReason
 from .._gevent import poll_now
 from .._sockets import fileno_of, shutdown
 from .._watchdog import HALF_CLOSED, HUNG_UP
 
-CLIENT_STALLED = "client_stalled"
-CLIENT_LEFT = "client_left"
+CLIENT_STALLED = StopReason.CLIENT_STALLED
+CLIENT_LEFT = StopReason.CLIENT_LEFT
 START_RESPONSE = "start"
 """Half-closed before the response started: start it, and its head is the probe."""
 PROBING = "probing"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ContextManager
 
-from .._chat import ChatRequest, ChatResult
+from .._chat import ChatRequest, ChatResult, StopReason
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
 from .._observe import NOT_WATCHED, ModelCall, Watch
@@ -24,7 +24,7 @@ from .._tools import Tool, ToolRun
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
 from .._upstream.transport import Cancel
 from .answer import Answer
-from .._wire.encoders import TEXT, Format
+from .._wire.encoders import Format
 from .._wire.events import DataEvent, Event, error_event
 from .reader import PENDING, Reader
 from .tool_loop import NO_REQUEST, ToolLoop
@@ -182,7 +182,7 @@ class Generation:
             events = [event for event in events if event["type"] != "reasoning"]
         if not events:
             return b""
-        if self._fmt is TEXT and self.answer.turn is None:
+        if not self._fmt.carries_events and self.answer.turn is None:
             for i, each in enumerate(events):
                 if each["type"] == "tool_call":  # for the client to run: text has no way to say so
                     self.error = UpstreamRejected(
@@ -231,7 +231,7 @@ class Generation:
         return events
 
     def _stopped(self, reason: str) -> None:
-        if reason == "timeout":
+        if reason == StopReason.TIMEOUT:
             self.error = UpstreamTimeout(STALLED)
 
     # -- between model calls ---------------------------------------------------------------------

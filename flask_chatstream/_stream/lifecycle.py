@@ -20,12 +20,11 @@ from __future__ import annotations
 import enum
 import threading
 
+from .._chat import GONE, StopReason
 from .after_leave import AfterLeave
 from .client_side import CLIENT_LEFT, CLIENT_STALLED, PROBING, START_RESPONSE, ClientSide
 from .generation import Generation
 
-GONE = ("client_left", "client_stalled", "stopped")
-"""Stop reasons after which nothing more is written to the client."""
 
 
 class Phase(enum.Enum):
@@ -83,7 +82,7 @@ class Stops:
             if silent:
                 with life.lock:
                     if life.active:
-                        gen.halt("timeout")
+                        gen.halt(StopReason.TIMEOUT)
             elif self._leave.grace is not None:
                 self._abandon_unread(now)
             return
@@ -99,7 +98,7 @@ class Stops:
         elif said == PROBING:
             pass
         elif silent:
-            self.client_gone("timeout")
+            self.client_gone(StopReason.TIMEOUT)
         elif self._client.due(now):
             self._client.beat(now)
 

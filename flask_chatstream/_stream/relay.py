@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, ContextManager
 
-from .._chat import ChatRequest, ChatResult
+from .._chat import GONE, ChatRequest, ChatResult, StopReason
 from .._config import Settings
 from .._errors import ChatStreamError, StreamAborted, StreamEnded
 from .._hooks import MessageMetadataHooks
@@ -39,7 +39,7 @@ from .._wire.events import error_event
 from .after_leave import AfterLeave, FinishingLimit
 from .client_side import ClientSide
 from .generation import Generation, Prelude
-from .lifecycle import GONE, Life, Phase, Stops
+from .lifecycle import Life, Phase, Stops
 from .registry import STREAMS
 from .tool_loop import NO_REQUEST
 from .._watchdog import WATCHDOG
@@ -171,9 +171,9 @@ class Relay:
                 if answer.finished or gen.error is not None or life.stop_reason in GONE:
                     break
                 out = gen.step()
-            if self.life.stop_reason == "stopped" and self.fmt.says_stopped:
+            if self.life.stop_reason == StopReason.STOPPED and self.fmt.says_stopped:
                 with self.client.writing:  # a reader that is still there (the stop came from elsewhere)
-                    yield gen.encode_error(StreamEnded("stopped"), record=False)
+                    yield gen.encode_error(StreamEnded(StopReason.STOPPED), record=False)
                 return
             if self.life.stop_reason in GONE:
                 # Nobody is listening, or a client that only half-closed: either way no terminator,
@@ -197,7 +197,7 @@ class Relay:
 
     def _gone(self) -> bool:
         """The client left (and the answer is not being finished for it), or stopped the stream."""
-        return (self.life.stop_reason == "stopped" or self._leave.abandoned
+        return (self.life.stop_reason == StopReason.STOPPED or self._leave.abandoned
                 or (self.life.stop_reason in GONE and not self.life.read_on_after_leave))
 
     # -- letting go ------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class Relay:
 
     def _may_read_on(self) -> bool:
         """``on_client_leave="finish"``: the client left an answer that was going well, and there is room."""
-        if not self._leave.read_on or self.gen.over or self.life.stop_reason == "stopped" or self._leave.abandoned:
+        if not self._leave.read_on or self.gen.over or self.life.stop_reason == StopReason.STOPPED or self._leave.abandoned:
             return False
         if not (self.life.stop_reason in GONE or self._left):
             return False
@@ -249,7 +249,7 @@ class Relay:
         """Read the rest of an answer nobody is waiting for, so ``after_stream`` gets all of it."""
         gen = self.gen
         try:
-            while not (gen.over or self.life.stop_reason == "stopped" or self._leave.abandoned):
+            while not (gen.over or self.life.stop_reason == StopReason.STOPPED or self._leave.abandoned):
                 gen.step()
         finally:
             self._leave.limit.give_back()
@@ -289,7 +289,7 @@ class Relay:
             return "done"
         if self.gen.error is not None:
             return "error"
-        return self.life.stop_reason if self.life.stop_reason in GONE else "client_left"
+        return self.life.stop_reason if self.life.stop_reason in GONE else StopReason.CLIENT_LEFT
 
     def result(self) -> ChatResult:
         first = self.gen.first_token_at
@@ -302,7 +302,7 @@ class Relay:
     def tick(self, now: float, client_events: int) -> None:
         self._stops.tick(now, client_events)
 
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: str = StopReason.STOPPED) -> None:
         """Stop the stream on the client's word (``POST .../stop``)."""
         self._stops.stop(reason)
 

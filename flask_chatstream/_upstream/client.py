@@ -25,7 +25,7 @@ import openai
 import orjson
 
 from .. import _gevent
-from .._chat import ChatRequest
+from .._chat import ChatRequest, StopReason
 from .._config import ConfigError, Settings
 from .._errors import (
     ChatStreamError,
@@ -450,7 +450,7 @@ class UpstreamStream:
 
     def stop(self, reason: str) -> None:
         """Stop the stream from another greenlet or thread; its reader ends with ``Stopped``."""
-        if self.stopped is not None and reason != "stopped":
+        if self.stopped is not None and reason != StopReason.STOPPED:
             return
         self.stopped = reason
         if self._socket is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .._chat import GONE
 from .events import Event
 
 Encoder = Callable[[list[Event]], bytes]
@@ -40,6 +41,9 @@ class Format:
     says_stopped: bool = False
     """Can the format tell a reader that the answer was stopped (``ui``: an ``abort`` part)? Others are
     cut, so a stopped answer never looks complete."""
+    carries_events: bool = True
+    """Can it carry more than text (tool calls, data, the end)? text/plain cannot: a tool call for the
+    client to run is an error there, and an error after the first byte is a cut."""
 
     def encoder(self) -> Encoder:
         """The encoder for one stream."""
@@ -70,10 +74,6 @@ def encode_sse(events: list[Event]) -> bytes:
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter",
                   "tool_calls": "tool-calls", "function_call": "tool-calls"}
 """OpenAI's finish reasons as the AI SDK names them; any other is "other"."""
-
-
-STOPPED = ("stopped", "client_left", "client_stalled")
-"""The codes of an answer that was stopped rather than failed: an ``abort`` part in ``ui``."""
 
 
 class UIEncoder:
@@ -172,7 +172,7 @@ class UIEncoder:
                     finish["messageMetadata"] = metadata
                 parts.append(finish)
                 end = True
-            elif event["type"] == "error" and event["error"]["code"] in STOPPED:
+            elif event["type"] == "error" and event["error"]["code"] in GONE:
                 parts.append({"type": "abort"})  # useChat shows it as stopped, not failed
                 end = True
             elif event["type"] == "error":
@@ -203,7 +203,8 @@ class UIEncoder:
             parts.append({"type": "finish-step"})
 
 
-TEXT = Format("text", "text/plain; charset=utf-8", encode_text, ping=b"", in_band_errors=False)
+TEXT = Format("text", "text/plain; charset=utf-8", encode_text, ping=b"", in_band_errors=False,
+              carries_events=False)
 NDJSON = Format("ndjson", "application/x-ndjson", encode_ndjson, ping=b'{"type":"ping"}\n', in_band_errors=True)
 SSE = Format("sse", "text/event-stream", encode_sse, ping=b": ping\n\n", in_band_errors=True)
 UI = Format("ui", "text/event-stream", lambda events: UIEncoder()(events), ping=b": ping\n\n", in_band_errors=True,
