@@ -88,7 +88,7 @@ class ChatResult:
     ``outcome`` is ``"done"`` (the answer is complete), ``"error"`` (``error`` says why: the upstream
     refused, broke off or sent something unreadable), ``"client_left"`` or ``"client_stalled"`` (the
     stream was stopped because the client went away or stopped reading), ``"stopped"`` (asked for) or
-    ``"timeout"`` (the upstream went silent): those four are the ``StopReason``\ s. With
+    ``"timeout"`` (the upstream went silent): those four are the stop reasons (``StopReason``). With
     ``on_client_leave="finish"`` an answer whose client left can still end ``"done"``;
     ``delivered`` then says the client did not receive its end.
     """

@@ -43,11 +43,11 @@ from .._request.uimessages import continued_message, is_ui_body
 from .._resume.journal import Unavailable
 from .._resume.replay import Replay
 from .._sockets import fileno_of
-from .._stream.generation import Prelude
 from .._stream.limits import nothing
 from .._stream.registry import STREAMS, new_stream_id
 from .._stream.relay import ClientGone, Relay
 from .._stream.server import check_server
+from .._stream.spec import Prelude, StreamSpec
 from .._tools import Report, Tool, ToolRun
 from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
@@ -196,11 +196,11 @@ def _answer(state: BlueprintState, chat: ChatRequest, fmt: Format, owner: str, c
         recording = state.journal.begin(stream_id, owner, chat_id if isinstance(chat_id, str) else None)
     state.shared.started()
     metadata = blueprint.message_metadata_funcs
-    relay = Relay(stream, fmt, settings, client=client, chat=chat, stream_id=stream_id, owner=owner,
-                  on_close=release, on_end=after, tools=_offered(blueprint.tools, chat), reopen=state.upstream.open,
-                  recording=recording, context=context, finishing=state.finishing,
-                  metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key,
-                  prelude=prelude, watch=watch, started=started, asked=asked)
+    relay = Relay(stream, fmt, settings, StreamSpec(
+        stream_id=stream_id, owner=owner, chat=chat, client=client, tools=_offered(blueprint.tools, chat),
+        reopen=state.upstream.open, context=context, recording=recording, finishing=state.finishing,
+        metadata=MessageMetadataHooks(app, metadata) if metadata else None, approval_key=key, prelude=prelude,
+        watch=watch, on_close=release, on_end=after, started=started, asked=asked))
     try:
         relay.prime(settings.first_event_wait)
     except ChatStreamError as error:

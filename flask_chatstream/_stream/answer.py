@@ -27,34 +27,33 @@ The relay asks ``finished`` and ``error``, and reads ``text``, ``usage`` and the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .._chat import ChatRequest, ToolCall
+from .._config import Settings
 from .._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
 from .._tools import ToolRun, call_event
 from .._wire.events import USAGE_FIELDS, DoneEvent, Event, ToolApprovalEvent, Translator, Usage, client_usage
 from .._wire.sse import SSEParser
+from .spec import StreamSpec
 
 
 class Answer:
-    def __init__(self, *, expect_usage: bool, max_event_bytes: int, stream_id: str | None = None,
-                 server_tools: Collection[str] = (), max_tool_steps: int = 1,
-                 translator: type[Translator] = Translator, approval_tools: Collection[str] = (),
-                 approval_id: Callable[[ToolCall], str] | None = None, preface: Sequence[Event] = (),
-                 earlier: Sequence[ToolCall] = ()) -> None:
+    def __init__(self, settings: Settings, spec: StreamSpec = StreamSpec(), translator: type[Translator] = Translator
+                 ) -> None:
+        expect_usage, max_event_bytes = settings.include_usage, settings.max_event_bytes
         self._expect_usage = expect_usage
         self._translator = translator
         """The upstream API's: ``Translator`` (chat completions) or ``ResponsesTranslator``."""
         self._max_event_bytes = max_event_bytes
-        self._server_tools = server_tools
-        self._approval_tools = approval_tools
+        self._server_tools = spec.tools.keys()
+        self._approval_tools = spec.approval_tools
         """Server-side tools that run only once approved: ``approval_id`` names each call's request."""
-        self._approval_id = approval_id
-        self._max_steps = max_tool_steps
+        self._approval_id = spec.approval_id
+        self._max_steps = settings.max_tool_steps
         self.steps = 1
         self.parser = SSEParser(max_event_bytes)
-        self.translator = translator(expect_usage=expect_usage, stream_id=stream_id)
+        self.translator = translator(expect_usage=expect_usage, stream_id=spec.stream_id or None)
         self.finished = False
         self.error: ChatStreamError | None = None
         self.turn: list[ToolCall] | None = None
@@ -63,9 +62,9 @@ class Answer:
         self._texts: list[str] = []
         self._refusals: list[str] = []
         self._reasoning: list[str] = []
-        self._calls: list[ToolCall] = list(earlier)
+        self._calls: list[ToolCall] = [run.recorded() for run in spec.prelude.runs]
         """Every call of the answer: those the request approved or denied (``earlier``), then the model's."""
-        self._preface: list[Event] = list(preface)
+        self._preface: list[Event] = spec.preface
         """What goes out right after ``start``: the host's data, the results of approved calls."""
         self._usage: dict[str, Any] | None = None
         self._settled = False

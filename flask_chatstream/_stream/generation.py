@@ -11,27 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ContextManager
 
-from .._chat import ChatRequest, ChatResult, StopReason
+from .._chat import ChatResult, StopReason
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
-from .._observe import NOT_WATCHED, ModelCall, Watch
-from .._tools import Tool, ToolRun
+from .._observe import ModelCall
 from .._upstream.client import STALLED, Stopped, UpstreamStream, interrupted
-from .._upstream.transport import Cancel
 from .answer import Answer
 from .._wire.encoders import Format
-from .._wire.events import DataEvent, Event, error_event
+from .._wire.events import Event, error_event
+from .marks import Marks
 from .reader import PENDING, Reader
+from .spec import StreamSpec
 from .tool_loop import NO_REQUEST, ToolLoop
 
-if TYPE_CHECKING:
-    from .._approvals import ApprovalKey
-    from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 log = logging.getLogger("flask_chatstream")
 
@@ -45,48 +40,26 @@ FINISH_WAIT = 0.5
 """After a complete answer, how long ``drain`` waits for the end of the upstream body to reuse the connection."""
 
 
-@dataclass(frozen=True)
-class Prelude:
-    """What the answer starts with, before the model says anything."""
-
-    message_id: str | None = None
-    """The assistant message the answer goes on with (the AI SDK's id): the ``ui`` format's
-    ``messageId``, so the client adds to that message instead of showing a second one."""
-    data: tuple[DataEvent, ...] = ()
-    """What the ``before_upstream`` hooks (and the calls a request approved) emitted."""
-    runs: tuple[ToolRun, ...] = ()
-    """The calls the request approved (run) or denied: their results."""
-
-
 class Generation:
     """What the model says in one stream, and the upstream it says it through."""
 
-    def __init__(self, stream: UpstreamStream, fmt: Format, settings: Settings, *, stream_id: str,
-                 request: ChatRequest | None, tools: Mapping[str, Tool],
-                 reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None,
-                 context: Callable[[], ContextManager[object]] | None, recording: Recording | None,
-                 gone: Callable[[], bool], lock: threading.Lock, approval_key: ApprovalKey | None = None,
-                 prelude: Prelude = Prelude(), watch: Watch = NOT_WATCHED, asked: float | None = None) -> None:
+    def __init__(self, stream: UpstreamStream, fmt: Format, settings: Settings, spec: StreamSpec, *,
+                 gone: Callable[[], bool], lock: threading.Lock) -> None:
         self.stream = stream
-        self.request = request
+        self.request = spec.chat
         self._fmt = fmt
         self._encoder = fmt.encoder()
         self._relay_reasoning = settings.relay_reasoning
-        self._recording = recording
+        self._recording = spec.recording
         """Where a resumable stream's events are kept, numbered, for clients that come back."""
         self._lock = lock
         """The relay's: a stop and the switch to the next model call's stream never cross."""
-        self.answer = Answer(expect_usage=settings.include_usage, max_event_bytes=settings.max_event_bytes,
-                             stream_id=stream_id or None, server_tools=tools.keys(),
-                             max_tool_steps=settings.max_tool_steps, translator=stream.api.translator,
-                             approval_tools={name for name, tool in tools.items() if tool.needs_approval},
-                             approval_id=approval_key.approval_id if approval_key is not None else None,
-                             preface=[*prelude.data, *(run.event() for run in prelude.runs)],
-                             earlier=[run.recorded() for run in prelude.runs])
-        self._message_id = prelude.message_id
-        self.tools = ToolLoop(tools, request, timeout=settings.tool_timeout,
-                              max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=reopen,
-                              context=context, report=watch.tool_ran)
+        self.answer = Answer(settings, spec, stream.api.translator)
+        self.marks = Marks(spec.prelude.message_id)
+        """What goes on the answer's ``start`` and ``done``: the message id, the host's metadata."""
+        self.tools = ToolLoop(spec.tools, spec.chat, timeout=settings.tool_timeout,
+                              max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=spec.reopen,
+                              context=spec.context, report=spec.watch.tool_ran)
         self.reader = Reader(stream.read, stream.ready)
         self.error: ChatStreamError | None = None
         self.visible = False
@@ -95,21 +68,13 @@ class Generation:
         """When the model's first token reached the relay (``time.monotonic()``)."""
         self.last_event = time.monotonic()
         """When the upstream last sent a data event (comments do not count), or a turn of tools ended."""
-        self._watch = watch
-        self._asked: float | None = asked if asked is not None else time.time()
+        self._watch = spec.watch
+        self._asked: float | None = spec.asked if spec.asked is not None else time.time()
         """When the model call being read was asked for (``time.time()``); None once it is told to the watch."""
-        self._start_metadata: dict[str, Any] | None = None
-        self._end_metadata: Callable[[], dict[str, Any] | None] | None = None
         self._priming = False
         self.held: list[Event] | None = None
         """The answer's ``done`` (and what follows it), held back when the host's end metadata is to go
         on it and text came with it: the hook runs once that text is out (``release_held``)."""
-
-    def metadata(self, start: dict[str, Any] | None, end: Callable[[], dict[str, Any] | None]) -> None:
-        """The host's message metadata: ``start`` goes on the ``start`` event, and what ``end()`` says
-        once the answer is done on the ``done`` event."""
-        self._start_metadata = start
-        self._end_metadata = end
 
     @property
     def over(self) -> bool:
@@ -194,29 +159,13 @@ class Generation:
             self.visible = self.visible or any(event["type"] != "start" for event in events)
             if any(event["type"] in TOKENS for event in events):
                 self.first_token_at = time.monotonic()
-        if self._end_metadata is not None:
-            # The end hook (it may be slow) runs once the text before the answer's end is out: hold the
-            # ``done`` back when text comes with it in one read, or before the first byte (an answer that
-            # came whole while the start hook ran, say).
-            at = next((i for i, event in enumerate(events) if event["type"] == "done"), None)
-            if at is not None and (at > 0 or self._priming):
-                self.held, events = events[at:], events[:at]
-        if self._end_metadata is not None or self._message_id is not None:
-            self._decorate(events)
+        marks = self.marks
+        if marks.any:
+            events, held = marks.hold(events, self._priming)
+            if held is not None:
+                self.held = held
+            marks.add(events)
         return self._encoder(self.record(events)) if events else b""
-
-    def _decorate(self, events: list[Event]) -> None:
-        """What the relay adds to the answer's ``start`` and ``done``: message id and metadata."""
-        for event in events:
-            if event["type"] == "start":
-                if self._message_id is not None:
-                    event["message_id"] = self._message_id
-                if self._start_metadata:
-                    event["metadata"] = self._start_metadata
-            elif event["type"] == "done" and self._end_metadata is not None:
-                end = self._end_metadata()
-                if end:
-                    event["metadata"] = end
 
     def encode_error(self, error: ChatStreamError, *, record: bool = True) -> bytes:
         """The terminal ``error`` event, encoded, and recorded unless the recording gets its own as the

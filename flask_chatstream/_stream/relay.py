@@ -19,34 +19,25 @@ request (``Generation.drain``).
 from __future__ import annotations
 
 import inspect
-import socket
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, ContextManager
 
-from .._chat import GONE, ChatRequest, ChatResult, StopReason
+from .._chat import GONE, ChatResult, StopReason
 from .._config import Settings
 from .._errors import ChatStreamError, StreamAborted, StreamEnded
-from .._hooks import MessageMetadataHooks
-from .._observe import NOT_WATCHED, Watch
-from .._tools import Tool
 from .._upstream.client import UpstreamStream
-from .._upstream.transport import Cancel
 from .._wire.encoders import Format
 from .._wire.events import error_event
-from .after_leave import AfterLeave, FinishingLimit
+from .after_leave import AfterLeave
 from .client_side import ClientSide
-from .generation import Generation, Prelude
+from .generation import Generation
 from .lifecycle import Life, Phase, Stops
 from .registry import STREAMS
+from .spec import StreamSpec
 from .tool_loop import NO_REQUEST
 from .._watchdog import WATCHDOG
-
-if TYPE_CHECKING:
-    from .._approvals import ApprovalKey
-    from .._resume.journal import Recording  # the stream records; it needs no more of resume
 
 
 class ClientGone(Exception):
@@ -56,34 +47,24 @@ class ClientGone(Exception):
 class Relay:
     """One stream's body: an iterable the server writes out and then closes (PEP 3333)."""
 
-    def __init__(self, stream: UpstreamStream, fmt: Format, settings: Settings, *, client: socket.socket | None = None,
-                 chat: ChatRequest | None = None, stream_id: str = "", owner: str = "",
-                 on_close: Callable[[], None] | None = None, on_end: Callable[[ChatResult], None] | None = None,
-                 tools: Mapping[str, Tool] | None = None,
-                 reopen: Callable[[ChatRequest, Cancel], UpstreamStream] | None = None,
-                 recording: Recording | None = None, context: Callable[[], ContextManager[object]] | None = None,
-                 finishing: FinishingLimit | None = None, metadata: MessageMetadataHooks | None = None,
-                 approval_key: ApprovalKey | None = None, prelude: Prelude = Prelude(),
-                 watch: Watch = NOT_WATCHED, started: float | None = None, asked: float | None = None) -> None:
+    def __init__(self, stream: UpstreamStream, fmt: Format, settings: Settings, spec: StreamSpec = StreamSpec()) -> None:
         self.fmt = fmt
-        self.id = stream_id
-        self.on_close = on_close
+        self.id = spec.stream_id
+        self.on_close = spec.on_close
         """Called once when the relay lets go of the stream: gives back the client's stream slot."""
-        self.on_end = on_end
+        self.on_end = spec.on_end
         """Called once with the ``ChatResult`` after the client has its last byte (``after_stream``)."""
         self.life = Life()
-        self.gen = Generation(stream, fmt, settings, stream_id=stream_id, request=chat, tools=tools or {},
-                              reopen=reopen, context=context, recording=recording, gone=self._gone,
-                              lock=self.life.lock, approval_key=approval_key, prelude=prelude, watch=watch,
-                              asked=asked)
+        self.gen = Generation(stream, fmt, settings, spec, gone=self._gone, lock=self.life.lock)
+        metadata, chat = spec.metadata, spec.chat
         if metadata is not None:  # the answer's start is known now, in the request; its end when it is done
-            self.gen.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
-        self._recording = recording
-        self._leave = AfterLeave(settings, recording, finishing)
-        self.client = ClientSide(client, ping=fmt.ping, heartbeat=settings.heartbeat,
+            self.gen.marks.metadata(metadata(chat or NO_REQUEST), lambda: metadata(self.result()))
+        self._recording = spec.recording
+        self._leave = AfterLeave(settings, spec.recording, spec.finishing)
+        self.client = ClientSide(spec.client, ping=fmt.ping, heartbeat=settings.heartbeat,
                                  send_timeout=settings.send_timeout)
         self.started_at = datetime.now(timezone.utc)
-        self.started = started if started is not None else time.monotonic()
+        self.started = spec.started if spec.started is not None else time.monotonic()
         """When the request started (the view's clock): durations count from here."""
         self.ended = 0.0
         self._pending = b""
@@ -94,8 +75,8 @@ class Relay:
         self._stops = Stops(self.life, self.client, self.gen, self._leave, settings.read_timeout)
         self._body = self._run()
         WATCHDOG.watch(self)
-        if stream_id:
-            STREAMS.add(stream_id, self, owner)
+        if spec.stream_id:
+            STREAMS.add(spec.stream_id, self, spec.owner)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
