@@ -27,6 +27,9 @@ SECRET_KEY: from the environment, or one made once and kept in ``instance/``.
     DELETE /api/conversations/<id>
     POST   /api/chat                   {"conversation_id": "...", "content": "..."}; with "regenerate": true
                                        the last question and its answer are replaced by this one's
+
+One job, in one file on purpose so that it reads whole: a user's app (its store, its offline demo
+model, its pages), which is why it runs past 400 lines.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from sqlalchemy import ForeignKey, String, Text, create_engine, delete, func, in
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from flask_chatstream import ChatRequest, ChatResult, ToolError, create_blueprint, emit, parsed_arguments
+from flask_chatstream import ChatBlueprint, ChatRequest, ChatResult, ToolError, create_blueprint, emit, parsed_arguments
 
 EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
@@ -316,6 +319,16 @@ def create_app() -> Flask:
     store = Store(os.environ.get("CHAT_DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'chat.db'}")
     app.extensions["example_store"] = store
     chat = create_blueprint(on_client_leave="finish", **options)
+    add_hooks(chat, store)
+    add_tools(chat, store)
+    app.register_blueprint(chat, url_prefix="/api")
+    add_conversations(app, store)
+    add_pages(app, demo)
+    return app
+
+
+def add_hooks(chat: ChatBlueprint, store: Store) -> None:
+    """The conversation's history from the database before the model is asked, the answer into it after."""
 
     @chat.before_upstream
     def load_history(chat_request: ChatRequest) -> ChatRequest | None:
@@ -366,6 +379,11 @@ def create_app() -> Flask:
             return {"model": known.model}
         return {"seconds": round(known.duration, 2)}
 
+
+
+def add_tools(chat: ChatBlueprint, store: Store) -> None:
+    """Two server-side tools: a harmless one, and one that waits for the user's approval."""
+
     @chat.tool
     def current_time(zone: Literal["UTC", "local"] = "UTC") -> str:
         """The server's current date and time, in ISO 8601. A harmless tool, to show the loop.
@@ -390,7 +408,9 @@ def create_app() -> Flask:
             raise ToolError("This chat is not saved, so it has no title to change.")
         return f"Renamed the chat to \u201c{title}\u201d"
 
-    app.register_blueprint(chat, url_prefix="/api")
+
+def add_conversations(app: Flask, store: Store) -> None:
+    """The saved conversations, for the pages' sidebars."""
 
     @app.get("/api/conversations")
     def list_conversations() -> Response:
@@ -418,6 +438,11 @@ def create_app() -> Flask:
         if not store.delete(conversation_id):
             return _not_found()
         return Response(status=204)
+
+
+
+def add_pages(app: Flask, demo: bool) -> None:
+    """The demo page and the two React examples."""
 
     page = PAGE.read_text(encoding="utf-8").replace(
         "<!--BANNER-->",
@@ -459,8 +484,6 @@ def create_app() -> Flask:
     def ai_sdk_example(name: str = "index.html") -> Response:
         """React + the Vercel AI SDK's useChat."""
         return built(AI_SDK_BUILD, name)
-
-    return app
 
 
 def _not_found() -> tuple[Response, int]:

@@ -155,3 +155,22 @@ def test_the_development_page_lists_every_module() -> None:
              if path.name != "__init__.py" or path.parent.name in ("flask_chatstream", "testing")}
     found.add("static/chatstream.js")
     assert listed == found
+
+
+def test_no_class_function_or_module_outgrows_its_limit() -> None:
+    """No class over 250 lines, no function over 80, in the package and the example app; no module over 400
+    unless its docstring says the one job that needs it ("One job")."""
+    import ast
+
+    too_big = []
+    for path in [*sorted((ROOT / "flask_chatstream").rglob("*.py")), ROOT / "example_app.py"]:
+        text = path.read_text()
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            limit = 250 if isinstance(node, ast.ClassDef) else 80 if isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+            if limit is not None and node.end_lineno is not None and node.end_lineno - node.lineno + 1 > limit:
+                too_big.append(f"{path.name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+        if len(text.splitlines()) > 400 and "One job" not in (ast.get_docstring(tree) or ""):
+            too_big.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines, and no one job said")
+    assert not too_big

@@ -18,6 +18,8 @@ that died) and the expiries of the slots they hold (a worker killed mid-stream l
 ``slot_ttl`` at most). Commands have short timeouts; after a failure Redis is left alone for a
 second, streams go on without resume, one warning is logged, and resume answers 503 until it is
 back. A stream whose events could not all be written is marked broken, never served with a gap.
+
+One job, and over 400 lines because Redis's commands and every way they fail are spelled out here: the fleet's shared state (its store, journal, cap and ``FleetState``).
 """
 
 from __future__ import annotations

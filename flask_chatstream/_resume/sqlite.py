@@ -42,6 +42,8 @@ and made again. Later, while streams run:
   ``stream_lost`` rather than waiting for an end that cannot be written.
 - A query that fails is ``Unavailable`` (a debug line, never a traceback); ``ready()`` says so to
   ``readyz`` while the file cannot be read or written.
+
+One job, and over 400 lines because its faults (a full disk, a deleted or damaged file) are handled here: the state file's store, with this worker's writer and watcher (``machine`` builds the shared state on it; ``statefile`` makes and repairs the file).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ should not wait 14 s for a 429).
 Proxies come from the environment as httpx's ``trust_env`` takes them (``HTTP_PROXY``,
 ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, credentials in the proxy URL): the default client
 mounts httpx's own proxy transports for them, and only what no proxy serves goes through ours.
+
+One job, and over 400 lines because every way a provider refuses or breaks off is mapped here: the model call through openai, from its request to its body's bytes.
 """
 
 from __future__ import annotations

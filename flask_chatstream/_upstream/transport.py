@@ -27,6 +27,8 @@ client left while a gateway held the head back): it shuts the connection's socke
 
 Proxies from the environment are not this transport's: ``client`` mounts httpx's own proxy
 transports for them, exactly as httpx's ``trust_env`` would.
+
+One job, and over 400 lines because HTTP/1.1's framing is parsed by hand here: the sockets under the openai client.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ assembled (``tool_calls()``) for the relay, which sends each call once it is who
 
 Only choice 0 is relayed. A request never asks for more (``n`` is not sent), and an
 upstream that sends other choices anyway has them ignored rather than mixed in.
+
+One job, and over 400 lines because the protocol is wide: our events' types, and what chat completions' chunks become.
 """
 
 from __future__ import annotations
