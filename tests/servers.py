@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .conftest import API_KEY
+
 if TYPE_CHECKING:
     from flask_chatstream.testing import StandInServer, Stats
 
@@ -44,6 +46,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def stand_in_env(url: str, *, retries: int = 0, **settings: str) -> dict[str, str]:
+    """A server's environment for the stand-in at ``url``: the test key, the base URL, ``retries`` (none by
+    default: a test sees the upstream's first answer), and ``CHATSTREAM_<NAME>`` for each setting given."""
+    return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": url, "CHATSTREAM_MAX_RETRIES": str(retries),
+            **{f"CHATSTREAM_{name.upper()}": value for name, value in settings.items()}}
+
+
 STOP_ON_LEAVE = {"CHATSTREAM_ON_CLIENT_LEAVE": "stop"}
 """The library's default. The example app finishes answers for clients that left (Stop ends them);
 tests of what the relay does when its client leaves ask for the library's behaviour with this."""
@@ -54,6 +63,8 @@ class Gunicorn:
 
     def __init__(self, app: str = "example_app:app", *, env: dict[str, str], workers: int | None = 1,
                  extra_args: list[str] | None = None) -> None:
+        self.secrets = [value for name, value in env.items() if name.endswith("_KEY") and len(value) >= 8]
+        """What the log must never show, whole or in part: the keys it was given."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
@@ -137,8 +148,18 @@ class Gunicorn:
     def __enter__(self) -> Gunicorn:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self.stop()
+        if kind is None:
+            self.check_log()
+
+    def check_log(self) -> None:
+        """Every server's one leak check, as it stops: its log holds no key it was given (nor the first 12
+        characters of one, as a provider quotes it back), no traceback, no request gunicorn failed."""
+        log = self.log()
+        for secret in self.secrets:
+            assert secret not in log and secret[:12] not in log, "a key in the server's log"
+        assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
 
 
 def run_node_tests(command: list[str], *, cwd: Path, server: Gunicorn, standin_url: str) -> str:

@@ -66,6 +66,17 @@ def events_of(fmt: str, body: bytes) -> list[dict[str, Any]]:
     return ndjson_events(body) if fmt == "ndjson" else sse_events(body)
 
 
+def ui_parts(body: bytes, *, done: bool = False) -> list[Any]:
+    """The ``ui`` format's parts (the AI SDK's UI message stream): one ``data:`` block each, comments
+    (heartbeats) left out, and ``[DONE]`` too unless ``done``. Any other block fails the test."""
+    blocks = body.decode().split("\n\n")
+    assert blocks[-1] == "", body[-200:]
+    data = [block for block in blocks[:-1] if not block.startswith(":")]
+    assert all(block.startswith("data: ") for block in data), body[:300]
+    return [block[6:] if block == "data: [DONE]" else json.loads(block[6:]) for block in data
+            if done or block != "data: [DONE]"]
+
+
 def answer_of(events: Iterable[dict[str, Any]]) -> str:
     return "".join(e["content"] for e in events if e["type"] == "delta")
 

@@ -16,7 +16,7 @@ from flask_chatstream._chat import ToolCall
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .streams import answer_of, check_event_stream, events_of
+from .streams import answer_of, check_event_stream, events_of, ui_parts
 
 SECRET = "a secret key for the tests"
 CALL = {"id": "call_del", "name": "delete_file", "arguments": {"path": "notes.txt", "hard": True}}
@@ -236,10 +236,6 @@ def test_the_ids_match_for_the_arguments_a_browser_sends_back() -> None:
 
 
 # ---- the AI SDK's shape ----------------------------------------------------------------------------
-
-
-def ui_parts(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line[6:]) for line in data.decode().splitlines() if line.startswith("data: {")]
 
 
 @pytest.mark.parametrize("approved", [True, False])

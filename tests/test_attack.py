@@ -13,8 +13,7 @@ import pytest
 
 from flask_chatstream.testing import StandInServer
 
-from .conftest import API_KEY
-from .servers import Gunicorn, read_message
+from .servers import Gunicorn, read_message, stand_in_env
 from .streams import post_chat
 
 pytestmark = pytest.mark.server
@@ -24,13 +23,9 @@ BODY = b'{"content": "hi"}'
 
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_BODY_TIMEOUT": "1", "WORKER_CONNECTIONS": "30"}
+    env = {**stand_in_env(_standin.url, body_timeout="1"), "WORKER_CONNECTIONS": "30"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
-    log = gunicorn.log()
-    assert "Traceback" not in log, log[-3000:]
-    assert "Error handling request" not in log
 
 
 def connect(server: Gunicorn) -> socket.socket:

@@ -3,7 +3,6 @@ from a ``before_upstream`` hook; ``data`` events in NDJSON and SSE, ``data-<name
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -14,15 +13,11 @@ from flask_chatstream import ChatRequest, emit
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import hooked_app
-from .streams import answer_of, check_event_stream, events_of
+from .streams import answer_of, check_event_stream, events_of, ui_parts
 
 
 def results_said(messages: list[dict[str, Any]]) -> str:
     return " | ".join(m["content"] for m in messages if m["role"] == "tool")
-
-
-def ui_parts(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line[6:]) for line in data.decode().splitlines() if line.startswith("data: {")]
 
 
 def progress_app(upstream: StandInServer, gate: threading.Event | None = None, **options: Any) -> Flask:

@@ -18,7 +18,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY
-from .servers import ROOT, STOP_ON_LEAVE, Gunicorn
+from .servers import Gunicorn, ROOT, STOP_ON_LEAVE, stand_in_env
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until
 
 pytestmark = pytest.mark.server
@@ -29,13 +29,9 @@ REPLY = "one two three four five six seven eight nine ten"
 @pytest.fixture(scope="module", params=["chat", "responses"])
 def server(_standin: StandInServer, request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
     """The example app under gunicorn + gevent, on each upstream API in turn."""
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url,
-           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_READ_TIMEOUT": "60", "CHATSTREAM_API": request.param}
+    env = {**STOP_ON_LEAVE, **stand_in_env(_standin.url, read_timeout="60", api=request.param)}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
-    log = gunicorn.log()
-    assert API_KEY not in log and API_KEY[:12] not in log
-    assert "Traceback" not in log, log
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])

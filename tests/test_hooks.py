@@ -14,9 +14,9 @@ from flask import abort, g, request
 from flask_chatstream import ChatRequest, ChatResult, TooManyStreams
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY, eventually, hooked_app
-from .servers import Gunicorn
-from .streams import answer_of, events_of, post_chat, send_chat_raw
+from .conftest import eventually, hooked_app
+from .servers import Gunicorn, stand_in_env
+from .streams import answer_of, events_of, post_chat, send_chat_raw, ui_parts
 
 
 def test_before_upstream_hooks_run_in_order_and_shape_the_request(upstream: StandInServer) -> None:
@@ -235,11 +235,9 @@ def wait_for_results(results: list[ChatResult], count: int) -> list[ChatResult]:
 
 @pytest.fixture(scope="module")
 def hooks_server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_FIRST_EVENT_WAIT": "0.1", "CHATSTREAM_HEARTBEAT": "0.2", "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}
+    env = stand_in_env(_standin.url, first_event_wait="0.1", heartbeat="0.2", on_client_leave="finish")
     with Gunicorn("tests.hooks_app:app", env=env) as server:
         yield server
-    assert "Traceback" not in server.log()
 
 
 def control(server: Gunicorn, method: str, path: str) -> Any:
@@ -288,11 +286,6 @@ def test_finish_mode_under_gunicorn_when_the_client_leaves_in_silence(hooks_serv
 
 
 # ---- message metadata ----------------------------------------------------------------------------
-
-
-def ui_parts(body: bytes) -> list[dict[str, Any]]:
-    lines = [line.removeprefix("data: ") for line in body.decode().split("\n") if line.startswith("data: ")]
-    return [json.loads(line) for line in lines if line != "[DONE]"]
 
 
 def test_message_metadata_goes_out_at_the_start_and_at_the_end(upstream: StandInServer) -> None:

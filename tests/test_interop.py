@@ -82,7 +82,6 @@ def server(mockllm: str) -> Iterator[Gunicorn]:
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": mockllm, "CHATSTREAM_MAX_RETRIES": "0"}
     with Gunicorn(env=env) as gunicorn:
         yield gunicorn
-    assert "Traceback" not in gunicorn.log()
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])

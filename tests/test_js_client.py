@@ -10,8 +10,7 @@ import pytest
 
 from flask_chatstream.testing import StandInServer
 
-from .conftest import API_KEY
-from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, run_node_tests
+from .servers import Gunicorn, ROOT, STOP_ON_LEAVE, run_node_tests, stand_in_env
 
 pytestmark = [pytest.mark.node, pytest.mark.server]
 
@@ -21,8 +20,7 @@ def test_chatstream_js(_standin: StandInServer, api: str) -> None:
     """Every JS test, against the app on each upstream API: the same client code works on both."""
     node = shutil.which("node")
     assert node, "node is required: install Node.js 20 or newer"
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_API": api}
+    env = {**STOP_ON_LEAVE, **stand_in_env(_standin.url, api=api)}
     assert (ROOT / "tests/js/node_modules/ai6").is_dir(), "run `npm ci` in tests/js (make test does)"
     with Gunicorn(env=env) as server:
         output = run_node_tests([node, "--test", "--test-concurrency=1", "--test-reporter=spec", "tests/js/"], cwd=ROOT, server=server,

@@ -9,8 +9,7 @@ import pytest
 
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
-from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, Nginx, free_port
+from .servers import Gunicorn, Nginx, ROOT, STOP_ON_LEAVE, free_port, stand_in_env
 from .streams import post_chat, read_until, send_chat_raw
 
 pytestmark = [pytest.mark.nginx, pytest.mark.server]
@@ -20,7 +19,7 @@ REPLY = "one two three four five six seven eight"
 
 @pytest.fixture(scope="module")
 def proxy(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0"}
+    env = {**STOP_ON_LEAVE, **stand_in_env(_standin.url)}
     with Gunicorn(env=env) as app:
         port = free_port()
         site = (ROOT / "deploy" / "nginx.conf").read_text()

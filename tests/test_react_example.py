@@ -9,8 +9,7 @@ import pytest
 
 from flask_chatstream.testing import StandInServer
 
-from .conftest import API_KEY
-from .servers import ROOT, Gunicorn, run_node_tests
+from .servers import Gunicorn, ROOT, run_node_tests, stand_in_env
 
 pytestmark = [pytest.mark.node, pytest.mark.server]
 
@@ -19,8 +18,7 @@ pytestmark = [pytest.mark.node, pytest.mark.server]
 def test_react_example(_standin: StandInServer, example: str) -> None:
     directory = ROOT / "examples" / example
     assert (ROOT / "examples" / "node_modules").is_dir(), "run `npm ci` in examples/ (make test does)"
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_ON_CLIENT_LEAVE": "finish"}  # the example app as it ships
+    env = stand_in_env(_standin.url, on_client_leave="finish")  # the example app as it ships
     with Gunicorn(env=env) as server:
         output = run_node_tests(["npx", "vitest", "run", "--reporter=verbose"], cwd=directory, server=server,
                                 standin_url=_standin.url)

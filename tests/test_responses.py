@@ -26,7 +26,7 @@ from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory, hooked_app
 from .servers import STOP_ON_LEAVE, Gunicorn
-from .streams import answer_of, check_event_stream, events_of, ndjson_events, post_chat, read_until, send_chat_raw, streams_while_held
+from .streams import answer_of, check_event_stream, events_of, ndjson_events, post_chat, read_until, send_chat_raw, streams_while_held, ui_parts
 
 
 @pytest.fixture(params=["chat", "responses"])
@@ -40,12 +40,6 @@ def post(client: Any, fmt: str, body: dict[str, Any]) -> bytes:
     data: bytes = response.get_data()
     response.close()
     return data
-
-
-def sse_parts(body: bytes) -> list[dict[str, Any]]:
-    """The ``ui`` format's parts, without ``[DONE]``."""
-    lines = [line.removeprefix("data: ") for line in body.decode().split("\n") if line.startswith("data: ")]
-    return [json.loads(line) for line in lines if line != "[DONE]"]
 
 
 # ---- the stand-in speaks the Responses API as the SDK reads it ------------------------------------
@@ -249,7 +243,7 @@ def test_reasoning_summaries_are_reasoning_events(make_app: AppFactory, upstream
     assert "".join(e["content"] for e in events if e["type"] == "reasoning") == "Think it through first"
     kinds = [e["type"] for e in events]
     assert kinds.index("reasoning") < kinds.index("delta")
-    parts = sse_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
+    parts = ui_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
     assert [p["type"] for p in parts if p["type"].startswith("reasoning")][:2] == ["reasoning-start", "reasoning-delta"]
 
 
@@ -263,7 +257,7 @@ def test_url_citations_are_source_events(make_app: AppFactory, upstream: StandIn
         assert [e for e in events if e["type"] == "source"] == [
             {"type": "source", "url": "https://example.org/a", "title": "A"},
             {"type": "source", "url": "https://example.org/b", "title": "B"}]
-    parts = sse_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
+    parts = ui_parts(client.post("/api/chat?format=ui", json={"content": "q"}).get_data())
     assert [p for p in parts if p["type"] == "source-url"] == [
         {"type": "source-url", "sourceId": "source-1", "url": "https://example.org/a", "title": "A"},
         {"type": "source-url", "sourceId": "source-2", "url": "https://example.org/b", "title": "B"}]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 
 import openai
 import pytest

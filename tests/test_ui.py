@@ -3,7 +3,6 @@ the format. (The AI SDK's own client drives the server in tests/js/ai-sdk.test.m
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -15,13 +14,7 @@ from flask_chatstream._wire.encoders import UI, UIEncoder
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import AppFactory
-from .streams import answer_of, events_of
-
-
-def parts(body: bytes) -> list[Any]:
-    blocks = body.decode().split("\n\n")
-    assert blocks[-1] == "" and all(block.startswith("data: ") for block in blocks[:-1]), body[:200]
-    return [block[6:] if block == "data: [DONE]" else json.loads(block[6:]) for block in blocks[:-1]]
+from .streams import answer_of, events_of, ui_parts
 
 
 def test_the_parts_of_an_answer_with_reasoning_a_refusal_and_tools() -> None:
@@ -35,7 +28,7 @@ def test_the_parts_of_an_answer_with_reasoning_a_refusal_and_tools() -> None:
         {"type": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
     ]
     out = b"".join(encode([event]) for event in events)  # one event per read, as state carries across
-    assert parts(out) == [
+    assert ui_parts(out, done=True) == [
         {"type": "start", "messageId": "s1"}, {"type": "start-step"},
         {"type": "reasoning-start", "id": "reasoning-1"}, {"type": "reasoning-delta", "id": "reasoning-1", "delta": "Thinking"},
         {"type": "reasoning-end", "id": "reasoning-1"},
@@ -58,14 +51,15 @@ def test_the_parts_of_an_answer_with_reasoning_a_refusal_and_tools() -> None:
 @pytest.mark.parametrize(("ours", "theirs"), [("stop", "stop"), ("length", "length"), ("content_filter", "content-filter"),
                                               ("tool_calls", "tool-calls"), ("weird", "other"), (None, "other")])
 def test_finish_reasons_in_the_ai_sdks_words(ours: str | None, theirs: str) -> None:
-    [start_step, finish_step, finish, done] = parts(UI.encode([{"type": "done", "finish_reason": ours, "usage": None}]))
+    done_event = {"type": "done", "finish_reason": ours, "usage": None}
+    [start_step, finish_step, finish, done] = ui_parts(UI.encode([done_event]), done=True)
     assert [start_step, finish_step] == [{"type": "start-step"}, {"type": "finish-step"}]  # an empty answer is a step
     assert finish == {"type": "finish", "finishReason": theirs} and done == "[DONE]"
 
 
 def test_an_error_is_an_error_part_then_done() -> None:
     out = UI.encode([{"type": "error", "error": {"code": "upstream_error", "message": "It broke."}}])
-    assert parts(out) == [{"type": "error", "errorText": "It broke."}, "[DONE]"]
+    assert ui_parts(out, done=True) == [{"type": "error", "errorText": "It broke."}, "[DONE]"]
 
 
 def test_ui_messages_become_chat_messages() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from flask_chatstream._chat import ChatRequest
+from flask_chatstream._chat import ChatRequest, StopReason
 from flask_chatstream._config import Settings
 from flask_chatstream._stream.relay import Relay
 from flask_chatstream._watchdog import Watchdog
@@ -66,20 +67,32 @@ def test_no_heartbeat_after_the_body_ended(relay: tuple[Relay, list[bytes]], ups
 
 
 def test_a_stop_after_close_touches_nothing(relay: tuple[Relay, list[bytes]], upstream: StandInServer) -> None:
+    """Once a stream is closed, its descriptors' numbers belong to whatever connection the worker opens
+    next: a tick or a stop that comes late must not shut them. Forced here (``dup2``): the upstream's and
+    the client's old numbers are live sockets when the late tick and stop come."""
     body, _ = relay
     upstream.script = Script(reply="a b c")
-    fd = body.stream._socket.fileno()
+    client, _peer = socket.socketpair()
+    body.client_fd = client.fileno()
+    numbers = [body.stream._socket.fileno(), client.fileno()]
+    pairs = [socket.socketpair() for _ in numbers]  # made first: they must not get the old numbers themselves
     body.close()
-    # The descriptor is free again; a new connection may well get the same number.
-    a, b = socket.socketpair()
+    client.close()
+    reused = []
+    for number, (a, _b) in zip(numbers, pairs):
+        os.dup2(a.fileno(), number)  # the new connection has the old number
+        reused.append(socket.socket(fileno=number))
     body.tick(time.monotonic() + 600, 0)  # read timeout long past
-    body._stop("client_left")
+    body.stop(StopReason.CLIENT_LEFT)
     assert body.stop_reason is None and body.stream.stopped is None
-    a.sendall(b"still here")
-    assert b.recv(100) == b"still here"
-    print(f"old upstream fd {fd}, new sockets {a.fileno()}, {b.fileno()}")
-    a.close()
-    b.close()
+    for sock, (a, b) in zip(reused, pairs):
+        sock.sendall(b"still here")
+        assert b.recv(100) == b"still here"
+        b.sendall(b"and here")
+        assert sock.recv(100) == b"and here"
+        for each in (sock, a, b):
+            each.close()
+    _peer.close()
 
 
 def test_a_silent_upstream_is_stopped_at_the_read_timeout(upstream: StandInServer) -> None:

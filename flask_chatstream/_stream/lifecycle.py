@@ -121,7 +121,7 @@ class Stops:
             if not life.active or life.stop_reason is not None:
                 return
             life.stop_reason = reason
-            if reason == "client_stalled":
+            if reason == StopReason.CLIENT_STALLED:
                 self._client.cut()  # unblocks the server's write, which then closes the body
             if reason in GONE and self._leave.read_on:
                 self._leave.watch_for_readers()

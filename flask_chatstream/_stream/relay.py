@@ -286,6 +286,3 @@ class Relay:
     def stop(self, reason: str = StopReason.STOPPED) -> None:
         """Stop the stream on the client's word (``POST .../stop``)."""
         self._stops.stop(reason)
-
-    def _stop(self, reason: str) -> None:
-        self._stops.client_gone(reason)
