@@ -147,3 +147,22 @@ def test_a_config_file_of_ones_own_starts_from_the_package_settings(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert (settings["timeout"], settings["worker_class"], settings["graceful_timeout"]) == ("60", "gevent", "120")
     assert settings["post_worker_init"] == "<post_worker_init()>"  # the package's warm start, not gunicorn's no-op
+
+
+def test_a_stop_ends_the_stream_and_the_model(server: Gunicorn, upstream: StandInServer) -> None:
+    upstream.script = Script(reply="one two three four five", hold_after=2)
+    conn, response = post_chat(server.port, "ndjson", {"content": "count"}, timeout=30)
+    stream_id = response.getheader("X-Chat-Stream-Id")
+    read_until(response, b"two")
+    stop = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    stop.request("POST", f"/api/chat/{stream_id}/stop")
+    assert stop.getresponse().status == 204
+    stop.close()
+    stats = upstream.wait_for(lambda s: s.open == 0)
+    assert (stats.cancelled, stats.finished) == (1, 0)
+    try:
+        rest = response.read()
+    except http.client.IncompleteRead as cut:
+        rest = cut.partial
+    conn.close()
+    assert b'"type":"done"' not in rest  # stopped: never ends as if complete

@@ -22,7 +22,7 @@ import pytest
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, eventually
-from .servers import STOP_ON_LEAVE, Gunicorn
+from .servers import Gunicorn, STOP_ON_LEAVE, stand_in_env
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
 pytestmark = pytest.mark.server
@@ -32,11 +32,21 @@ PINGS = {"ndjson": b'{"type":"ping"}\n', "sse": b": ping\n\n"}
 REPLY = "one two three four five six seven eight"
 
 
+def silence_env(url: str, api: str = "chat") -> dict[str, str]:
+    return {**STOP_ON_LEAVE, **stand_in_env(url, heartbeat="0.3", first_event_wait="0.2", api=api),
+            "WORKER_CONNECTIONS": "4000"}
+
+
 @pytest.fixture(scope="module")
 def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
-           "CHATSTREAM_HEARTBEAT": "0.3", "CHATSTREAM_FIRST_EVENT_WAIT": "0.2", "WORKER_CONNECTIONS": "4000"}
-    with Gunicorn(env=env) as gunicorn:
+    with Gunicorn(env=silence_env(_standin.url)) as gunicorn:
+        yield gunicorn
+
+
+@pytest.fixture(scope="module", params=["chat", "responses"])
+def each_api(_standin: StandInServer, request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    """The same server on each upstream API in turn, for what both APIs' streams must do alike."""
+    with Gunicorn(env=silence_env(_standin.url, request.param)) as gunicorn:
         yield gunicorn
 
 
@@ -52,12 +62,12 @@ def read_pings(response: object, ping: bytes, count: int) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["ndjson", "sse"])
 @pytest.mark.parametrize("comments", [False, True], ids=["silent", "upstream-comments"])
-def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
+def test_heartbeats_while_the_model_is_silent(each_api: Gunicorn, upstream: StandInServer, fmt: str,
                                               comments: bool) -> None:
     """Pings measure silence towards the client: upstream SSE comments (": OPENROUTER PROCESSING")
     reach the relay but not the client, so they must not hold the pings back."""
     upstream.script = Script(reply="after the wait", hold_after=0, comment_every=0.05 if comments else None)
-    conn, response = post_chat(server.port, fmt, {"content": "think hard"}, timeout=30)
+    conn, response = post_chat(each_api.port, fmt, {"content": "think hard"}, timeout=30)
     head = read_pings(response, PINGS[fmt], 3)
     assert b"after" not in head and b"PROCESSING" not in head
     upstream.release()
@@ -81,11 +91,11 @@ def test_no_heartbeats_in_text(server: Gunicorn, upstream: StandInServer) -> Non
     text_conn.close()
 
 
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
-def test_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, upstream: StandInServer,
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+def test_client_leaving_during_silence_closes_the_upstream(each_api: Gunicorn, upstream: StandInServer,
                                                             fmt: str) -> None:
     upstream.script = SILENT
-    sock = send_chat_raw(server.port, fmt)
+    sock = send_chat_raw(each_api.port, fmt)
     upstream.wait_for(lambda s: s.open == 1)
     left = time.monotonic()
     sock.close()

@@ -7,10 +7,8 @@ official SDK parses."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -25,8 +23,7 @@ from flask_chatstream._wire.responses import ResponsesTranslator
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, AppFactory, hooked_app
-from .servers import STOP_ON_LEAVE, Gunicorn
-from .streams import answer_of, check_event_stream, events_of, ndjson_events, post_chat, read_until, send_chat_raw, streams_while_held, ui_parts
+from .streams import answer_of, check_event_stream, events_of, ndjson_events, streams_while_held, ui_parts
 
 
 @pytest.fixture(params=["chat", "responses"])
@@ -410,67 +407,3 @@ def test_the_setting_is_checked_at_startup() -> None:
     app.config["CHATSTREAM_API"] = "completions"
     with pytest.raises(ConfigError, match="CHATSTREAM_API"):
         app.register_blueprint(create_blueprint(api_key=API_KEY))
-
-
-# ---- a stream's life under gunicorn + gevent, on the Responses API ----------------------------------
-# (test_gunicorn.py runs its tests on both APIs, and test_resume.py a resume on one machine)
-
-
-@pytest.fixture(scope="module")
-def server(_standin: StandInServer) -> Iterator[Gunicorn]:
-    env = {**STOP_ON_LEAVE, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_API": "responses",
-           "CHATSTREAM_MAX_RETRIES": "0", "CHATSTREAM_HEARTBEAT": "0.3", "CHATSTREAM_FIRST_EVENT_WAIT": "0.2"}
-    with Gunicorn(env=env) as gunicorn:
-        yield gunicorn
-    log = gunicorn.log()
-    assert "Traceback" not in log and API_KEY not in log, log
-
-
-@pytest.mark.server
-@pytest.mark.parametrize(("fmt", "ping"), [("ndjson", b'{"type":"ping"}\n'), ("sse", b": ping\n\n")])
-def test_heartbeats_while_the_model_is_silent(server: Gunicorn, upstream: StandInServer, fmt: str,
-                                              ping: bytes) -> None:
-    upstream.script = Script(reply="after the wait", hold_after=0)
-    conn, response = post_chat(server.port, fmt, {"content": "think"}, timeout=30)
-    received = b""
-    while received.count(ping) < 3:
-        piece = response.read1(65536)
-        assert piece, received
-        received += piece
-    assert b"after" not in received
-    upstream.release()
-    events = events_of(fmt, received + response.read())
-    conn.close()
-    assert answer_of(events) == "after the wait" and check_event_stream(events)["type"] == "done"
-
-
-@pytest.mark.server
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
-def test_a_client_leaving_during_silence_closes_the_upstream(server: Gunicorn, upstream: StandInServer,
-                                                             fmt: str) -> None:
-    upstream.script = Script(reply="late", first_delay=3600)
-    sock = send_chat_raw(server.port, fmt)
-    upstream.wait_for(lambda s: s.open == 1)
-    sock.close()
-    stats = upstream.wait_for(lambda s: s.open == 0)
-    assert (stats.cancelled, stats.finished) == (1, 0)
-
-
-@pytest.mark.server
-def test_a_stop_ends_the_stream_and_the_model(server: Gunicorn, upstream: StandInServer) -> None:
-    upstream.script = Script(reply="one two three four five", hold_after=2)
-    conn, response = post_chat(server.port, "ndjson", {"content": "count"}, timeout=30)
-    stream_id = response.getheader("X-Chat-Stream-Id")
-    read_until(response, b"two")
-    stop = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    stop.request("POST", f"/api/chat/{stream_id}/stop")
-    assert stop.getresponse().status == 204
-    stop.close()
-    stats = upstream.wait_for(lambda s: s.open == 0)
-    assert (stats.cancelled, stats.finished) == (1, 0)
-    try:
-        rest = response.read()
-    except http.client.IncompleteRead as cut:
-        rest = cut.partial
-    conn.close()
-    assert b'"type":"done"' not in rest  # stopped: never ends as if complete
