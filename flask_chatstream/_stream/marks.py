@@ -11,12 +11,13 @@ from .._wire.events import Event
 
 
 class Marks:
+    __slots__ = ("message_id", "start", "end", "any")  # one per open stream: no dict of its own
+
     def __init__(self, message_id: str | None) -> None:
         self.message_id = message_id
         self.start: dict[str, Any] | None = None
         self.end: Callable[[], dict[str, Any] | None] | None = None
-        self.any = message_id is not None
-        """Is there anything to add? (Checked once per read: most answers have nothing.)"""
+        self.any = message_id is not None  # anything to add? (checked once per read: most answers have nothing)
 
     def metadata(self, start: dict[str, Any] | None, end: Callable[[], dict[str, Any] | None]) -> None:
         """The host's message metadata: ``start`` goes on the ``start`` event, and what ``end()`` says
