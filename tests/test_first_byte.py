@@ -67,6 +67,25 @@ def test_a_tool_call_before_any_text_is_a_status_in_text_only(make_app: AppFacto
     assert events[-1]["finish_reason"] == "tool_calls"
 
 
+def test_text_cut_at_a_tool_call_after_its_text_is_an_error_for_after_stream(upstream: StandInServer) -> None:
+    """Regression: text/plain met a tool call once its text was out, and the client's answer was cut,
+    but the answer had finished upstream, so after_stream (the metrics, the log line) said "done"."""
+    from .conftest import hooked_app
+
+    upstream.script = Script(body=ROLE + chunk({"content": "kept"}) + TOOL_CALL + chunk({}, "tool_calls")
+                             + "data: [DONE]\n\n")
+    app, _, results = hooked_app(upstream)
+    response = app.test_client().post("/api/chat?format=text", json={"content": "hi"}, buffered=False)
+    received = b""
+    with pytest.raises(StreamAborted) as info:
+        for piece in response.response:
+            received += piece
+    response.close()
+    assert received == b"kept" and info.value.code == "tool_calls_need_events"
+    [result] = results
+    assert result.outcome == "error" and result.error is not None and result.error.code == "tool_calls_need_events"
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_slow_first_token_starts_the_response_after_first_event_wait(make_app: AppFactory,
                                                                        upstream: StandInServer, fmt: str) -> None:

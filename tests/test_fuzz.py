@@ -88,7 +88,10 @@ def test_random_upstream_bodies_split_anywhere(make_app: AppFactory, upstream: S
     response = make_app().test_client().post(f"/api/chat?format={fmt}", json={"content": "hi"}, buffered=False)
     if response.status_code != 200:
         assert response.status_code in (502, 504), response.status_code
-        assert json.loads(response.get_data())["error"]["code"].startswith("upstream_"), response.get_data()
+        # A tool call in text/plain (which cannot carry it) is refused as a status when it comes before any
+        # text, in band after it: which, depends on how the bytes were split in time (a busy machine).
+        code = json.loads(response.get_data())["error"]["code"]
+        assert code.startswith("upstream_") or (fmt == "text" and code == "tool_calls_need_events"), code
         return
     received = b""
     try:

@@ -266,10 +266,10 @@ class Relay:
             on_end(self.result())
 
     def _outcome(self) -> str:
+        if self.gen.error is not None:  # (an answer can finish and still fail: text/plain met a tool call)
+            return "error"
         if self.gen.answer.finished:
             return "done"
-        if self.gen.error is not None:
-            return "error"
         return self.life.stop_reason if self.life.stop_reason in GONE else StopReason.CLIENT_LEFT
 
     def result(self) -> ChatResult:
