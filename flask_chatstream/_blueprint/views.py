@@ -38,7 +38,7 @@ from .._errors import (
 from .._health import body as readiness_body
 from .._hooks import AfterStreamHooks, MessageMetadataHooks, run_before_upstream
 from .._request.body import read_body
-from .._request.chat import check_content_type, check_tool_history, choose_format, parse_chat_request, tool_name
+from .._request.chat import check_content_type, check_tool_history, choose_format, offered_names, parse_chat_request
 from .._request.uimessages import continued_message, is_ui_body
 from .._resume.journal import Unavailable
 from .._resume.replay import Replay
@@ -258,7 +258,7 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
     """The server-side tools this request offers the model (a hook may have taken some away)."""
-    offered = {tool_name(d) for d in chat.params.get("tools") or ()}
+    offered = offered_names(chat)
     return {name: tool for name, tool in tools.items() if name in offered}
 
 

@@ -204,7 +204,7 @@ def _tool_message(item: dict[str, Any], where: str, settings: Settings) -> dict[
 def check_tool_history(chat: ChatRequest) -> None:
     """Tool use in the history must be of tools this request offers (``params["tools"]``, after the
     hooks), and every tool result must answer a call made before it."""
-    offered = {tool_name(d) for d in chat.params.get("tools") or ()}
+    offered = offered_names(chat)
     calls: set[str] = set()
     for index, message in enumerate(chat.messages):
         for call in message.get("tool_calls") or ():
@@ -261,3 +261,8 @@ def tool_name(definition: Any) -> str | None:
     function = definition.get("function")
     name = function.get("name") if isinstance(function, dict) else definition.get("name")
     return name if isinstance(name, str) else None
+
+
+def offered_names(chat: ChatRequest) -> set[str | None]:
+    """The names of the tools the request offers the model (``params["tools"]``, after the hooks)."""
+    return {tool_name(d) for d in chat.params.get("tools") or ()}
