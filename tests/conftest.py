@@ -6,10 +6,12 @@ Every test talks to the real openai client over loopback HTTP; nothing is mocked
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +25,18 @@ from flask_chatstream.testing import Script, StandInServer
 
 # Recognisable, so a leak is easy to find in any output.
 API_KEY = "sk-test-LEAKCHECK-0123456789abcdef"
+
+# tiktoken's files (make tokenizers), for the usage estimates here and in every server a test starts.
+TIKTOKEN_CACHE = os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(Path(__file__).parent.parent / ".cache" / "tiktoken"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from flask_chatstream._usage.tokens import FILES, cache_path
+
+    missing = [name for name in FILES if not os.path.exists(cache_path(name))]
+    if missing:
+        pytest.exit(f"tiktoken's {', '.join(missing)} is not in {TIKTOKEN_CACHE}: run `make tokenizers` "
+                    "(make test and make check do).", returncode=4)
 
 
 @pytest.fixture(scope="session")

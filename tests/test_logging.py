@@ -12,7 +12,7 @@ from flask_chatstream.testing import Script, StandInServer
 from .conftest import API_KEY
 
 LINE = re.compile(r"stream id=(\S+) outcome=(\S+) format=(\S+) chunks=(\d+) steps=\d+ duration_ms=(\d+) "
-                  r"finish_reason=(\S+) prompt_tokens=(\S+) completion_tokens=(\S+)")
+                  r"finish_reason=(\S+) prompt_tokens=(\S+) completion_tokens=(\S+) usage=(\S+)")
 
 
 def stream_lines(caplog: pytest.LogCaptureFixture) -> list[re.Match[str]]:
@@ -32,7 +32,7 @@ def test_one_line_per_stream(client: FlaskClient, upstream: StandInServer, caplo
     done, gone, failed = stream_lines(caplog)
     assert done.group(1).startswith("chatcmpl-")
     assert done.group(2, 3, 4, 6, 7, 8) == ("done", "ndjson", "6", "stop", "3", "3")
-    assert gone.group(2, 3) == ("client_left", "text")
+    assert gone.group(2, 3, 9) == ("client_left", "text", "estimated")  # counted here: the upstream did not
     assert failed.group(2, 3) == ("upstream_error", "sse")
     text = caplog.text
     assert "my secret prompt" not in text and API_KEY not in text

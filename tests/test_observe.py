@@ -42,8 +42,8 @@ def test_a_stream_a_refusal_and_a_tool_are_counted(upstream: StandInServer) -> N
         "done": value("chatstream_streams_total", format="ndjson", model="gpt-4o", outcome="done"),
         "error": value("chatstream_streams_total", format="ndjson", model="gpt-4o", outcome="error"),
         "rate_limited": value("chatstream_upstream_errors_total", code="rate_limited"),
-        "input": value("chatstream_tokens_total", model="gpt-4o", type="input"),
-        "output": value("chatstream_tokens_total", model="gpt-4o", type="output"),
+        "input": value("chatstream_tokens_total", model="gpt-4o", type="input", estimated="false"),
+        "output": value("chatstream_tokens_total", model="gpt-4o", type="output", estimated="false"),
         "ttft": value("chatstream_time_to_first_token_seconds_count", model="gpt-4o"),
         "tool": value("chatstream_tool_calls_total", tool="add", outcome="ok"),
         "active": value("chatstream_streams_active", format="ndjson"),  # (tests before may leave theirs open)
@@ -61,8 +61,8 @@ def test_a_stream_a_refusal_and_a_tool_are_counted(upstream: StandInServer) -> N
     assert value("chatstream_streams_total", format="ndjson", model="gpt-4o", outcome="done") == before["done"] + 1
     assert value("chatstream_streams_total", format="ndjson", model="gpt-4o", outcome="error") == before["error"] + 1
     assert value("chatstream_upstream_errors_total", code="rate_limited") == before["rate_limited"] + 1
-    assert value("chatstream_tokens_total", model="gpt-4o", type="input") == before["input"] + usage["prompt_tokens"]
-    assert value("chatstream_tokens_total", model="gpt-4o", type="output") == before["output"] + usage["completion_tokens"]
+    assert value("chatstream_tokens_total", model="gpt-4o", type="input", estimated="false") == before["input"] + usage["prompt_tokens"]
+    assert value("chatstream_tokens_total", model="gpt-4o", type="output", estimated="false") == before["output"] + usage["completion_tokens"]
     assert value("chatstream_time_to_first_token_seconds_count", model="gpt-4o") == before["ttft"] + 1
     assert value("chatstream_tool_calls_total", tool="add", outcome="ok") == before["tool"] + 1
     assert value("chatstream_streams_active", format="ndjson") == before["active"]
@@ -190,8 +190,10 @@ def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(traffic: Traff
     assert sample(scraped, "chatstream_upstream_errors_total", code="rate_limited") == 1  # once, though tried twice
     assert sample(scraped, "chatstream_upstream_retries_total") == 1
     assert sample(scraped, "chatstream_tool_calls_total", tool="add", outcome="ok") == 1
-    assert sample(scraped, "chatstream_tokens_total", type="input", **model) == usage["prompt_tokens"]
-    assert sample(scraped, "chatstream_tokens_total", type="output", **model) == usage["completion_tokens"]
+    assert sample(scraped, "chatstream_tokens_total", type="input", estimated="false", **model) == usage["prompt_tokens"]
+    assert sample(scraped, "chatstream_tokens_total", type="output", estimated="false", **model) \
+        == usage["completion_tokens"]
+    assert sample(scraped, "chatstream_tokens_total", type="input", estimated="true", **model) > 0  # the one who left
     assert sample(scraped, "chatstream_time_to_first_token_seconds_count", **model) == done + 1  # and the one who left
     assert sample(scraped, "chatstream_stream_duration_seconds_count", outcome="done", **model) == done
     assert sample(scraped, "chatstream_streams_active", format="ndjson") == 0

@@ -95,6 +95,8 @@ class _OtelWatch(Watch):
         for kind, count in token_counts(call.usage):
             attributes[f"gen_ai.usage.{kind}_tokens"] = count
             self._o.token_usage.record(count, {**metric, "gen_ai.token.type": kind})
+        if call.usage and call.usage.get("estimated"):
+            attributes["chatstream.usage.estimated"] = True  # counted here: the upstream did not
         if call.error is not None:
             attributes["error.type"] = metric["error.type"] = call.error.code
         self._o.duration.record(max(0.0, call.end - call.start), metric)

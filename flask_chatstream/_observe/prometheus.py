@@ -42,7 +42,11 @@ class _Metrics:
                               buckets=TTFT_BUCKETS)
         self.duration = Histogram("chatstream_stream_duration_seconds", "Seconds from the request to the stream's end.",
                                   ["model", "outcome"], buckets=DURATION_BUCKETS)
-        self.tokens = Counter("chatstream_tokens", "Tokens the upstream counted, input and output.", ["model", "type"])
+        self.tokens = Counter("chatstream_tokens", "Tokens of every stream however it ended, input and output; "
+                              "estimated=\"true\" for those counted here, where the upstream did not count them "
+                              "(a stopped or cut stream).", ["model", "type", "estimated"])
+        self.cost = Counter("chatstream_cost_usd", "What the answers cost in US dollars, by the prices setting.",
+                            ["model"])
         self.upstream_errors = Counter("chatstream_upstream_errors", "Chats the upstream failed, once per chat, by code.",
                                        ["code"])
         self.retries = Counter("chatstream_upstream_retries", "Upstream attempts made again after a failure.")
@@ -101,8 +105,11 @@ class _PrometheusWatch(Watch):
         m.child(m.duration, model, outcome).observe(result.duration)
         if result.first_token is not None:
             m.child(m.ttft, model).observe(result.first_token)
+        estimated = "true" if result.usage and result.usage.get("estimated") else "false"
         for kind, count in token_counts(result.usage):
-            m.child(m.tokens, model, kind).inc(count)
+            m.child(m.tokens, model, kind, estimated).inc(count)
+        if result.cost:
+            m.child(m.cost, model).inc(result.cost)
         if isinstance(result.error, UpstreamError):
             m.child(m.upstream_errors, result.error.code).inc()
 

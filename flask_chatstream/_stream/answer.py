@@ -21,7 +21,9 @@ what comes next:
   (``max_tool_steps``), since there is no answer yet.
 
 The relay asks ``finished`` and ``error``, and reads ``text``, ``usage`` and the rest for
-``ChatResult``.
+``ChatResult``. ``usage`` is there however the answer ended: each model call's own, where the upstream
+counted it, else counted here (``_usage.estimate``, marked ``"estimated": True``), for a call cut short
+as for one whose upstream sends no usage.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from .._chat import ChatRequest, ToolCall
 from .._config import Settings
 from .._errors import ChatStreamError, ToolStepsExhausted, UpstreamMalformed
 from .._tools import ToolRun, call_event
+from .._usage import estimate_usage
 from .._wire.events import USAGE_FIELDS, DoneEvent, Event, ToolApprovalEvent, Translator, Usage, client_usage
 from .._wire.sse import SSEParser
-from .spec import StreamSpec
+from .spec import NO_REQUEST, StreamSpec
 
 
 class Answer:
@@ -67,6 +70,11 @@ class Answer:
         self._preface: list[Event] = spec.preface
         """What goes out right after ``start``: the host's data, the results of approved calls."""
         self._usage: dict[str, Any] | None = None
+        self._request = spec.chat or NO_REQUEST
+        """The request of the model call being read (for an estimate of its usage)."""
+        self._next_request: ChatRequest | None = None
+        self._counted: tuple[int, int, dict[str, Any]] | None = None
+        """The last estimate of the call being read, with the step and chunk it was worked out at."""
         self._settled = False
         self._then_done: DoneEvent | None = None
         """With client-side calls pending beside the turn's server-side ones: the answer's last event."""
@@ -112,7 +120,7 @@ class Answer:
             self._refusals.append(translator.refusal)
         if translator.reasoning:
             self._reasoning.append(translator.reasoning)
-        self._add_usage(translator.usage)
+        self._add_usage(self.call_usage())
         calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
         self._calls += calls
         for call in calls:
@@ -163,13 +171,17 @@ class Answer:
             "tool_calls": [{"id": r.call.id, "type": "function",
                             "function": {"name": r.call.name, "arguments": r.call.arguments}} for r in runs],
         }
-        return dataclasses.replace(chat, messages=[*chat.messages, assistant, *(run.message() for run in runs)])
+        self._next_request = dataclasses.replace(
+            chat, messages=[*chat.messages, assistant, *(run.message() for run in runs)])
+        return self._next_request
 
     def next_call(self) -> None:
         """The next model call's stream starts: a parser and translator of its own, no second start."""
         self.turn = None
         self._settled = False
         self.steps += 1
+        if self._next_request is not None:
+            self._request, self._next_request = self._next_request, None
         self.parser = SSEParser(self._max_event_bytes)
         self.translator = self._translator(expect_usage=self._expect_usage, started=True)
 
@@ -178,12 +190,13 @@ class Answer:
     def _add_usage(self, usage: dict[str, Any] | None) -> None:
         if usage is None:
             return
-        if self._usage is None:
-            self._usage = dict(usage)
-            return
-        for name in USAGE_FIELDS:
-            if isinstance(usage.get(name), int) and isinstance(self._usage.get(name), int):
-                self._usage[name] += usage[name]
+        self._usage = add_usage(self._usage, usage)
+
+    def _estimate(self) -> dict[str, Any]:
+        """The usage of the model call being read, counted from its request and what it sent so far."""
+        translator = self.translator
+        return estimate_usage(self._request, (translator.text, translator.refusal, translator.reasoning),
+                              [(name, arguments) for _, name, arguments in translator.tool_calls()])
 
     def client_usage(self) -> Usage | None:
         return client_usage(self._usage)
@@ -204,9 +217,23 @@ class Answer:
                                    else [self.translator.reasoning])
         return "".join(parts) if parts else None
 
+    def call_usage(self) -> dict[str, Any]:
+        """The usage of the model call being read: the upstream's, else counted here from its request and
+        what it sent so far (worked out once for each point it is asked at)."""
+        translator = self.translator
+        if translator.usage is not None:
+            return translator.usage
+        counted = self._counted
+        if counted is None or counted[0] != self.steps or counted[1] != translator.chunks:
+            counted = self._counted = (self.steps, translator.chunks, self._estimate())
+        return counted[2]
+
     @property
     def usage(self) -> dict[str, Any] | None:
-        return self._usage if self._usage is not None or self.translator.finished else self.translator.usage
+        """Every model call's usage, summed: the upstream's where it counted it, else an estimate."""
+        if self.translator.finished:
+            return self._usage
+        return add_usage(self._usage, self.call_usage())
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
@@ -231,3 +258,16 @@ class Answer:
     def marker(self) -> bool:
         """Did the last model call end with ``[DONE]`` itself (so nothing more is due on its body)?"""
         return self.translator.marker
+
+
+def add_usage(total: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str, Any]:
+    """Two model calls' usage as one: the token counts summed, ``estimated`` if either was."""
+    if total is None:
+        return dict(usage)
+    summed = dict(total)
+    for name in USAGE_FIELDS:
+        if isinstance(usage.get(name), int) and isinstance(summed.get(name), int):
+            summed[name] += usage[name]
+    if usage.get("estimated"):
+        summed["estimated"] = True
+    return summed

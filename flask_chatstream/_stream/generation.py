@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from .._budget import price_of
 from .._chat import ChatResult, StopReason
 from .._config import Settings
 from .._errors import ChatStreamError, UpstreamRejected, UpstreamTimeout
@@ -25,7 +26,8 @@ from .._wire.events import Event, error_event
 from .marks import Marks
 from .reader import PENDING, Reader
 from .spec import StreamSpec
-from .tool_loop import NO_REQUEST, ToolLoop
+from .spec import NO_REQUEST
+from .tool_loop import ToolLoop
 
 
 log = logging.getLogger("flask_chatstream")
@@ -50,6 +52,7 @@ class Generation:
         self._fmt = fmt
         self._encoder = fmt.encoder()
         self._relay_reasoning = settings.relay_reasoning
+        self._prices = settings.prices
         self._recording = spec.recording
         """Where a resumable stream's events are kept, numbered, for clients that come back."""
         self._lock = lock
@@ -229,7 +232,7 @@ class Generation:
         self._watch.model_call(ModelCall(
             self.tools.request, asked, time.time(), response_id=translator.id if opened else None,
             response_model=translator.model if opened else None,
-            finish_reason=translator.finish_reason if opened else None, usage=translator.usage if opened else None,
+            finish_reason=translator.finish_reason if opened else None, usage=answer.call_usage() if opened else None,
             error=(self.error or answer.error) if not translator.finished or not opened else None))
 
     def let_go(self, keep: bool) -> bool:
@@ -263,11 +266,14 @@ class Generation:
 
     def result(self, *, stream_id: str, outcome: str, delivered: bool, started_at: datetime,
                duration: float, first_token: float | None) -> ChatResult:
-        answer = self.answer
+        answer, request = self.answer, self.request or NO_REQUEST
+        usage = answer.usage
+        price = price_of(self._prices, request.model, answer.translator.model) if usage is not None else None
         return ChatResult(
-            id=stream_id, request=self.request or NO_REQUEST, outcome=outcome, text=answer.text,
+            id=stream_id, request=request, outcome=outcome, text=answer.text,
             refusal=answer.refusal, reasoning=answer.reasoning, tool_calls=answer.tool_calls,
-            finish_reason=answer.finish_reason, usage=answer.usage, error=self.error, delivered=delivered,
+            finish_reason=answer.finish_reason, usage=usage, cost=price.cost(usage) if price and usage else None,
+            error=self.error, delivered=delivered,
             started_at=started_at, duration=duration, first_token=first_token, completion_id=answer.completion_id,
             response_id=answer.response_id,
         )
@@ -278,7 +284,8 @@ class Generation:
         usage = answer.usage or {}
         log.info(
             "stream id=%s outcome=%s format=%s chunks=%d steps=%d duration_ms=%d finish_reason=%s "
-            "prompt_tokens=%s completion_tokens=%s",
+            "prompt_tokens=%s completion_tokens=%s usage=%s",
             answer.completion_id, outcome, self._fmt.name, answer.chunks, answer.steps, duration * 1000,
             answer.finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+            "estimated" if usage.get("estimated") else "upstream" if usage else "none",
         )

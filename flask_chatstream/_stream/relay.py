@@ -36,7 +36,7 @@ from .generation import Generation
 from .lifecycle import Life, Phase, Stops
 from .registry import STREAMS
 from .spec import StreamSpec
-from .tool_loop import NO_REQUEST
+from .spec import NO_REQUEST
 from .._watchdog import WATCHDOG
 
 

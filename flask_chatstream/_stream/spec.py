@@ -16,10 +16,14 @@ from .._upstream.transport import Cancel
 from .._wire.events import DataEvent
 from .after_leave import FinishingLimit
 
+
 if TYPE_CHECKING:
     from .._approvals import ApprovalKey
     from .._hooks import MessageMetadataHooks
     from .._resume.journal import Recording  # the stream records; it needs no more of resume
+
+NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
+"""The request of a stream made without one (the warm-up's)."""
 
 
 @dataclass(frozen=True)

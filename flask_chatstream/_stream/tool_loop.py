@@ -17,9 +17,9 @@ from .._tools import Calls, Report, Tool
 from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
 from .answer import Answer
+from .spec import NO_REQUEST
 from .._wire.events import Event
 
-NO_REQUEST = ChatRequest(messages=[], model="", max_tokens=0)
 
 
 class ToolLoop:

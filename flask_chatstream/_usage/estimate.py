@@ -1,0 +1,113 @@
+"""Token counts as OpenAI bills them, for what the upstream did not count.
+
+The prompt follows OpenAI's cookbook ("How to count tokens with tiktoken", which its authors checked
+against the API): each message costs 3 tokens beside its values (1 more with a ``name``), the reply 3
+more, and the tools their cookbook formula. An image counts 85 tokens at ``detail: "low"``, else 765
+(a 1024x1024 image at high detail: its size is not looked at). The completion is the tokens of what the
+model had sent: text, refusal, streamed reasoning, each tool call's name and arguments. A reasoning
+model's hidden reasoning (billed, never streamed) cannot be seen, so an estimate leaves it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._chat import ChatRequest
+from .tokens import count_tokens, tokenizer_name
+
+PER_MESSAGE, PER_NAME, REPLY = 3, 1, 3
+IMAGE_LOW, IMAGE_HIGH = 85, 765
+_TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
+"""The cookbook's tool counts: per function, per parameters, per property, per enum, per enum item, the end."""
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    """The prompt tokens of ``request``'s messages and tools."""
+    model = request.model
+    total = REPLY
+    for message in request.messages:
+        total += PER_MESSAGE
+        for key, value in message.items():
+            if key == "content":
+                total += _content(value, model)
+            elif key == "tool_calls" and isinstance(value, list):
+                total += sum(_call(call, model) for call in value if isinstance(call, Mapping))
+            elif isinstance(value, str):
+                total += count_tokens(value, model) + (PER_NAME if key == "name" else 0)
+    tools = request.params.get("tools")
+    if isinstance(tools, list) and tools:
+        total += _tools(tools, model)
+    return total
+
+
+def _content(content: Any, model: str) -> int:
+    if isinstance(content, str):
+        return count_tokens(content, model)
+    if not isinstance(content, list):
+        return 0
+    total = 0
+    for part in content:
+        if not isinstance(part, Mapping):
+            continue
+        if isinstance(part.get("text"), str):
+            total += count_tokens(part["text"], model)
+        elif part.get("type") in ("image_url", "input_image"):
+            image = part.get("image_url")
+            detail = image.get("detail") if isinstance(image, Mapping) else part.get("detail")
+            total += IMAGE_LOW if detail == "low" else IMAGE_HIGH
+    return total
+
+
+def _call(call: Mapping[str, Any], model: str) -> int:
+    function = call.get("function")
+    if not isinstance(function, Mapping):
+        return 0
+    return sum(count_tokens(function[k], model) for k in ("name", "arguments") if isinstance(function.get(k), str))
+
+
+def _tools(tools: list[Any], model: str) -> int:
+    func_init, prop_init, prop_key, enum_init, enum_item, func_end = _TOOLS.get(tokenizer_name(model) or "",
+                                                                                _TOOLS["o200k_base"])
+    total = func_end
+    for tool in tools:
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping):
+            continue
+        total += func_init + count_tokens(f"{function.get('name', '')}:{_sentence(function.get('description'))}", model)
+        parameters = function.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
+        if not isinstance(properties, Mapping) or not properties:
+            continue
+        total += prop_init
+        for name, schema in properties.items():
+            schema = schema if isinstance(schema, Mapping) else {}
+            total += prop_key
+            if isinstance(schema.get("enum"), list):
+                total += enum_init + sum(enum_item + count_tokens(str(item), model) for item in schema["enum"])
+            total += count_tokens(f"{name}:{schema.get('type', '')}:{_sentence(schema.get('description'))}", model)
+    return total
+
+
+def _sentence(text: Any) -> str:
+    text = text if isinstance(text, str) else ""
+    return str(text[:-1] if text.endswith(".") else text)
+
+
+def completion_tokens(model: str, texts: Iterable[str | None], calls: Iterable[tuple[str, str]] = ()) -> int:
+    """The tokens of what the model sent: its texts (answer, refusal, reasoning) and tool calls."""
+    return sum(count_tokens(text, model) for text in texts if text) + \
+        sum(count_tokens(name, model) + count_tokens(arguments, model) for name, arguments in calls)
+
+
+def estimate_usage(request: ChatRequest, texts: Iterable[str | None], calls: Iterable[tuple[str, str]] = ()
+                   ) -> dict[str, Any]:
+    """A model call's usage, counted here: its prompt, and what it had sent."""
+    prompt, completion = prompt_tokens(request), completion_tokens(request.model, texts, calls)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "estimated": True}
+
+
+def reservation(request: ChatRequest) -> tuple[int, int]:
+    """The most one model call of ``request`` may use: its prompt, and ``max_tokens`` of answer."""
+    return prompt_tokens(request), request.max_tokens
