@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ._emit import emit
     from ._errors import (
         BodyTimeout,
+        BudgetExceeded,
+        BudgetUnavailable,
         ChatStreamError,
         FormatNotAcceptable,
         RequestError,
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
         UpstreamUnavailable,
         WrongMethod,
     )
-    from ._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata
+    from ._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata, TokenBudget
     from ._tools import ToolError, parsed_arguments
     from ._warmup import warm_up
 
@@ -49,6 +51,8 @@ __all__ = [
     "AfterStream",
     "BeforeUpstream",
     "BodyTimeout",
+    "BudgetExceeded",
+    "BudgetUnavailable",
     "ChatBlueprint",
     "ChatRequest",
     "ChatResult",
@@ -66,6 +70,7 @@ __all__ = [
     "StopReason",
     "StreamNotFound",
     "StreamTruncated",
+    "TokenBudget",
     "TooManyReaders",
     "TooManyStreams",
     "ToolCall",
@@ -97,6 +102,7 @@ _HOMES = {
     "ConfigError": "_config", "Options": "_config", "Settings": "_config",
     "emit": "_emit",
     "AfterStream": "_hooks", "BeforeUpstream": "_hooks", "MayResume": "_hooks", "MessageMetadata": "_hooks",
+    "TokenBudget": "_hooks",
     "ToolError": "_tools", "parsed_arguments": "_tools",
     "warm_up": "_warmup",
 }

@@ -12,9 +12,11 @@ the API key back) or anything else from the environment.
     │   ├── FormatNotAcceptable      406  not_acceptable
     │   ├── WrongMethod              405  method_not_allowed
     │   ├── TooManyStreams           429  too_many_streams
+    │   ├── BudgetExceeded           429  budget_exceeded
     │   ├── StreamNotFound           404  stream_not_found
     │   └── StreamTruncated          410  stream_truncated
     ├── ResumeUnavailable            503  resume_unavailable
+    ├── BudgetUnavailable            503  budget_unavailable
     ├── StreamEnded                       stopped, client_left, client_stalled, stream_lost (replays)
     └── UpstreamError                502  upstream_error
         ├── UpstreamAuthError        502  upstream_auth
@@ -126,6 +128,24 @@ class TooManyStreams(RequestError):
     message = "This client already has as many answers streaming as it may. Wait for one to finish."
 
 
+class BudgetExceeded(RequestError):
+    """The client has spent its ``token_budget`` for the window: refused before the model is asked."""
+
+    status = 429
+    code = "budget_exceeded"
+    message = "This client has used up its budget for now."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        """Whole seconds until the window lets it in again."""
+        self.fields = fields or {}
+        """The ``RateLimit`` and ``RateLimit-Policy`` fields."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), **self.fields}
+
+
 class TooManyReaders(TooManyStreams):
     code = "too_many_readers"
     message = "This stream already has as many readers as it may. Close one, or wait for the stream to end."
@@ -141,6 +161,14 @@ class StreamTruncated(RequestError):
     status = 410
     code = "stream_truncated"
     message = "The stream's early events are no longer kept: it can only be read from a later event."
+
+
+class BudgetUnavailable(ChatStreamError):
+    """With ``budget_fail_closed``: the shared state that counts budgets cannot be asked."""
+
+    status = 503
+    code = "budget_unavailable"
+    message = "Budgets cannot be checked right now. Try again later."
 
 
 class ResumeUnavailable(ChatStreamError):

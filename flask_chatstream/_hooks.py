@@ -33,6 +33,8 @@ AfterStream = Callable[[ChatResult], None]
 MessageMetadata = Callable[["ChatRequest | ChatResult"], "Mapping[str, Any] | None"]
 MayResume = Callable[[str, str], bool]
 """Gets a stream id and the client key that started it, returns whether this request may read it."""
+TokenBudget = Callable[[ChatRequest], "str | None"]
+"""Gets the request about to be sent, returns this client's budget (``"50000/day"``) or None for no limit."""
 
 
 def run_before_upstream(hooks: Sequence[BeforeUpstream], chat: ChatRequest) -> ChatRequest:

@@ -8,9 +8,9 @@ from flask_chatstream import ChatStreamError, RequestError, ResumeUnavailable, U
 
 def test_exported_names() -> None:
     assert sorted(flask_chatstream.__all__) == [
-        "AfterStream", "BeforeUpstream", "BodyTimeout", "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError",
+        "AfterStream", "BeforeUpstream", "BodyTimeout", "BudgetExceeded", "BudgetUnavailable", "ChatBlueprint", "ChatRequest", "ChatResult", "ChatStreamError",
         "ClientKey", "ConfigError", "FormatNotAcceptable", "MayResume", "MessageMetadata", "Options", "RequestError",
-        "RequestTooLarge", "ResumeUnavailable", "Settings", "StopReason", "StreamNotFound", "StreamTruncated", "TooManyReaders",
+        "RequestTooLarge", "ResumeUnavailable", "Settings", "StopReason", "StreamNotFound", "StreamTruncated", "TokenBudget", "TooManyReaders",
         "TooManyStreams", "ToolCall", "ToolError", "ToolStepsExhausted", "UnsupportedContentType", "UpstreamAuthError",
         "UpstreamError", "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected",
         "UpstreamTimeout", "UpstreamUnavailable", "WrongMethod", "create_blueprint", "emit", "parsed_arguments",

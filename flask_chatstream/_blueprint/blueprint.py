@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from .._approvals import approval_key
 from .._cli import cli
 from .._config import Options, resolve
-from .._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata
+from .._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata, TokenBudget
 from .._resume.shared import open_shared
 from .._tools import Tool, make_tool
 from .._upstream.client import check_client
@@ -52,6 +52,7 @@ def remote_address() -> str:
 
 
 M = TypeVar("M", bound=MayResume)
+T = TypeVar("T", bound=TokenBudget)
 B = TypeVar("B", bound=BeforeUpstream)
 A = TypeVar("A", bound=AfterStream)
 D = TypeVar("D", bound=MessageMetadata)
@@ -70,6 +71,7 @@ class ChatBlueprint(Blueprint):
         self.tools: dict[str, Tool] = {}
         """The server-side tools, by name: every request offers them to the model."""
         self.may_resume_func: MayResume | None = None
+        self.token_budget_func: TokenBudget | None = None
 
     @overload
     def tool(self, f: F) -> F: ...
@@ -115,6 +117,15 @@ class ChatBlueprint(Blueprint):
         "the client that started it" (same ``client_key``). It gets the stream id and the client key
         the stream was started with, in the request context of the resume, and returns a bool."""
         self.may_resume_func = f
+        return f
+
+    def token_budget(self, f: T) -> T:
+        """Register the function that gives each client its budget, in place of the ``token_budget``
+        setting: plans (free, pro). It gets the ``ChatRequest`` about to be sent, in the request context
+        (``flask_login.current_user`` works), after ``before_upstream``, and returns a budget string
+        (``"50000/day"``, ``"2.00 USD/day"``) or None for no limit. To keep the setting for a client,
+        return it (``current_app.config["CHATSTREAM_TOKEN_BUDGET"]``)."""
+        self.token_budget_func = f
         return f
 
     def after_stream(self, f: A) -> A:

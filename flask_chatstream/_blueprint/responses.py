@@ -32,9 +32,9 @@ STREAM_HEADERS = {
     # browsers must not hold the first bytes back to sniff the type.
     "X-Content-Type-Options": "nosniff",
 }
-EXPOSED = ("X-Chat-Stream-Id", "Retry-After")
-"""Headers a cross-origin page must be able to read: the stream's id (to stop and resume it), and
-when to try again."""
+EXPOSED = ("X-Chat-Stream-Id", "Retry-After", "RateLimit", "RateLimit-Policy")
+"""Headers a cross-origin page must be able to read: the stream's id (to stop and resume it), when to
+try again, and what is left of the client's budget."""
 
 
 class ChatResponse(Response):

@@ -53,6 +53,7 @@ from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
 from .._watchdog import WATCHDOG, Hangup
 from .._wire.encoders import UI, Format
+from .budgets import Spending, spend
 from .responses import RELAY_KEY, STREAM_HEADERS, ChatResponse, StreamResponse, error_response, json_error, json_response
 from .state import EXTENSION_KEY, BlueprintState, current_state
 
@@ -174,14 +175,32 @@ def _answer(state: BlueprintState, chat: ChatRequest, fmt: Format, owner: str, c
     key = approval_key(current_app, blueprint.tools, owner)  # approval ids are bound to the client they were asked of
     context = request_ctx.copy().copy if blueprint.tools else None
     ran: list[tuple[ToolRun, str, float, float]] = []
-    chat, prelude = _before_upstream(state, chat, key, context, lambda *run: ran.append(run))
+    spending: list[Spending] = []
+    try:
+        chat, prelude = _before_upstream(state, chat, key, context, lambda *run: ran.append(run), owner, spending)
+        return _go(state, chat, prelude, fmt, owner, client, key, context, ran, release,
+                   spending[0] if spending else None)
+    except BaseException:
+        for each in spending:
+            if not each.handed:
+                each.settle(None)  # the model was not asked (an answer that began settles as it ends)
+        raise
+
+
+def _go(state: BlueprintState, chat: ChatRequest, prelude: Prelude, fmt: Format, owner: str,
+        client: socket.socket | None, key: ApprovalKey | None, context: Callable[[], ContextManager[object]] | None,
+        ran: list[tuple[ToolRun, str, float, float]], release: Callable[[], None], spending: Spending | None
+        ) -> Response:
+    settings, blueprint = state.settings, state.blueprint
     # From here on after_stream runs once, whatever happens.
     stream_id = new_stream_id(state.tag)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     watch = state.observer.stream(fmt.name, chat)
     for run in ran:
         watch.tool_ran(*run)  # the calls the request approved
-    after = AfterStreamHooks(app, blueprint.after_stream_funcs, observe=watch.ended)
+    after: Callable[[ChatResult], None] = AfterStreamHooks(app, blueprint.after_stream_funcs, observe=watch.ended)
+    if spending is not None:
+        after = settling(spending, after)
     started, started_at = request.environ.get(STARTED_KEY, time.monotonic()), datetime.now(timezone.utc)
 
     def ended(outcome: str, error: ChatStreamError | None = None) -> ChatResult:
@@ -209,8 +228,19 @@ def _answer(state: BlueprintState, chat: ChatRequest, fmt: Format, owner: str, c
         relay.close()
         raise
     request.environ[RELAY_KEY] = relay  # released at teardown if the server never gets it
-    headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id}
+    headers = {**STREAM_HEADERS, **fmt.headers, "X-Chat-Stream-Id": stream_id, **(spending.fields if spending else {})}
     return StreamResponse(relay, content_type=fmt.mimetype, headers=headers)
+
+
+def settling(spending: Spending, after: Callable[[ChatResult], None]) -> Callable[[ChatResult], None]:
+    """``after``, with the answer's cost counted against its client's budget first."""
+    spending.handed = True
+
+    def ended(result: ChatResult) -> None:
+        spending.settle(result)
+        after(result)
+
+    return ended
 
 
 def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.socket | None,
@@ -237,11 +267,12 @@ def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.sock
 
 
 def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey | None,
-                     context: Callable[[], ContextManager[object]] | None, report: Report
-                     ) -> tuple[ChatRequest, Prelude]:
+                     context: Callable[[], ContextManager[object]] | None, report: Report, owner: str,
+                     spending: list[Spending]) -> tuple[ChatRequest, Prelude]:
     """All that may refuse a valid request before the model is asked: the approvals it answers (a
-    forged one before the hooks), the host's hooks, the tool history, then the approved calls run.
-    The request the model gets, and what the answer starts with."""
+    forged one before the hooks), the host's hooks, the tool history, the client's budget (into
+    ``spending``), then the approved calls run. The request the model gets, and what the answer starts
+    with."""
     tools, settings = state.blueprint.tools, state.settings
     if tools:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
@@ -250,6 +281,9 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
     with emitting_to(emitted.add):
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
     check_tool_history(chat)
+    found = spend(state.blueprint.token_budget_func, settings, state.shared.ledger, owner, chat)
+    if found is not None:
+        spending.append(found)
     chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
                        max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
                        report=report)

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._budget import Budget
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
 from .._stream.registry import STREAMS, worker_number, worker_of
 from .journal import Batch, Found, Journal, Recording, Unavailable
+from .ledger import IN, Ledger, Taken, verdict
 from .sqlite import ATTACH, FLUSH, LOOK_AGAIN, LOST_AFTER, POLL, READ_POLL, STOP_WAIT, HostStore, open_store
 from .statefile import alive
 
@@ -31,6 +33,7 @@ class MachineState:
         self.store = store
         self.limit = limit
         self.journal = journal
+        self.ledger: Ledger = HostLedger(store)
         self.check: tuple[str, Callable[[], bool]] | None = ("state", store.ready)
 
     def started(self) -> None:
@@ -239,3 +242,56 @@ class HostLimit(StreamLimit):
                            (member, self.store.scope, key, me, self.store.app))
         connection.execute("COMMIT")
         return True
+
+
+class HostLedger:
+    """Budgets across the workers of this machine, in the state file: one transaction decides. A dead
+    worker's holds are dropped as they are counted."""
+
+    def __init__(self, store: HostStore) -> None:
+        self.store = store
+
+    def take(self, key: str, budget: Budget, hold: float, now: float) -> Taken:
+        since, until = budget.bounds(now)
+        member, scope = uuid.uuid4().hex, self.store.scope
+
+        def take(connection: sqlite3.Connection) -> Taken:
+            connection.execute("BEGIN IMMEDIATE")  # (the store rolls back what raises)
+            row = connection.execute("SELECT amount FROM spent WHERE scope = ? AND owner = ? AND since = ?",
+                                     (scope, key, since)).fetchone()
+            spent, held = (row[0] if row else 0.0), 0.0
+            for pid, amount in connection.execute(
+                    "SELECT pid, sum(amount) FROM holds WHERE scope = ? AND owner = ? AND since = ? GROUP BY pid",
+                    (scope, key, since)).fetchall():
+                if alive(pid):
+                    held += amount
+                else:
+                    connection.execute("DELETE FROM holds WHERE pid = ?", (pid,))
+            found = verdict(budget, spent, held)
+            if found == IN:
+                connection.execute("INSERT INTO holds (member, scope, owner, since, amount, pid) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", (member, scope, key, since, hold, os.getpid()))
+            connection.execute("COMMIT")
+            return Taken(found, spent, since, member if found == IN else "")
+
+        return self.store.query(take)
+
+    def settle(self, key: str, budget: Budget, taken: Taken, spent: float) -> None:
+        scope, until = self.store.scope, taken.window + budget.window
+
+        def settle(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM holds WHERE member = ?", (taken.member,))
+            connection.execute(
+                "INSERT INTO spent (scope, owner, since, amount, until) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, owner, since) DO UPDATE SET amount = amount + excluded.amount",
+                (scope, key, taken.window, spent, until))
+
+        def now(connection: sqlite3.Connection) -> None:
+            connection.execute("BEGIN IMMEDIATE")
+            settle(connection)
+            connection.execute("COMMIT")
+
+        try:
+            self.store.query(now)
+        except Unavailable:
+            self.store.queue(settle)  # in the writer's next round, with what else it writes

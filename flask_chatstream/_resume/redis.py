@@ -33,10 +33,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._budget import Budget
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
 from .._stream.registry import STREAMS
 from .journal import Batch, Found, Journal, Recording, Unavailable
+from .ledger import IN, Ledger, Taken
 
 if TYPE_CHECKING:
     from .._config import Settings
@@ -74,6 +76,28 @@ redis.call('ZADD', KEYS[1], 'XX', ms + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+_TAKE = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    held = held + tonumber(string.match(member, ':(.*)$'))
+end
+local budget = tonumber(ARGV[1])
+if spent >= budget then return {'out', tostring(spent)} end
+if spent + held >= budget then return {'busy', tostring(spent)} end
+redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {'in', tostring(spent)}
+"""
+_SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 _FORGET_CHAT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -102,6 +126,8 @@ class RedisStore:
         self.acquire_slot = self.fast.register_script(_ACQUIRE)
         self.refresh_slot = self.fast.register_script(_REFRESH)
         self.forget_chat = self.fast.register_script(_FORGET_CHAT)
+        self.take_budget = self.fast.register_script(_TAKE)
+        self.settle_budget = self.fast.register_script(_SETTLE)
         self._down_until = 0.0
         self._down = False
         self._pid = -1
@@ -441,12 +467,48 @@ class FleetLimit(StreamLimit):
         return once(release)
 
 
+class FleetLedger:
+    """Budgets across every worker and instance sharing the Redis: a counter per client and window, and
+    a sorted set of the holds of its answers in progress (each member carries its amount), scored by an
+    expiry the writer keeps pushing back as for stream slots: a worker killed mid-answer leaks its hold
+    for ``slot_ttl`` at most. One script decides."""
+
+    def __init__(self, store: RedisStore, scope: str) -> None:
+        self.store = store
+        self.scope = scope
+
+    def _keys(self, key: str, since: float) -> list[str]:
+        tag = f"chatstream:budget:{{{self.scope}:{key}:{int(since)}}}"
+        return [f"{tag}:spent", f"{tag}:holds"]
+
+    def take(self, key: str, budget: Budget, hold: float, now: float) -> Taken:
+        store = self.store
+        store.start()
+        since, until = budget.bounds(now)
+        keys, member = self._keys(key, since), f"{uuid.uuid4().hex}:{hold!r}"
+        found, spent = store.call(lambda: store.take_budget(keys=keys, args=[budget.amount, member, store.slot_ms]))
+        verdict = found.decode() if isinstance(found, bytes) else str(found)
+        if verdict == IN:
+            store.hold(keys[1], member)
+        return Taken(verdict, float(spent), since, member if verdict == IN else "")
+
+    def settle(self, key: str, budget: Budget, taken: Taken, spent: float) -> None:
+        store, keys = self.store, self._keys(key, taken.window)
+        store.drop(keys[1], taken.member)
+        ttl = max(1, int(taken.window + budget.window - time.time()) + 60)
+        try:
+            store.call(lambda: store.settle_budget(keys=keys, args=[taken.member, repr(spent), ttl]))
+        except Unavailable:
+            log.debug("budget: Redis did not take what an answer cost; it is not counted")
+
+
 class FleetState:
     """What every worker of every instance sharing the Redis shares: a stop reaches a resumable stream
     wherever it runs (through its journal), a resume reads it anywhere, and the cap counts them all."""
 
-    def __init__(self, store: RedisStore, limit: StreamLimit, journal: RedisJournal | None) -> None:
+    def __init__(self, store: RedisStore, limit: StreamLimit, journal: RedisJournal | None, scope: str) -> None:
         self.limit = limit
+        self.ledger: Ledger = FleetLedger(store, scope)
         self.journal: Journal | None = journal
         self.check: tuple[str, Callable[[], bool]] | None = ("redis", store.ping)
 
@@ -460,4 +522,4 @@ class FleetState:
 def open_fleet(settings: Settings, scope: str) -> FleetState:
     store = RedisStore(settings.redis_url or "", settings.redis_timeout, settings.slot_ttl)
     journal = RedisJournal(store, settings.resume_ttl, settings.resume_max_events, scope) if settings.resumable else None
-    return FleetState(store, FleetLimit(store, settings.max_streams_per_client), journal)
+    return FleetState(store, FleetLimit(store, settings.max_streams_per_client), journal, scope)

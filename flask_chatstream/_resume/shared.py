@@ -7,8 +7,8 @@ Three backends implement ``SharedState``:
 - ``MachineState`` (``sqlite``): the workers of one machine, through the SQLite state file (the default).
 - ``FleetState`` (``redis``): every worker of every instance sharing ``redis_url``.
 
-A view asks it for a stream slot (``limit``), a resumable stream's record (``journal``), and to stop a
-stream that runs elsewhere (``stop``); it never asks which backend it is.
+A view asks it for a stream slot (``limit``), a resumable stream's record (``journal``), a client's
+budget (``ledger``), and to stop a stream that runs elsewhere (``stop``); it never asks which backend it is.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from .._config import ConfigError
 from .._stream.limits import StreamLimit
 from .journal import Journal, MemoryJournal
+from .ledger import Ledger, MemoryLedger
 from .machine import open_machine
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class SharedState(Protocol):
     """Where resumable streams are kept; None unless ``resumable``."""
     check: Check | None
     """What ``readyz`` asks, if the backend can be unavailable."""
+    ledger: Ledger
+    """What each client spent against its ``token_budget``."""
 
     def started(self) -> None:
         """A stream starts in this worker (the backend starts what it runs per process, once)."""
@@ -59,6 +62,7 @@ class WorkerState:
     def __init__(self, limit: StreamLimit, journal: Journal | None) -> None:
         self.limit = limit
         self.journal = journal
+        self.ledger: Ledger = MemoryLedger()
 
     def started(self) -> None:
         pass

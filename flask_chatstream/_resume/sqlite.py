@@ -11,6 +11,10 @@ mode in the app's instance folder (``instance/chatstream.sqlite3``; ``state_path
     slots(member, scope, owner, pid, app)
                                      the open streams counted by max_streams_per_client
     workers(pid, scope)              the workers that serve the blueprint, for stops
+    spent(scope, owner, since, amount, until)
+                                     what each client spent in a budget's window (token_budget)
+    holds(member, scope, owner, since, amount, pid)
+                                     what its answers in progress may still spend
 
 Why SQLite: it is in the standard library, nothing has to be started or supervised (a hub run by the
 first worker would die with it), a killed worker's records outlive it (a reader is told
@@ -391,6 +395,10 @@ def _expire(connection: sqlite3.Connection, ttl: float) -> None:
             connection.execute("UPDATE streams SET state = 'lost', ended_at = ? WHERE pid = ? AND state = 'live'",
                                (now, pid))
             connection.execute("DELETE FROM slots WHERE pid = ?", (pid,))
+    for (pid,) in connection.execute("SELECT DISTINCT pid FROM holds").fetchall():
+        if not alive(pid):
+            connection.execute("DELETE FROM holds WHERE pid = ?", (pid,))
+    connection.execute("DELETE FROM spent WHERE until < ?", (now,))
     for (pid,) in connection.execute("SELECT pid FROM workers").fetchall():
         if not alive(pid):
             connection.execute("DELETE FROM workers WHERE pid = ?", (pid,))

@@ -12,7 +12,7 @@ BUSY_MS = 200
 FULL_BELOW = 256 * 1024
 """Free bytes on the file's disk below which ``ready`` says no."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The state is short-lived: a file of another version is started afresh."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS slots (
     member TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL, app TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_by_owner ON slots (scope, owner);
 CREATE TABLE IF NOT EXISTS workers (pid INTEGER NOT NULL, scope TEXT NOT NULL, PRIMARY KEY (pid, scope));
+CREATE TABLE IF NOT EXISTS spent (
+    scope TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, amount REAL NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (scope, owner, since)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds (
+    member TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, amount REAL NOT NULL,
+    pid INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS holds_by_owner ON holds (scope, owner, since);
 """
 
 
@@ -53,7 +60,7 @@ def create(path: Path) -> None:
         if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             connection.execute("COMMIT")
             return
-        for table in ("streams", "events", "stops", "slots", "workers"):
+        for table in ("streams", "events", "stops", "slots", "workers", "spent", "holds"):
             connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute("COMMIT")
         connection.executescript(SCHEMA)
