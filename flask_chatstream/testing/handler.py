@@ -121,9 +121,11 @@ class Handler(BaseHTTPRequestHandler):
         if script.status != 200:
             return self._refuse(script)
         standin._count(opened=1, open=1)
+        wire = ChatWire(body, script) if api == "chat" else ResponsesWire(body, script, messages)
         try:
-            playback.stream(ChatWire(body, script) if api == "chat" else ResponsesWire(body, script, messages), messages)
+            playback.stream(wire, messages)
             standin._count(finished=1)
+            standin._spend(str(body.get("user") or ""), wire.billed)
         except Dropped:
             standin._count(cut=1)
             self.close_connection = True

@@ -111,6 +111,9 @@ class Stats:
     """Requests held before their response head (``header_delay``) right now."""
     left_waiting: int = 0
     """Callers that hung up while their response head was held."""
+    spent: dict[str, int] = field(default_factory=dict)
+    """Tokens of the answers it finished (its usage: prompt and completion), by the request's ``user``
+    (``""`` without one): what each client of a relay was billed."""
     bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100), repr=False)
     """The last request bodies, newest last (not in the repr: a failed ``wait_for`` says the counts)."""
 

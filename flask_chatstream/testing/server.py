@@ -94,7 +94,7 @@ class StandInServer:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._lock:
-            return dataclasses.replace(self._stats, bodies=deque(self._stats.bodies, maxlen=100))
+            return dataclasses.replace(self._stats, bodies=deque(self._stats.bodies, maxlen=100), spent=dict(self._stats.spent))
 
     def reset(self) -> None:
         """Zero the counters (but for the streams open now) and close the gate again."""
@@ -118,6 +118,10 @@ class StandInServer:
             for name, change in changes.items():
                 setattr(self._stats, name, getattr(self._stats, name) + change)
             self._stats.peak_open = max(self._stats.peak_open, self._stats.open)
+
+    def _spend(self, user: str, tokens: int) -> None:
+        with self._lock:
+            self._stats.spent[user] = self._stats.spent.get(user, 0) + tokens
 
     def _record(self, body: dict[str, Any]) -> None:
         with self._lock:

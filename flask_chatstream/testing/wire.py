@@ -26,6 +26,8 @@ class ChatWire:
 
     def __init__(self, body: dict[str, Any], script: Script) -> None:
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.billed = 0
+        """The tokens of its usage, once it finished."""
         self.model = str(body.get("model") or "stand-in")
         self.created = int(time.time())
         self.usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -73,8 +75,9 @@ class ChatWire:
         """The finish_reason chunk, the usage chunk if it was asked for, and [DONE]."""
         choices = self.script.choices if reason != "tool_calls" else 1
         out = b"".join(self.chunk({}, reason, index=k) for k in range(choices))
+        prompt = _prompt_tokens(self.messages)
+        self.billed = prompt + completion_tokens
         if self.usage:
-            prompt = _prompt_tokens(self.messages)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
                      "total_tokens": prompt + completion_tokens, **(self.script.usage_extra or {})}
             out += _sse_data({"id": "chatcmpl-usage", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -87,6 +90,7 @@ class ResponsesWire:
 
     def __init__(self, body: dict[str, Any], script: Script, messages: list[Any]) -> None:
         self.id = "resp_" + uuid.uuid4().hex[:24]
+        self.billed = 0
         self.body = body
         self.script = script
         self.messages = messages
@@ -219,6 +223,7 @@ class ResponsesWire:
         out = self.close()
         prompt = _prompt_tokens(self.messages)
         reasoning = len(split_reply(self.script.reasoning, None)) if self.script.reasoning else 0
+        self.billed = prompt + completion_tokens + reasoning
         usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": completion_tokens + reasoning, "output_tokens_details": {"reasoning_tokens": reasoning},
                  "total_tokens": prompt + completion_tokens + reasoning, **(self.script.usage_extra or {})}
