@@ -7,6 +7,7 @@ Assertions are on the DOM and on what the server saved."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -17,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 from flask_chatstream.testing import Script, StandInServer
 
 from .browsers import ARTIFACTS, WATCH_GROWTH, example_app, growth
-from .conftest import eventually
+from .conftest import API_KEY, eventually
 from .servers import ROOT, Gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.server]
@@ -520,3 +521,28 @@ def test_after_stop_the_page_shows_what_the_server_saved(desktop: Page, server: 
     desktop.reload()
     desktop.wait_for_selector("html[data-ready]")
     expect(last_answer(desktop).locator(".content")).to_have_text(kept["content"])
+
+
+@pytest.mark.parametrize("ui", list(UIS))
+def test_a_spent_budget_says_so_in_words(browser: Browser, _standin: StandInServer, ui: str,
+                                         request: pytest.FixtureRequest) -> None:
+    """The example app with a small budget (``CHATSTREAM_TOKEN_BUDGET``): once spent, the page says so
+    (chatstream.js's ``errorText``, with when it renews where the page has the response's Retry-After)."""
+    request.node.console_allows = ["status of 429"]
+    _standin.script = Script(reply=WORDS)
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
+           "CHATSTREAM_TOKEN_BUDGET": "40/hour"}
+    with Gunicorn(env=env, workers=2) as budgeted:
+        page = next(pages := open_page(browser, budgeted, ui, request, viewport={"width": 1280, "height": 800}))
+        words = (r"You have used up your allowance for now\. Try again later\." if ui == "ai-sdk"
+                 else r"You have used up your allowance for now\. Try again in \d+ (minutes?|hours?)\.")
+        complete = "#messages .message.assistant[data-status=complete]"
+        for turn in range(10):
+            send(page, f"Question {turn}")
+            page.wait_for_function(f"document.querySelector('#error').textContent || "
+                                   f"document.querySelectorAll('{complete}').length > {turn}")
+            if page.locator("#error").text_content():
+                break
+        assert turn >= 1  # the first answer was let in
+        expect(page.locator("#error")).to_have_text(re.compile(words))
+        next(pages, None)

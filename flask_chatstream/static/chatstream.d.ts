@@ -86,12 +86,14 @@ export interface ReadOptions {
 
 /** An HTTP error (status > 0), the server's terminal error event, or a truncated stream (code "truncated"). */
 export class ChatStreamError extends Error {
-  constructor(message: string, options?: { status?: number; code?: string; cause?: unknown });
+  constructor(message: string, options?: { status?: number; code?: string; cause?: unknown; retryAfter?: number | null });
   readonly name: "ChatStreamError";
   /** The HTTP status for errors before the stream; 0 after it started. */
   status: number;
   /** The server's machine-readable code, "truncated", or "http_error". */
   code: string;
+  /** Seconds until trying again may work (the response's Retry-After: a 429's), or null. */
+  retryAfter: number | null;
 }
 
 export function streamChat(url: string, body: ChatBody, options?: StreamOptions): AsyncGenerator<ChatEvent, void>;

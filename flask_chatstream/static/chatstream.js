@@ -23,11 +23,13 @@ const MEDIA_TYPES = {
 
 /** An error from the server or the stream, with the HTTP status and the server's error code. */
 export class ChatStreamError extends Error {
-  constructor(message, { status = 0, code = "stream_error", cause } = {}) {
+  constructor(message, { status = 0, code = "stream_error", cause, retryAfter = null } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = "ChatStreamError";
     this.status = status;
     this.code = code;
+    /** Seconds until trying again may work (the response's Retry-After), or null. */
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -61,6 +63,8 @@ const ERROR_TEXT = {
   method_not_allowed: "The app used the chat the wrong way (HTTP method not allowed).",
   too_many_streams: "You already have as many answers coming as you may. Wait for one to finish, or stop it.",
   too_many_readers: "This answer is already open in too many places.",
+  budget_exceeded: "You have used up your allowance for now. Try again later.",
+  budget_unavailable: "The server cannot check your allowance right now. Try again in a moment.",
   invalid_after: "The answer could not be picked up again.",
   stream_not_found: "That answer is no longer available.",
   stream_truncated: "The start of that answer is no longer kept, so it cannot be picked up again.",
@@ -92,6 +96,9 @@ const ERROR_TEXT = {
 export function errorText(error) {
   if (error?.name === "AbortError") return ERROR_TEXT.stopped;
   const code = error?.code;
+  if (code === "budget_exceeded" && Number.isInteger(error.retryAfter) && error.retryAfter > 1) {
+    return `You have used up your allowance for now. Try again in ${inWords(error.retryAfter)}.`;
+  }
   if (typeof code === "string" && Object.hasOwn(ERROR_TEXT, code)) return ERROR_TEXT[code];
   if (error instanceof ChatStreamError) {
     if (code === "http_error") return `The server answered with an error (${error.status}).`;
@@ -99,6 +106,16 @@ export function errorText(error) {
   }
   if (error instanceof TypeError) return "The server cannot be reached. Check your connection.";
   return ERROR_TEXT.internal_error;
+}
+
+function inWords(seconds) {
+  for (const [name, size] of [["hour", 3600], ["minute", 60]]) {
+    if (seconds >= size) {
+      const count = Math.round(seconds / size);
+      return `${count} ${name}${count === 1 ? "" : "s"}`;
+    }
+  }
+  return `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
 
 /** Every error code the relay can send, with its sentence. */
@@ -219,7 +236,9 @@ export async function checkResponse(response) {
   } catch {
     // not a JSON body: keep the status line
   }
-  throw new ChatStreamError(message, { status: response.status, code });
+  const wait = response.headers.get("Retry-After");
+  const retryAfter = wait !== null && /^\d+$/.test(wait) ? Number(wait) : null;
+  throw new ChatStreamError(message, { status: response.status, code, retryAfter });
 }
 
 /** Read a text/plain answer: every piece of text is a delta; a clean end is "done". */

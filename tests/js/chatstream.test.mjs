@@ -140,7 +140,8 @@ test("HTTP error before the stream throws with status, code and message", async 
     return true;
   });
   await script({ status: 429, retry_after: "3" });
-  await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { content: "hi" })), { status: 429, code: "rate_limited" });
+  await assert.rejects(collect(streamChat(`${SERVER}/api/chat`, { content: "hi" })),
+    { status: 429, code: "rate_limited", retryAfter: 3 });
 });
 
 test("errorText puts the server's errors, aborts and network failures in words", async () => {
@@ -154,6 +155,11 @@ test("errorText puts the server's errors, aborts and network failures in words",
   assert.equal(errorText(aborted), "Stopped.");
   const unreachable = await collect(streamChat("http://127.0.0.1:9/api/chat", { content: "hi" })).catch((error) => error);
   assert.equal(errorText(unreachable), "The server cannot be reached. Check your connection.");
+  // a spent budget says when it renews, from the response's Retry-After
+  const spent = new ChatStreamError("used up", { status: 429, code: "budget_exceeded", retryAfter: 7200 });
+  assert.equal(errorText(spent), "You have used up your allowance for now. Try again in 2 hours.");
+  assert.equal(errorText(new ChatStreamError("x", { status: 429, code: "budget_exceeded" })),
+    "You have used up your allowance for now. Try again later.");
   // an app's own error (its login, say) keeps the message the app wrote for people
   assert.equal(errorText(new ChatStreamError("Log in first.", { status: 401, code: "unauthorized" })), "Log in first.");
 });
