@@ -135,7 +135,8 @@ class BudgetExceeded(RequestError):
     code = "budget_exceeded"
     message = "This client has used up its budget for now."
 
-    def __init__(self, message: str | None = None, *, retry_after: int, fields: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int = 1, fields: dict[str, str] | None = None
+                 ) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
         """Whole seconds until the window lets it in again."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import flask_chatstream
-from flask_chatstream import ChatStreamError, RequestError, ResumeUnavailable, UpstreamError
+from flask_chatstream import BudgetUnavailable, ChatStreamError, RequestError, ResumeUnavailable, UpstreamError
 
 
 def test_exported_names() -> None:
@@ -70,8 +70,9 @@ def test_every_error_has_a_status_a_code_and_a_message() -> None:
     for error in errors:
         instance = error()
         assert 400 <= instance.status < 600 and instance.message and instance.code
-        # the client's fault, the model's, or (resume only) the server's own store
-        assert issubclass(error, (RequestError, UpstreamError)) or error in (ChatStreamError, ResumeUnavailable)
+        # the client's fault, the model's, or the server's own store (resume, budgets)
+        assert issubclass(error, (RequestError, UpstreamError)) or error in (ChatStreamError, ResumeUnavailable,
+                                                                             BudgetUnavailable)
         codes.add(instance.code)
     assert len(codes) == len(errors)  # codes are distinct and stable
 

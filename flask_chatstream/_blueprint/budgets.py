@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .._budget import Budget, parse_budget, price_of
@@ -54,6 +56,29 @@ class Spending:
             self.ledger.settle(self.key, self.budget, self.taken, cost)
         except Unavailable:
             log.debug("budget: the shared state did not take what an answer cost")
+
+
+@contextmanager
+def unspent(spending: Spending | None) -> Iterator[None]:
+    """What fails in the block, before the answer began, gives the request's hold back (the model was not
+    asked); an answer that began settles as it ends (``settling``)."""
+    try:
+        yield
+    except BaseException:
+        if spending is not None and not spending.handed:
+            spending.settle(None)
+        raise
+
+
+def settling(spending: Spending, after: Callable[[ChatResult], None]) -> Callable[[ChatResult], None]:
+    """``after``, with the answer's cost counted against its client's budget first."""
+    spending.handed = True
+
+    def ended(result: ChatResult) -> None:
+        spending.settle(result)
+        after(result)
+
+    return ended
 
 
 def spent(budget: Budget, result: ChatResult, settings: Settings) -> float:

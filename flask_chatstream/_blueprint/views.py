@@ -53,7 +53,7 @@ from .._upstream.client import Stopped, UpstreamStream
 from .._upstream.transport import Cancel
 from .._watchdog import WATCHDOG, Hangup
 from .._wire.encoders import UI, Format
-from .budgets import Spending, spend
+from .budgets import Spending, settling, spend, unspent
 from .responses import RELAY_KEY, STREAM_HEADERS, ChatResponse, StreamResponse, error_response, json_error, json_response
 from .state import EXTENSION_KEY, BlueprintState, current_state
 
@@ -175,23 +175,17 @@ def _answer(state: BlueprintState, chat: ChatRequest, fmt: Format, owner: str, c
     key = approval_key(current_app, blueprint.tools, owner)  # approval ids are bound to the client they were asked of
     context = request_ctx.copy().copy if blueprint.tools else None
     ran: list[tuple[ToolRun, str, float, float]] = []
-    spending: list[Spending] = []
-    try:
-        chat, prelude = _before_upstream(state, chat, key, context, lambda *run: ran.append(run), owner, spending)
-        return _go(state, chat, prelude, fmt, owner, client, key, context, ran, release,
-                   spending[0] if spending else None)
-    except BaseException:
-        for each in spending:
-            if not each.handed:
-                each.settle(None)  # the model was not asked (an answer that began settles as it ends)
-        raise
+    chat, prelude, spending = _before_upstream(state, chat, key, context, lambda *run: ran.append(run), owner)
+    with unspent(spending):
+        return _go(state, chat, prelude, fmt, owner, client, (key, context, ran), release, spending)
 
 
 def _go(state: BlueprintState, chat: ChatRequest, prelude: Prelude, fmt: Format, owner: str,
-        client: socket.socket | None, key: ApprovalKey | None, context: Callable[[], ContextManager[object]] | None,
-        ran: list[tuple[ToolRun, str, float, float]], release: Callable[[], None], spending: Spending | None
-        ) -> Response:
+        client: socket.socket | None, asked_for: tuple[ApprovalKey | None, Callable[[], ContextManager[object]] | None,
+                                                        list[tuple[ToolRun, str, float, float]]],
+        release: Callable[[], None], spending: Spending | None) -> Response:
     settings, blueprint = state.settings, state.blueprint
+    key, context, ran = asked_for
     # From here on after_stream runs once, whatever happens.
     stream_id = new_stream_id(state.tag)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -232,15 +226,7 @@ def _go(state: BlueprintState, chat: ChatRequest, prelude: Prelude, fmt: Format,
     return StreamResponse(relay, content_type=fmt.mimetype, headers=headers)
 
 
-def settling(spending: Spending, after: Callable[[ChatResult], None]) -> Callable[[ChatResult], None]:
-    """``after``, with the answer's cost counted against its client's budget first."""
-    spending.handed = True
 
-    def ended(result: ChatResult) -> None:
-        spending.settle(result)
-        after(result)
-
-    return ended
 
 
 def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.socket | None,
@@ -267,12 +253,11 @@ def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.sock
 
 
 def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey | None,
-                     context: Callable[[], ContextManager[object]] | None, report: Report, owner: str,
-                     spending: list[Spending]) -> tuple[ChatRequest, Prelude]:
+                     context: Callable[[], ContextManager[object]] | None, report: Report, owner: str
+                     ) -> tuple[ChatRequest, Prelude, Spending | None]:
     """All that may refuse a valid request before the model is asked: the approvals it answers (a
-    forged one before the hooks), the host's hooks, the tool history, the client's budget (into
-    ``spending``), then the approved calls run. The request the model gets, and what the answer starts
-    with."""
+    forged one before the hooks), the host's hooks, the tool history, the client's budget, then the
+    approved calls run. The request the model gets, what the answer starts with, and its budget's hold."""
     tools, settings = state.blueprint.tools, state.settings
     if tools:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
@@ -281,13 +266,12 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
     with emitting_to(emitted.add):
         chat = run_before_upstream(state.blueprint.before_upstream_funcs, chat)
     check_tool_history(chat)
-    found = spend(state.blueprint.token_budget_func, settings, state.shared.ledger, owner, chat)
-    if found is not None:
-        spending.append(found)
-    chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
-                       max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
-                       report=report)
-    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs))
+    spending = spend(state.blueprint.token_budget_func, settings, state.shared.ledger, owner, chat)
+    with unspent(spending):
+        chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
+                           max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
+                           report=report)
+    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs)), spending
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:
