@@ -150,6 +150,8 @@ def _is_price(value: Any) -> bool:
 def price_of(prices: Mapping[str, Price], *models: str | None) -> Price | None:
     """The price of the first model named that has one: the model asked for, then the one that answered
     (``gpt-4o-mini-2024-07-18``), or its name without the date."""
+    if not prices:
+        return None
     for model in models:
         if model is None:
             continue
