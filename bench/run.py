@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import resource
 import statistics
@@ -133,6 +134,23 @@ def upstream_server() -> Iterator[str]:
         process.wait()
 
 
+def serving(port: int, timeout: float = 60.0) -> None:
+    """Wait until the worker answers (any status): its warm start (``post_worker_init``: imports, the SDK's
+    first use, a tokenizer) is over, and is not counted in what a scenario measures."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            conn.request("GET", "/bench-ready")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextmanager
 def serve(name: str, upstream: str) -> Iterator[tuple[Gunicorn, int]]:
     contestant = CONTESTANTS[name]
@@ -143,6 +161,7 @@ def serve(name: str, upstream: str) -> Iterator[tuple[Gunicorn, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: no worker")
             time.sleep(0.05)
+        serving(server.port)
         yield server, server.worker_pids()[0]
 
 

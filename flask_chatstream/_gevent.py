@@ -220,6 +220,16 @@ def native_thread(target: Any, name: str) -> None:
         threading.Thread(target=target, name=name, daemon=True).start()
 
 
+def native_lock() -> Any:
+    """A lock of the OS, even where gevent patched ``threading``: shared by greenlets and an OS thread
+    (the state file's writer). Hold it only for a few statements, never across anything that yields."""
+    if patched("threading"):
+        import gevent.monkey
+
+        return gevent.monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
+
+
 def native_sleep() -> Any:
     """``time.sleep`` as the OS gives it, for OS threads started by ``native_thread``."""
     if patched("time"):

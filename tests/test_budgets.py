@@ -25,7 +25,7 @@ from flask_chatstream._resume.machine import HostLedger
 from flask_chatstream._resume.sqlite import open_store
 from flask_chatstream.testing import Script, StandInServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, eventually
 from .servers import Gunicorn, RedisServer, stand_in_env
 
 APP = "tests.budget_app:app"
@@ -68,14 +68,41 @@ def test_the_rule_lets_in_while_spent_and_held_are_under_the_budget(tmp_path: Pa
         assert ledger.take("alice", budget, 60, now + 3600).verdict == IN
 
 
-def test_a_dead_workers_holds_are_dropped(tmp_path: Path) -> None:
-    """A worker killed mid-answer leaves its hold in the state file; the next take drops it."""
+def test_a_dead_workers_lease_is_dropped(tmp_path: Path) -> None:
+    """A worker killed mid-answer leaves its lease in the state file; the next worker to ask drops it."""
     store = open_store(tmp_path / "state.sqlite3", "api")
     assert store is not None
+    other = open_store(tmp_path / "state.sqlite3", "api")  # as another worker opens it
+    assert other is not None
     budget = Budget(100, False, 3600, "100/hour")
     assert HostLedger(store).take("alice", budget, 150, 10.0).verdict == IN
-    store.query(lambda c: c.execute("UPDATE holds SET pid = 2147480000"))  # no such process
-    assert HostLedger(store).take("alice", budget, 50, 10.0).verdict == IN
+    assert HostLedger(other).take("alice", budget, 50, 10.0).verdict == BUSY  # the other one holds 150
+    store.query(lambda c: c.execute("UPDATE leases SET pid = 2147480000"))  # no such process
+    assert HostLedger(other).take("alice", budget, 50, 10.0).verdict == IN
+
+
+def test_a_lease_lets_a_worker_in_without_the_store_and_gives_back_what_it_does_not_use(tmp_path: Path) -> None:
+    """Far from its budget a client's worker takes room for more answers at once; what they cost reaches
+    the store in the writer's rounds, and the room left goes back once the worker is idle."""
+    from flask_chatstream._resume import machine
+
+    store = open_store(tmp_path / "state.sqlite3", "api")
+    assert store is not None
+    budget, now = Budget(10_000, False, 3600, "10000/hour"), time.time()
+    ledger = HostLedger(store)
+    first = ledger.take("alice", budget, 100, now)
+    writes = store.query(lambda c: c.execute("SELECT amount FROM leases").fetchall())
+    assert first.verdict == IN and writes == [(100 * (1 + machine.ROOM),)]
+    for _ in range(machine.ROOM):  # in, from the lease: the store is not asked
+        taken = ledger.take("alice", budget, 100, now)
+        assert taken.verdict == IN
+        ledger.settle("alice", budget, taken, 40)
+    ledger.settle("alice", budget, first, 40)
+    spent = eventually(lambda: store.query(lambda c: c.execute("SELECT amount FROM spent").fetchall()),
+                       lambda rows: rows == [(160.0,)])
+    assert spent == [(160.0,)]
+    eventually(lambda: store.query(lambda c: c.execute("SELECT amount FROM leases").fetchall()),
+               lambda rows: rows == [(0.0,)], timeout=10)  # idle: given back
 
 
 # -- the view, in one process ----------------------------------------------------------------------

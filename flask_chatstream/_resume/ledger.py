@@ -33,6 +33,8 @@ class Taken:
     window: float
     """The window's start (seconds since the epoch): the answer settles there, whenever it ends."""
     member: str = ""
+    hold: float = 0.0
+    """The hold taken (where the store keeps holds by amount, not by name)."""
 
 
 class Ledger(Protocol):

@@ -8,11 +8,13 @@ import os
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._budget import Budget
+from .. import _gevent
 from .._errors import TooManyStreams
 from .._stream.limits import StreamLimit, nothing, once
 from .._stream.registry import STREAMS, worker_number, worker_of
@@ -244,54 +246,147 @@ class HostLimit(StreamLimit):
         return True
 
 
+LEASE_IDLE = 1.0
+"""Seconds a worker keeps what is left of a client's lease after its last answer there ended; then it gives
+it back, for the other workers."""
+ROOM = 3
+"""A lease takes room for this many more answers beside the one asked for, where all of it fits the budget."""
+
+
+@dataclass
+class _Lease:
+    """One worker's share of one client's budget in one window."""
+
+    granted: float = 0.0
+    """What its row in ``leases`` will say once its queued writes are in: the most this worker may hold."""
+    held: float = 0.0
+    """The holds of its answers in progress."""
+    spent: float = 0.0
+    """What the client had spent, as this worker last saw it, with its own answers since."""
+    unwritten: float = 0.0
+    """What its answers cost that the writer has not yet written (it is in its row meanwhile)."""
+    busy: int = 0
+    last: float = 0.0
+    """When its last answer ended (``time.monotonic()``)."""
+
+
 class HostLedger:
-    """Budgets across the workers of this machine, in the state file: one transaction decides. A dead
-    worker's holds are dropped as they are counted."""
+    """Budgets across the workers of this machine, in the state file, without a write per request.
+
+    Each worker holds a **lease** of a client's budget (a row in ``leases``): the store counts spent plus
+    every lease, and grants a lease only by the ledger's rule (in while spent and held are under the
+    budget), so what is spent can exceed the budget by one answer at most, as with a hold per request.
+    A request that fits in this worker's lease is let in without the store; one that does not asks the
+    store (one transaction) for a lease of what its answers in progress hold plus its own, and room for
+    ``ROOM`` more where that all fits under the budget. What answers cost is written by the writer, in its
+    next round, with the lease made smaller by as much; a lease left idle for ``LEASE_IDLE`` is given back.
+    A dead worker's lease (and what it had not yet written) is dropped as the store counts."""
 
     def __init__(self, store: HostStore) -> None:
         self.store = store
+        self._leases: dict[tuple[str, float], _Lease] = {}
+        self._lock = _gevent.native_lock()
+        """Taken by greenlets (never across a yield) and by the writer's OS thread (``_tick``)."""
+        self._writes: list[tuple[str, float, float, float, float]] = []
+        """(client, window, until, spent, lease given back): for the writer's next round."""
+        self._pid = os.getpid()
+        store.tickers.append(self._tick)
 
     def take(self, key: str, budget: Budget, hold: float, now: float) -> Taken:
         since, until = budget.bounds(now)
-        member, scope = uuid.uuid4().hex, self.store.scope
-
-        def take(connection: sqlite3.Connection) -> Taken:
-            connection.execute("BEGIN IMMEDIATE")  # (the store rolls back what raises)
-            row = connection.execute("SELECT amount FROM spent WHERE scope = ? AND owner = ? AND since = ?",
-                                     (scope, key, since)).fetchone()
-            spent, held = (row[0] if row else 0.0), 0.0
-            for pid, amount in connection.execute(
-                    "SELECT pid, sum(amount) FROM holds WHERE scope = ? AND owner = ? AND since = ? GROUP BY pid",
-                    (scope, key, since)).fetchall():
-                if alive(pid):
-                    held += amount
-                else:
-                    connection.execute("DELETE FROM holds WHERE pid = ?", (pid,))
-            found = verdict(budget, spent, held)
+        with self._lock:
+            if self._pid != os.getpid():  # a forked worker: the leases were its parent's
+                self._pid, self._leases, self._writes = os.getpid(), {}, []
+            lease = self._leases.setdefault((key, since), _Lease())
+            if lease.held + hold <= lease.granted:
+                lease.held += hold
+                lease.busy += 1
+                return Taken(IN, lease.spent, since, hold=hold)
+            granted, held, unwritten = lease.granted, lease.held, lease.unwritten
+        found, spent, grown = self.store.at_once(
+            lambda c: self._grow(c, key, budget, (since, until), (granted, held, unwritten), hold))
+        with self._lock:
+            lease = self._leases.setdefault((key, since), _Lease())
+            lease.spent = max(lease.spent, spent)
+            lease.granted += grown
             if found == IN:
-                connection.execute("INSERT INTO holds (member, scope, owner, since, amount, pid) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", (member, scope, key, since, hold, os.getpid()))
-            connection.execute("COMMIT")
-            return Taken(found, spent, since, member if found == IN else "")
+                lease.held += hold
+                lease.busy += 1
+        return Taken(found, spent, since, hold=hold if found == IN else 0.0)
 
-        return self.store.query(take)
+    def _grow(self, connection: sqlite3.Connection, key: str, budget: Budget, window: tuple[float, float],
+              local: tuple[float, float, float], hold: float) -> tuple[str, float, float]:
+        """The store's decision, in one transaction: the verdict, what the client spent (as far as this
+        worker can tell), and how much this worker's lease grew."""
+        (since, until), (granted, held, unwritten) = window, local
+        scope, me, app = self.store.scope, os.getpid(), self.store.app
+        connection.execute("BEGIN IMMEDIATE")  # (the store rolls back what raises)
+        row = connection.execute("SELECT amount FROM spent WHERE scope = ? AND owner = ? AND since = ?",
+                                 (scope, key, since)).fetchone()
+        spent, others = (row[0] if row else 0.0) + unwritten, 0.0
+        for pid, holder, amount in connection.execute(
+                "SELECT pid, app, amount FROM leases WHERE scope = ? AND owner = ? AND since = ?",
+                (scope, key, since)).fetchall():
+            if pid == me and holder == app:
+                continue
+            if alive(pid):
+                others += amount  # their answers in progress, what they have not written yet, their room
+            else:
+                connection.execute("DELETE FROM leases WHERE pid = ?", (pid,))
+        found = verdict(budget, spent, others + held)
+        grown = 0.0
+        if found == IN:
+            room = ROOM * hold if spent + others + held + (1 + ROOM) * hold <= budget.amount else 0.0
+            grown = held + hold + room - granted
+            connection.execute(
+                "INSERT INTO leases (scope, owner, since, pid, app, amount, until) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, owner, since, pid, app) DO UPDATE SET amount = amount + ?",
+                (scope, key, since, me, app, unwritten + granted + grown, until, grown))
+        connection.execute("COMMIT")
+        return found, spent, grown
 
     def settle(self, key: str, budget: Budget, taken: Taken, spent: float) -> None:
-        scope, until = self.store.scope, taken.window + budget.window
+        since, until = taken.window, taken.window + budget.window
+        with self._lock:
+            lease = self._leases.get((key, since))
+            if lease is None:
+                return  # (a lease of before a fork)
+            lease.held -= taken.hold
+            lease.granted -= spent
+            lease.unwritten += spent
+            lease.spent += spent
+            lease.busy -= 1
+            lease.last = time.monotonic()
+            self._writes.append((key, since, until, spent, spent))
 
-        def settle(connection: sqlite3.Connection) -> None:
-            connection.execute("DELETE FROM holds WHERE member = ?", (taken.member,))
-            connection.execute(
-                "INSERT INTO spent (scope, owner, since, amount, until) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, owner, since) DO UPDATE SET amount = amount + excluded.amount",
-                (scope, key, taken.window, spent, until))
+    def _tick(self) -> None:
+        """In the writer's OS thread, each round: what answers cost, and idle leases given back, queued."""
+        now = time.monotonic()
+        with self._lock:
+            writes, self._writes = self._writes, []
+            for (key, since), lease in list(self._leases.items()):
+                idle = lease.busy == 0 and now - lease.last > LEASE_IDLE
+                if idle and lease.granted > 0:
+                    writes.append((key, since, since, 0.0, lease.granted))
+                    lease.granted = 0.0
+                if idle and lease.granted <= 0 and lease.unwritten <= 0 and not any(w[:2] == (key, since)
+                                                                                   for w in writes):
+                    del self._leases[(key, since)]
+        if writes:
+            self.store.queue(lambda c: self._write(c, writes))
 
-        def now(connection: sqlite3.Connection) -> None:
-            connection.execute("BEGIN IMMEDIATE")
-            settle(connection)
-            connection.execute("COMMIT")
-
-        try:
-            self.store.query(now)
-        except Unavailable:
-            self.store.queue(settle)  # in the writer's next round, with what else it writes
+    def _write(self, connection: sqlite3.Connection, writes: list[tuple[str, float, float, float, float]]) -> None:
+        scope, me, app = self.store.scope, os.getpid(), self.store.app
+        for key, since, until, spent, back in writes:
+            if spent:
+                connection.execute(
+                    "INSERT INTO spent (scope, owner, since, amount, until) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (scope, owner, since) DO UPDATE SET amount = amount + excluded.amount",
+                    (scope, key, since, spent, until))
+            connection.execute("UPDATE leases SET amount = amount - ? WHERE scope = ? AND owner = ? AND since = ? "
+                               "AND pid = ? AND app = ?", (back, scope, key, since, me, app))
+        with self._lock:  # written (a failed round loses them: budgets fail open)
+            for key, since, _, spent, _ in writes:
+                lease = self._leases.get((key, since))
+                if lease is not None:
+                    lease.unwritten -= spent

@@ -33,10 +33,9 @@ CREATE TABLE IF NOT EXISTS workers (pid INTEGER NOT NULL, scope TEXT NOT NULL, P
 CREATE TABLE IF NOT EXISTS spent (
     scope TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, amount REAL NOT NULL, until REAL NOT NULL,
     PRIMARY KEY (scope, owner, since)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS holds (
-    member TEXT PRIMARY KEY, scope TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, amount REAL NOT NULL,
-    pid INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS holds_by_owner ON holds (scope, owner, since);
+CREATE TABLE IF NOT EXISTS leases (
+    scope TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, pid INTEGER NOT NULL, app TEXT NOT NULL,
+    amount REAL NOT NULL, until REAL NOT NULL, PRIMARY KEY (scope, owner, since, pid, app)) WITHOUT ROWID;
 """
 
 
@@ -60,7 +59,7 @@ def create(path: Path) -> None:
         if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             connection.execute("COMMIT")
             return
-        for table in ("streams", "events", "stops", "slots", "workers", "spent", "holds"):
+        for table in ("streams", "events", "stops", "slots", "workers", "spent", "holds", "leases"):
             connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute("COMMIT")
         connection.executescript(SCHEMA)
@@ -120,10 +119,10 @@ def file_inode(path: Path) -> int | None:
         return None
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+def connect(path: Path, busy_ms: int = BUSY_MS) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     # No fsync, ever: the state lives for minutes and a machine that crashes loses its streams anyway.
     connection.execute("PRAGMA synchronous=OFF")
-    connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    connection.execute(f"PRAGMA busy_timeout={busy_ms}")
     return connection

@@ -7,9 +7,9 @@ tiktoken's cache (``TIKTOKEN_CACHE_DIR``, else ``DATA_GYM_CACHE_DIR``, else the 
 at build time (docs/howto/cost-control.md). Where the model's encoding is unknown or not there, counts
 follow the rule of thumb OpenAI gives: one token per four characters (one warning per encoding).
 
-An encoding costs about 80 MB and half a second to load, once per process, on the first count (the
-first stopped stream, or the first request with a budget), in a native thread so a gevent worker's
-other streams go on meanwhile.
+An encoding costs about 80 MB and half a second to load, once per process: on the first count (the
+first stopped stream), in a native thread so a gevent worker's other streams go on meanwhile; or, for a
+blueprint with budgets (which count every request's prompt), at the worker's warm start (``WANTED``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ FILES = {
 files' SHA-256, as tiktoken knows them: checked here first, since tiktoken fetches a file that fails it."""
 _ENCODINGS: dict[str, Any] = {}
 """Loaded encodings by name; None for one that could not be had (the rule counts for it)."""
+WANTED: set[str] = set()
+"""Models whose tokenizer every request needs (a blueprint with budgets): ``warm_up`` loads them before
+the worker's first request, so none pays for it."""
 
 
 def tokenizer_name(model: str) -> str | None:
@@ -91,6 +94,12 @@ def _load(name: str) -> Any:
 def _sha256(path: str) -> str:
     with open(path, "rb") as file:
         return hashlib.sha256(file.read()).hexdigest()
+
+
+def load_wanted() -> None:
+    """Load the tokenizers of ``WANTED`` now (a worker's warm start)."""
+    for model in sorted(WANTED):
+        encoding(model)
 
 
 def count_tokens(text: str, model: str) -> int:
