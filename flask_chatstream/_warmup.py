@@ -7,7 +7,6 @@ import logging
 from ._config import Settings
 from ._stream.relay import Relay
 from ._upstream.client import warm_up_stream
-from ._usage.tokens import load_wanted
 from ._wire.encoders import NDJSON
 
 
@@ -15,10 +14,8 @@ def warm_up() -> None:
     """Run one fake completion through the SDK's request path and the relay, with no network.
 
     The first request after a worker starts otherwise pays for lazy imports and the SDK's first-use
-    caches (and, with budgets, for loading the model's tokenizer). ``flask_chatstream.gunicorn`` calls
-    this in ``post_worker_init``.
+    caches. ``flask_chatstream.gunicorn`` calls this in ``post_worker_init``.
     """
-    load_wanted()  # the tokenizers that blueprints with budgets count every prompt with
     log = logging.getLogger("flask_chatstream")
     log.addFilter(_not_the_warm_ups_line)  # what else it logs (the gevent set-up) still shows
     try:

@@ -93,11 +93,13 @@ def test_without_its_file_the_tokenizer_is_never_fetched(monkeypatch: pytest.Mon
     """No file in tiktoken's cache: the rule counts, with one warning, and nothing is downloaded (the
     folder stays empty); a damaged file is not read either."""
     monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    monkeypatch.setattr(tokens, "_BY_MODEL", {})
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     assert count_tokens("abcdefgh", "gpt-4o") == 2
     assert count_tokens("abcdefgh", "gpt-4o") == 2
     assert caplog.text.count("is not in its cache") == 1 and os.listdir(tmp_path) == []
     monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    monkeypatch.setattr(tokens, "_BY_MODEL", {})
     Path(tokens.cache_path("o200k_base")).write_bytes(b"not the file")
     with caplog.at_level(logging.WARNING):
         assert count_tokens("abcdefgh", "gpt-4o") == 2
@@ -163,3 +165,14 @@ def test_a_call_cut_before_its_usage_chunk_is_estimated_and_the_tool_steps_summe
     second = len(O200K.encode("".join(split_reply(REPLY, None)[:HELD])))
     assert abs(result.usage["completion_tokens"] - (1 + second)) <= 2
     assert result.usage["prompt_tokens"] > 1 + cookbook([{"role": "user", "content": "add"}])
+
+
+def test_a_budgets_hold_never_counts_a_prompt_short() -> None:
+    """The hold bounds the prompt by its bytes, with no tokenizer: never less than the tokens, whatever
+    the script (an emoji or a rare CJK character may be several tokens, never more than its bytes)."""
+    from flask_chatstream._usage.estimate import prompt_bound
+
+    texts = [REPLY, "東京都庁 𠮷野家 🙂🙂🙂 ☃", "a" * 1000, " ".join(str(n) for n in range(500)), "\n\n\t  x"]
+    for text in texts:
+        request = ChatRequest(messages=[{"role": "user", "content": text}], model="gpt-4o-mini", max_tokens=1)
+        assert prompt_bound(request) >= prompt_tokens(request)

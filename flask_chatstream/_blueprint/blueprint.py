@@ -30,7 +30,6 @@ from .._hooks import AfterStream, BeforeUpstream, MayResume, MessageMetadata, To
 from .._resume.shared import open_shared
 from .._tools import Tool, make_tool
 from .._upstream.client import check_client
-from .._usage import tokens
 from . import views
 from .responses import error_response
 from .state import EXTENSION_KEY, ClientKey, build_state
@@ -179,8 +178,6 @@ def create_blueprint(
         settings = resolve(options, state.app.config, os.environ, key)
         approval_key(state.app, blueprint.tools)  # a tool needs approval: the app has a key to sign them
         shared = open_shared(settings, Path(state.app.instance_path), key)
-        if settings.token_budget is not None or blueprint.token_budget_func is not None:
-            tokens.WANTED.update(settings.models)  # every request counts its prompt: load them at the warm start
         state.app.extensions.setdefault(EXTENSION_KEY, {})[key] = build_state(
             settings, client, client_key, blueprint, shared, key)
         for endpoint, view in state.app.view_functions.items():

@@ -6,6 +6,7 @@ left, and says what is left in the ``RateLimit`` fields (the IETF httpapi draft)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -155,10 +156,15 @@ def budget_for(decide: TokenBudget | None, settings: Settings, chat: ChatRequest
 def rate_limit_fields(budget: Budget, spent: float, reset: float) -> dict[str, str]:
     """``RateLimit-Policy`` (the budget) and ``RateLimit`` (what is left, and seconds until the window
     renews); dollars in millionths, since the fields carry whole numbers."""
+    scale = 1_000_000 if budget.usd else 1
+    left = max(0, int((budget.amount - spent) * scale))
+    return {"RateLimit-Policy": _policy(budget), "RateLimit": f'"{POLICY}";r={left};t={max(0, math.ceil(reset))}'}
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(budget: Budget) -> str:
     scale, unit = (1_000_000, "usd-micros") if budget.usd else (1, "tokens")
-    quota, left = int(budget.amount * scale), max(0, int((budget.amount - spent) * scale))
-    return {"RateLimit-Policy": f'"{POLICY}";q={quota};w={budget.window};qu="{unit}"',
-            "RateLimit": f'"{POLICY}";r={left};t={max(0, math.ceil(reset))}'}
+    return f'"{POLICY}";q={int(budget.amount * scale)};w={budget.window};qu="{unit}"'
 
 
 def _duration(seconds: float) -> str:

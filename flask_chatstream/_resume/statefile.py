@@ -12,7 +12,7 @@ BUSY_MS = 200
 FULL_BELOW = 256 * 1024
 """Free bytes on the file's disk below which ``ready`` says no."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The state is short-lived: a file of another version is started afresh."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (

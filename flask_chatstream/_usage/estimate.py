@@ -10,7 +10,7 @@ model's hidden reasoning (billed, never streamed) cannot be seen, so an estimate
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._chat import ChatRequest
@@ -24,24 +24,41 @@ _TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 1
 
 def prompt_tokens(request: ChatRequest) -> int:
     """The prompt tokens of ``request``'s messages and tools."""
+    return _prompt(request, count_tokens)
+
+
+def prompt_bound(request: ChatRequest) -> int:
+    """At least the prompt tokens of ``request``, without its tokenizer: each text's UTF-8 bytes (no token
+    is shorter than a byte), an image as ``IMAGE_HIGH``. Cheap enough for every request (a budget's hold)."""
+    return _prompt(request, _bytes)
+
+
+def _bytes(text: str, model: str) -> int:
+    return len(text.encode())
+
+
+Count = Callable[[str, str], int]
+
+
+def _prompt(request: ChatRequest, count_tokens: Count) -> int:
     model = request.model
     total = REPLY
     for message in request.messages:
         total += PER_MESSAGE
         for key, value in message.items():
             if key == "content":
-                total += _content(value, model)
+                total += _content(value, model, count_tokens)
             elif key == "tool_calls" and isinstance(value, list):
-                total += sum(_call(call, model) for call in value if isinstance(call, Mapping))
+                total += sum(_call(call, model, count_tokens) for call in value if isinstance(call, Mapping))
             elif isinstance(value, str):
                 total += count_tokens(value, model) + (PER_NAME if key == "name" else 0)
     tools = request.params.get("tools")
     if isinstance(tools, list) and tools:
-        total += _tools(tools, model)
+        total += _tools(tools, model, count_tokens)
     return total
 
 
-def _content(content: Any, model: str) -> int:
+def _content(content: Any, model: str, count_tokens: Count) -> int:
     if isinstance(content, str):
         return count_tokens(content, model)
     if not isinstance(content, list):
@@ -59,14 +76,14 @@ def _content(content: Any, model: str) -> int:
     return total
 
 
-def _call(call: Mapping[str, Any], model: str) -> int:
+def _call(call: Mapping[str, Any], model: str, count_tokens: Count) -> int:
     function = call.get("function")
     if not isinstance(function, Mapping):
         return 0
     return sum(count_tokens(function[k], model) for k in ("name", "arguments") if isinstance(function.get(k), str))
 
 
-def _tools(tools: list[Any], model: str) -> int:
+def _tools(tools: list[Any], model: str, count_tokens: Count) -> int:
     func_init, prop_init, prop_key, enum_init, enum_item, func_end = _TOOLS.get(tokenizer_name(model) or "",
                                                                                 _TOOLS["o200k_base"])
     total = func_end
@@ -109,5 +126,6 @@ def estimate_usage(request: ChatRequest, texts: Iterable[str | None], calls: Ite
 
 
 def reservation(request: ChatRequest) -> tuple[int, int]:
-    """The most one model call of ``request`` may use: its prompt, and ``max_tokens`` of answer."""
-    return prompt_tokens(request), request.max_tokens
+    """The most one model call of ``request`` may use: its prompt (bounded from above, ``prompt_bound``),
+    and ``max_tokens`` of answer."""
+    return prompt_bound(request), request.max_tokens

@@ -7,9 +7,9 @@ tiktoken's cache (``TIKTOKEN_CACHE_DIR``, else ``DATA_GYM_CACHE_DIR``, else the 
 at build time (docs/howto/cost-control.md). Where the model's encoding is unknown or not there, counts
 follow the rule of thumb OpenAI gives: one token per four characters (one warning per encoding).
 
-An encoding costs about 80 MB and half a second to load, once per process: on the first count (the
-first stopped stream), in a native thread so a gevent worker's other streams go on meanwhile; or, for a
-blueprint with budgets (which count every request's prompt), at the worker's warm start (``WANTED``).
+An encoding costs about 80 MB and half a second to load, once per process, on the first count (the
+first stopped stream), in a native thread so a gevent worker's other streams go on meanwhile. Budgets
+do not need it: a request's hold bounds its prompt by its bytes (``estimate.prompt_bound``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ FILES = {
 files' SHA-256, as tiktoken knows them: checked here first, since tiktoken fetches a file that fails it."""
 _ENCODINGS: dict[str, Any] = {}
 """Loaded encodings by name; None for one that could not be had (the rule counts for it)."""
-WANTED: set[str] = set()
-"""Models whose tokenizer every request needs (a blueprint with budgets): ``warm_up`` loads them before
-the worker's first request, so none pays for it."""
+
 
 
 def tokenizer_name(model: str) -> str | None:
@@ -62,8 +60,23 @@ def cache_path(name: str) -> str:
     return os.path.join(folder, hashlib.sha1(_BLOBS.format(name).encode()).hexdigest())
 
 
+_BY_MODEL: dict[str, Any] = {}
+"""Loaded encodings by model name (a request counts several strings of one model)."""
+
+
 def encoding(model: str) -> Any:
     """The loaded tiktoken encoding for ``model``, or None (unknown model, or its file is not cached)."""
+    try:
+        return _BY_MODEL[model]
+    except KeyError:
+        pass
+    found = _encoding(model)
+    if found is not None or tokenizer_name(model) is None:
+        _BY_MODEL[model] = found  # (a missing file is looked for again next time: it may have been put there)
+    return found
+
+
+def _encoding(model: str) -> Any:
     name = tokenizer_name(model)
     if name is None:
         return None
@@ -94,12 +107,6 @@ def _load(name: str) -> Any:
 def _sha256(path: str) -> str:
     with open(path, "rb") as file:
         return hashlib.sha256(file.read()).hexdigest()
-
-
-def load_wanted() -> None:
-    """Load the tokenizers of ``WANTED`` now (a worker's warm start)."""
-    for model in sorted(WANTED):
-        encoding(model)
 
 
 def count_tokens(text: str, model: str) -> int:
