@@ -251,6 +251,8 @@ LEASE_IDLE = 1.0
 it back, for the other workers."""
 ROOM = 3
 """A lease takes room for this many more answers beside the one asked for, where all of it fits the budget."""
+WRITE_EVERY = 0.25
+"""Seconds the costs of answers wait to be written, a few rounds' worth in one write (the lease covers them)."""
 
 
 @dataclass
@@ -290,6 +292,7 @@ class HostLedger:
         self._writes: list[tuple[str, float, float, float, float]] = []
         """(client, window, until, spent, lease given back): for the writer's next round."""
         self._pid = os.getpid()
+        self._since_write = 0.0
         store.tickers.append(self._tick)
 
     def take(self, key: str, budget: Budget, hold: float, now: float) -> Taken:
@@ -363,6 +366,9 @@ class HostLedger:
         """In the writer's OS thread, each round: what answers cost, and idle leases given back, queued."""
         now = time.monotonic()
         with self._lock:
+            if not self._leases or now - self._since_write < WRITE_EVERY:
+                return
+            self._since_write = now
             writes, self._writes = self._writes, []
             for (key, since), lease in list(self._leases.items()):
                 idle = lease.busy == 0 and now - lease.last > LEASE_IDLE
