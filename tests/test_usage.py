@@ -85,7 +85,7 @@ def test_a_model_of_unknown_tokenizer_counts_four_characters_a_token() -> None:
     assert count_tokens(REPLY, "gpt-4o-mini") == len(O200K.encode(REPLY))
     assert count_tokens(REPLY, "gpt-4") == len(tiktoken.get_encoding("cl100k_base").encode(REPLY))
     usage = estimate_usage(ChatRequest(messages=[], model="gpt-5-mini", max_tokens=1), ["ab", None], [("f", "{}")])
-    assert usage == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "estimated": True}
+    assert usage == {"prompt_tokens": 3, "completion_tokens": 3 + 7, "total_tokens": 13, "estimated": True}
 
 
 def test_without_its_file_the_tokenizer_is_never_fetched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

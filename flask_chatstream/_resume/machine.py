@@ -20,7 +20,7 @@ from .._stream.limits import StreamLimit, nothing, once
 from .._stream.registry import STREAMS, worker_number, worker_of
 from .journal import Batch, Found, Journal, Recording, Unavailable
 from .ledger import IN, Ledger, Taken, verdict
-from .sqlite import ATTACH, FLUSH, LOOK_AGAIN, LOST_AFTER, POLL, READ_POLL, STOP_WAIT, HostStore, open_store
+from .sqlite import ATTACH, FLUSH, LOOK_AGAIN, LOST_AFTER, POLL, READ_POLL, STOP_WAIT, HostStore, at_once, open_store
 from .statefile import alive
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ class HostLedger:
                 lease.busy += 1
                 return Taken(IN, lease.spent, since, hold=hold)
             granted, held, unwritten = lease.granted, lease.held, lease.unwritten
-        found, spent, grown = self.store.at_once(
+        found, spent, grown = at_once(self.store, 
             lambda c: self._grow(c, key, budget, (since, until), (granted, held, unwritten), hold))
         with self._lock:
             lease = self._leases.setdefault((key, since), _Lease())

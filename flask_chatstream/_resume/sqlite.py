@@ -144,9 +144,8 @@ class HostStore:
         self._failed = False
         self._idle: deque[sqlite3.Connection] = deque()
         """Connections for queries: as many as ever ran at once, whichever OS thread runs the next."""
-        self.tickers: list[Callable[[], None]] = []
-        """Run by the writer at the start of each round (in its OS thread): they may ``queue`` writes."""
-        self._direct: tuple[int, sqlite3.Connection] | None = None
+        self.tickers: list[Callable[[], None]] = []  # run by the writer each round; they may queue writes
+        self.direct: tuple[int, sqlite3.Connection] | None = None
         """This worker's connection for ``at_once``, which never waits for a lock, with its generation."""
         self.watched: dict[str, Kept] = {}
         self.ttl = 600.0
@@ -165,7 +164,7 @@ class HostStore:
             if self._pid == os.getpid():
                 return
             self._queue, self.rows, self._idle, self.watched = deque(), deque(), deque(), {}
-            self._direct = None  # (a forked worker's own)
+            self.direct = None  # (a forked worker's own)
             self.recordings = {}
             pid = os.getpid()
             # A new worker that got the pid of one that died before it: that one's streams are gone.
@@ -211,35 +210,6 @@ class HostStore:
             return _gevent.offload(run)
         except sqlite3.Error as exc:
             log.debug("shared state query failed: %s", type(exc).__name__)
-            raise Unavailable() from None
-
-    def at_once(self, write: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``write`` here, in the calling greenlet, where no other worker holds the write lock (a
-        few dozen microseconds of SQLite, cheaper than a hop to a native thread and back); where one
-        does, as ``query`` does, waiting cooperatively. Raises ``Unavailable``."""
-        self.start()
-        direct = self._direct
-        if direct is None or direct[0] != self._generation:
-            if direct is not None:
-                direct[1].close()
-            try:
-                direct = self._direct = (self._generation, connect(self.path, busy_ms=0))
-            except sqlite3.Error:
-                return self.query(write)
-        connection = direct[1]
-        try:
-            return write(connection)
-        except sqlite3.OperationalError as exc:
-            if connection.in_transaction:
-                connection.rollback()
-            if "locked" in str(exc) or "busy" in str(exc):
-                return self.query(write)
-            log.debug("shared state write failed: %s", type(exc).__name__)
-            raise Unavailable() from None
-        except sqlite3.Error as exc:
-            if connection.in_transaction:
-                connection.rollback()
-            log.debug("shared state write failed: %s", type(exc).__name__)
             raise Unavailable() from None
 
     def ready(self) -> bool:
@@ -406,6 +376,25 @@ class HostStore:
         stamp = time.time()
         self.queue(lambda c: c.execute("UPDATE streams SET state = 'ended', ended_at = ? WHERE id = ? "
                                        "AND state = 'live'", (stamp, stream_id)))
+
+
+def at_once(store: HostStore, write: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``write`` here, in the calling greenlet, where no other worker holds the write lock (a few
+    dozen microseconds of SQLite, cheaper than a hop to a native thread and back); where one does, as
+    ``store.query`` does, waiting cooperatively. Raises ``Unavailable``."""
+    store.start()
+    if store.direct is None or store.direct[0] != store._generation:
+        store.direct = (store._generation, connect(store.path, busy_ms=0))
+    connection = store.direct[1]
+    try:
+        return write(connection)
+    except sqlite3.Error as exc:
+        if connection.in_transaction:
+            connection.rollback()
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            return store.query(write)
+        log.debug("shared state write failed: %s", type(exc).__name__)
+        raise Unavailable() from None
 
 
 def _mark_taken(taken: list[int], declined: list[int]) -> Write:

@@ -17,6 +17,9 @@ from .._chat import ChatRequest
 from .tokens import count_tokens, tokenizer_name
 
 PER_MESSAGE, PER_NAME, REPLY = 3, 1, 3
+PER_CALL = 7
+"""Tokens a tool call of the answer costs beside its name and arguments: the median over 58 calls that
+OpenAI billed in recorded traffic (bench/usage_estimate.py, docs/howto/cost-control.md)."""
 IMAGE_LOW, IMAGE_HIGH = 85, 765
 _TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
 """The cookbook's tool counts: per function, per parameters, per property, per enum, per enum item, the end."""
@@ -114,7 +117,7 @@ def _sentence(text: Any) -> str:
 def completion_tokens(model: str, texts: Iterable[str | None], calls: Iterable[tuple[str, str]] = ()) -> int:
     """The tokens of what the model sent: its texts (answer, refusal, reasoning) and tool calls."""
     return sum(count_tokens(text, model) for text in texts if text) + \
-        sum(count_tokens(name, model) + count_tokens(arguments, model) for name, arguments in calls)
+        sum(PER_CALL + count_tokens(name, model) + count_tokens(arguments, model) for name, arguments in calls)
 
 
 def estimate_usage(request: ChatRequest, texts: Iterable[str | None], calls: Iterable[tuple[str, str]] = ()
