@@ -389,6 +389,26 @@ def test_a_refused_call_is_one_span_with_its_error(upstream: StandInServer, otel
     assert chat.attributes["error.type"] == "rate_limited" and chat.status.status_code == StatusCode.ERROR
 
 
+def test_a_stopped_calls_span_carries_the_same_estimated_usage_as_after_stream(upstream: StandInServer,
+                                                                               otel: Otel) -> None:
+    """The client left after a few pieces: the upstream sent no usage, so the call's span has the usage
+    counted here, the numbers ``after_stream`` got, marked estimated."""
+    app, _, results = instrumented(upstream)
+    upstream.script = Script(reply="one two three four five six seven", hold_after=3)
+    response = app.test_client().post("/api/chat?format=ndjson", json={"content": "count"}, buffered=False)
+    pieces, body = iter(response.response), b""
+    while b"three" not in body:
+        body += next(pieces)
+    response.close()
+    result = eventually(lambda: results, lambda found: found)[0]
+    [chat] = eventually(lambda: [s for s in otel.spans.get_finished_spans() if s.name.startswith("chat ")],
+                        lambda found: found)
+    assert result.outcome == "client_left" and result.usage is not None and result.usage["estimated"] is True
+    assert chat.attributes["chatstream.usage.estimated"] is True
+    assert chat.attributes["gen_ai.usage.input_tokens"] == result.usage["prompt_tokens"]
+    assert chat.attributes["gen_ai.usage.output_tokens"] == result.usage["completion_tokens"] > 0
+
+
 def test_a_failing_tool_span_says_so(upstream: StandInServer, otel: Otel) -> None:
     app, blueprint, _ = instrumented(upstream, tool_timeout=30)
 
