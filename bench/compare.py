@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.run import measured, scenarios, serving, upstream_server
+from bench.run import CONTESTANTS, measured, scenarios, upstream_server, warm
 from tests.servers import ROOT, free_port, wait_for_port
 
 
@@ -54,7 +54,7 @@ class Tree:
         while time.monotonic() < deadline:
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
             if children:
-                serving(self.port)  # booted and warmed up
+                warm(self.url + CONTESTANTS["chatstream"].path)  # booted and warmed up
                 return int(children[0])
             time.sleep(0.05)
         raise RuntimeError("no worker")

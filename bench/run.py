@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import resource
 import statistics
@@ -134,21 +133,13 @@ def upstream_server() -> Iterator[str]:
         process.wait()
 
 
-def serving(port: int, timeout: float = 60.0) -> None:
-    """Wait until the worker answers (any status): its warm start (``post_worker_init``: imports, the SDK's
-    first use, a tokenizer) is over, and is not counted in what a scenario measures."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-            conn.request("GET", "/bench-ready")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+def warm(url: str) -> None:
+    """One one-chunk answer from the chat at ``url``: the worker is up and past its warm start
+    (``post_worker_init``: imports, the SDK's first use), which what a scenario measures then leaves out."""
+    profile = Profile(chunks=1, gap=0.0)
+    [result] = asyncio.run(run_streams(url, profile.prompt(), profile.chunks, streams=1))
+    if not result.ok:
+        raise RuntimeError(f"the warm-up answer failed: {result.error}")
 
 
 @contextmanager
@@ -161,7 +152,7 @@ def serve(name: str, upstream: str) -> Iterator[tuple[Gunicorn, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: no worker")
             time.sleep(0.05)
-        serving(server.port)
+        warm(server.url + contestant.path)
         yield server, server.worker_pids()[0]
 
 
