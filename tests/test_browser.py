@@ -93,6 +93,7 @@ def test_cross_origin_page_streams_and_its_stop_reaches_the_server(
         stats = upstream.wait_for(lambda s: s.open == 0)
         assert (stats.cancelled, stats.finished) == (1, 1)
         assert page.evaluate("window.ended") == "AbortError"
+        api.wait_for_log("outcome=stopped")  # (its line comes once after_stream has its usage, counted here)
         log = api.log()
     # Stopped on the server's word (the stop, sent with the session cookie of the user who started
     # it), not read on for a client that left, which "finish" would have done.
