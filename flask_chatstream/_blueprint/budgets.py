@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .._budget import Budget, parse_budget, price_of
+from .._budget import Budget, input_tokens, output_tokens, parse_budget, price_of
 from .._chat import ChatRequest, ChatResult
 from .._config import Settings
 from .._errors import BudgetExceeded, BudgetUnavailable
@@ -41,7 +41,6 @@ class Spending:
     budget: Budget
     taken: Taken | None
     """None where the ledger could not be asked (the request went through uncounted)."""
-    settings: Settings
     fields: dict[str, str] = field(default_factory=dict)
     handed: bool = False
     """Its answer began: it settles as that ends (``after_stream``'s path), whatever happens."""
@@ -52,7 +51,7 @@ class Spending:
         if self._settled or self.taken is None:
             return
         self._settled = True
-        cost = 0.0 if result is None else spent(self.budget, result, self.settings)
+        cost = 0.0 if result is None else spent(self.budget, result)
         try:
             self.ledger.settle(self.key, self.budget, self.taken, cost)
         except Unavailable:
@@ -82,13 +81,12 @@ def settling(spending: Spending, after: Callable[[ChatResult], None]) -> Callabl
     return ended
 
 
-def spent(budget: Budget, result: ChatResult, settings: Settings) -> float:
+def spent(budget: Budget, result: ChatResult) -> float:
     """What an answer cost against ``budget``: its tokens, or its dollars."""
     if budget.usd:
         return result.cost or 0.0
     usage = result.usage or {}
-    counts = [usage.get(n) for n in ("prompt_tokens", "completion_tokens")]
-    return float(sum(c for c in counts if isinstance(c, int)))
+    return float(input_tokens(usage) + output_tokens(usage))
 
 
 _warned_down = False
@@ -117,7 +115,7 @@ def spend(decide: TokenBudget | None, settings: Settings, ledger: Ledger, key: s
         end = budget.bounds(now)[1]
         fields = rate_limit_fields(budget, taken.spent, end - now)
         if taken.verdict == IN:
-            return Spending(ledger, key, budget, taken, settings, fields)
+            return Spending(ledger, key, budget, taken, fields)
         if taken.verdict == OUT:
             raise BudgetExceeded(f"This client has used up its budget ({budget}); it renews in "
                                  f"{_duration(end - now)}.", retry_after=math.ceil(end - now), fields=fields)
@@ -136,7 +134,7 @@ def _uncounted(ledger: Ledger, key: str, budget: Budget, settings: Settings) -> 
         _warned_down = True
         log.warning("budget: the shared state cannot be asked, so requests go through uncounted until it can "
                     "(budget_fail_closed=True refuses them instead)")
-    return Spending(ledger, key, budget, None, settings)
+    return Spending(ledger, key, budget, None)
 
 
 def budget_for(decide: TokenBudget | None, settings: Settings, chat: ChatRequest) -> Budget | None:

@@ -72,7 +72,6 @@ class Answer:
         self._usage: dict[str, Any] | None = None
         self._request = spec.chat or NO_REQUEST
         """The request of the model call being read (for an estimate of its usage)."""
-        self._next_request: ChatRequest | None = None
         self._counted: tuple[int, int, dict[str, Any]] | None = None
         """The last estimate of the call being read, with the step and chunk it was worked out at."""
         self._settled = False
@@ -120,7 +119,7 @@ class Answer:
             self._refusals.append(translator.refusal)
         if translator.reasoning:
             self._reasoning.append(translator.reasoning)
-        self._add_usage(self.call_usage())
+        self._usage = add_usage(self._usage, self.call_usage())
         calls = [ToolCall(id=i, name=n, arguments=a) for i, n, a in translator.tool_calls()]
         self._calls += calls
         for call in calls:
@@ -171,26 +170,19 @@ class Answer:
             "tool_calls": [{"id": r.call.id, "type": "function",
                             "function": {"name": r.call.name, "arguments": r.call.arguments}} for r in runs],
         }
-        self._next_request = dataclasses.replace(
-            chat, messages=[*chat.messages, assistant, *(run.message() for run in runs)])
-        return self._next_request
+        return dataclasses.replace(chat, messages=[*chat.messages, assistant, *(run.message() for run in runs)])
 
-    def next_call(self) -> None:
-        """The next model call's stream starts: a parser and translator of its own, no second start."""
+    def next_call(self, request: ChatRequest) -> None:
+        """The next model call's stream (of ``request``) starts: a parser and translator of its own, no
+        second start."""
         self.turn = None
         self._settled = False
         self.steps += 1
-        if self._next_request is not None:
-            self._request, self._next_request = self._next_request, None
+        self._request = request
         self.parser = SSEParser(self._max_event_bytes)
         self.translator = self._translator(expect_usage=self._expect_usage, started=True)
 
     # -- what it came to -------------------------------------------------------------------------
-
-    def _add_usage(self, usage: dict[str, Any] | None) -> None:
-        if usage is None:
-            return
-        self._usage = add_usage(self._usage, usage)
 
     def _estimate(self) -> dict[str, Any]:
         """The usage of the model call being read, counted from its request and what it sent so far."""

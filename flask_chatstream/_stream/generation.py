@@ -209,7 +209,7 @@ class Generation:
         with self._lock:
             finished, self.stream = self.stream, stream
         finished.finish(self._tail(), FINISH_WAIT)  # drained: its connection, back for the next request
-        self.answer.next_call()
+        self.answer.next_call(self.tools.request)
         self.reader = Reader(stream.read, stream.ready)
         self.last_event = time.monotonic()
         return b""
