@@ -1,11 +1,16 @@
 """One machine's shared state, on the state file (``sqlite``): resumable streams' records, stream slots
 across the workers, and stops that reach the worker that runs a stream. ``MachineState`` is the
-``SharedState`` of the default setup (``shared``)."""
+``SharedState`` of the default setup (``shared``).
+
+One job, and over 400 lines because each part of it (journal, cap, stops, budgets' leases) answers to
+every worker of the machine through one file: the machine's shared state, read and decided on the state
+file (``sqlite`` writes it)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -289,6 +294,9 @@ class HostLedger:
         self._leases: dict[tuple[str, float], _Lease] = {}
         self._lock = _gevent.native_lock()
         """Taken by greenlets (never across a yield) and by the writer's OS thread (``_tick``)."""
+        self._growing = threading.Lock()
+        """One grow at a time in this worker, held across the store (which may yield): a second one decides
+        with the first one's hold counted, not from a snapshot taken before it."""
         self._writes: list[tuple[str, float, float, float, float]] = []
         """(client, window, until, spent, lease given back): for the writer's next round."""
         self._pid = os.getpid()
@@ -300,22 +308,36 @@ class HostLedger:
         with self._lock:
             if self._pid != os.getpid():  # a forked worker: the leases were its parent's
                 self._pid, self._leases, self._writes = os.getpid(), {}, []
-            lease = self._leases.setdefault((key, since), _Lease())
-            if lease.held + hold <= lease.granted:
-                lease.held += hold
-                lease.busy += 1
-                return Taken(IN, lease.spent, since, hold=hold)
-            granted, held, unwritten = lease.granted, lease.held, lease.unwritten
-        found, spent, grown = at_once(self.store, 
-            lambda c: self._grow(c, key, budget, (since, until), (granted, held, unwritten), hold))
+        taken = self._from_lease(key, since, hold)
+        if taken is not None:
+            return taken
+        with self._growing:
+            taken = self._from_lease(key, since, hold)  # another grow made room meanwhile
+            if taken is not None:
+                return taken
+            with self._lock:
+                lease = self._leases[(key, since)]
+                granted, held, unwritten = lease.granted, lease.held, lease.unwritten
+            found, spent, grown = at_once(
+                self.store, lambda c: self._grow(c, key, budget, (since, until), (granted, held, unwritten), hold))
+            with self._lock:
+                lease = self._leases.setdefault((key, since), _Lease())
+                lease.spent = max(lease.spent, spent)
+                lease.granted += grown
+                if found == IN:
+                    lease.held += hold
+                    lease.busy += 1
+        return Taken(found, spent, since, hold=hold if found == IN else 0.0)
+
+    def _from_lease(self, key: str, since: float, hold: float) -> Taken | None:
+        """In, without the store, where this worker's lease has room."""
         with self._lock:
             lease = self._leases.setdefault((key, since), _Lease())
-            lease.spent = max(lease.spent, spent)
-            lease.granted += grown
-            if found == IN:
-                lease.held += hold
-                lease.busy += 1
-        return Taken(found, spent, since, hold=hold if found == IN else 0.0)
+            if lease.held + hold > lease.granted:
+                return None
+            lease.held += hold
+            lease.busy += 1
+            return Taken(IN, lease.spent, since, hold=hold)
 
     def _grow(self, connection: sqlite3.Connection, key: str, budget: Budget, window: tuple[float, float],
               local: tuple[float, float, float], hold: float) -> tuple[str, float, float]:
