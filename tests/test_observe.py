@@ -181,9 +181,12 @@ def traffic(_standin: StandInServer, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.server
 def test_two_workers_in_multiprocess_mode_sum_to_the_exact_counts(traffic: Traffic) -> None:
     """A scrape sums both workers' counts exactly, and no stream is left open."""
+    # The one who left is counted a moment after its upstream closed, one series after another: wait for
+    # its last (a scrape in between would see its stream counted and not yet its tokens).
     scraped = eventually(lambda: scrape(traffic.server),
                          lambda m: sample(m, "chatstream_streams_total", format="ndjson", model="gpt-4o-mini",
-                                          outcome="client_left") == 1)
+                                          outcome="client_left") == 1
+                         and sample(m, "chatstream_tokens_total", type="output", estimated="true", model="gpt-4o-mini"))
     model, done, usage = {"model": "gpt-4o-mini"}, traffic.done, traffic.usage
     assert sample(scraped, "chatstream_streams_total", format="ndjson", outcome="done", **model) == done
     assert sample(scraped, "chatstream_streams_total", format="ndjson", outcome="error", **model) == 1

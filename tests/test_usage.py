@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,28 @@ def test_without_its_file_the_tokenizer_is_never_fetched(monkeypatch: pytest.Mon
     with caplog.at_level(logging.WARNING):
         assert count_tokens("abcdefgh", "gpt-4o") == 2
     assert "is damaged" in caplog.text
+
+
+def test_streams_that_need_the_tokenizer_at_once_load_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand streams stopped together each need the encoding before it is loaded: one loads it (80 MB,
+    half a second), the others wait for that load instead of each loading their own copy."""
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    monkeypatch.setattr(tokens, "_BY_MODEL", {})
+    monkeypatch.setattr(tokens, "_LOADING", {})
+    loads, load = [], tokens._load
+    monkeypatch.setattr(tokens, "_load", lambda name: (loads.append(name), load(name)))
+    barrier, counts = threading.Barrier(20), []
+
+    def count() -> None:
+        barrier.wait()
+        counts.append(count_tokens(REPLY, "gpt-4o-mini"))
+
+    threads = [threading.Thread(target=count) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == ["o200k_base"] and counts == [len(O200K.encode(REPLY))] * 20
 
 
 FORMATS = ["text", "ndjson", "sse", "ui"]

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 from typing import Any
 
 from .. import _gevent
@@ -36,7 +37,11 @@ FILES = {
 """The encodings of OpenAI's chat models (gpt-4o, gpt-4.1, o-series, gpt-5; gpt-4 and gpt-3.5) and their
 files' SHA-256, as tiktoken knows them: checked here first, since tiktoken fetches a file that fails it."""
 _ENCODINGS: dict[str, Any] = {}
-"""Loaded encodings by name; None for one that could not be had (the rule counts for it)."""
+"""Loaded encodings by name; None for one that could not be had (the rule counts for it). Looked for
+once per process."""
+_LOADING: dict[str, Any] = {}
+"""One lock per encoding, held while it loads: the streams that need it meanwhile wait for that one load
+(under gevent, cooperatively) instead of each loading its own 80 MB."""
 
 
 
@@ -70,9 +75,7 @@ def encoding(model: str) -> Any:
         return _BY_MODEL[model]
     except KeyError:
         pass
-    found = _encoding(model)
-    if found is not None or tokenizer_name(model) is None:
-        _BY_MODEL[model] = found  # (a missing file is looked for again next time: it may have been put there)
+    found = _BY_MODEL[model] = _encoding(model)
     return found
 
 
@@ -80,13 +83,15 @@ def _encoding(model: str) -> Any:
     name = tokenizer_name(model)
     if name is None:
         return None
-    if name in _ENCODINGS:
-        return _ENCODINGS[name]
-    return _gevent.offload(lambda: _load(name))
+    if name not in _ENCODINGS:
+        # (the lock is made here, at the first count, so that it is gevent's where gevent patched threading)
+        with _LOADING.setdefault(name, threading.Lock()):
+            if name not in _ENCODINGS:  # not loaded by the stream this one waited for
+                _gevent.offload(lambda: _load(name))
+    return _ENCODINGS[name]
 
 
-def _load(name: str) -> Any:
-    """(No lock: two greenlets that need it at once may both load it, once, which costs only time.)"""
+def _load(name: str) -> None:
     found, path = None, cache_path(name)
     if os.path.exists(path):
         if _sha256(path) == FILES[name]:
@@ -96,12 +101,11 @@ def _load(name: str) -> Any:
         else:
             log.warning("usage: tiktoken's %s in its cache (%s) is damaged; estimates count one token per %d "
                         "characters", name, path, CHARS_PER_TOKEN)
-    elif name not in _ENCODINGS:
+    else:
         log.warning("usage: tiktoken's %s is not in its cache (%s), and flask_chatstream never downloads it; "
                     "estimates count one token per %d characters until it is (see the cost control how-to)",
                     name, os.path.dirname(cache_path(name)), CHARS_PER_TOKEN)
     _ENCODINGS[name] = found
-    return found
 
 
 def _sha256(path: str) -> str:

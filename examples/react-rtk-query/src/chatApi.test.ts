@@ -116,6 +116,29 @@ describe("sendMessage", () => {
     expect(JSON.parse(JSON.stringify(state))).toEqual(state);
   });
 
+  it("keeps streaming into the cache while a refetch begun before it comes back", async () => {
+    // The page saw an answer end and refetched the conversation; the person sent the next message at
+    // once. The server's reply to the refetch (without that message) must not replace it in the cache.
+    await script({ reply: "first answer" });
+    await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "first" }));
+    await until(conversation, (c) => typeof c.messages.at(-1)?.id === "number");
+    await script({ reply: REPLY, hold_after: 2 });
+    const refetch = store.dispatch(chatApi.endpoints.getConversation.initiate(id, { forceRefetch: true }));
+    const request = store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "second" }));
+    await until(stats, (s) => s.open === 1);
+    await until(() => conversation().messages.at(-1)?.content, (c) => c === "one two");
+    expect(conversation().messages.map((m) => [m.role, m.content])).toEqual([
+      ["user", "first"], ["assistant", "first answer"], ["user", "second"], ["assistant", "one two"]]);
+    await control("release");
+    expect((await request).data).toMatchObject({ content: REPLY, status: "complete" });
+    await refetch;
+    refetch.unsubscribe();
+    const saved = await until(conversation, (c) => c.messages.length === 4 && typeof c.messages.at(-1)?.id === "number");
+    expect(saved.messages.map((m) => [m.role, m.content, m.status])).toEqual([
+      ["user", "first", "complete"], ["assistant", "first answer", "complete"],
+      ["user", "second", "complete"], ["assistant", REPLY, "complete"]]);
+  });
+
   it("sends only the new message; the server adds the history", async () => {
     await script({ reply: "first answer" });
     await store.dispatch(chatApi.endpoints.sendMessage.initiate({ conversationId: id, content: "first" }));

@@ -127,6 +127,15 @@ async function call<T>(url: string, init?: RequestInit): Promise<Result<T>> {
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 100));
 
+/** The sends of each conversation from this page: how many began, and how many are under way. A
+ * refetch that overlaps one has older news than the cache, which the send streams into. */
+const sends = new Map<string, { begun: number; running: number }>();
+function sendsOf(conversationId: string) {
+  let counts = sends.get(conversationId);
+  if (!counts) sends.set(conversationId, (counts = { begun: 0, running: 0 }));
+  return counts;
+}
+
 export const chatApi = createApi({
   reducerPath: "chatApi",
   baseQuery: fakeBaseQuery<ChatError>(),
@@ -144,11 +153,21 @@ export const chatApi = createApi({
         // (another tab's, or a reload's) shows at once, as it stands; the component polls for the rest.
         const state = getState() as Parameters<ReturnType<typeof chatApi.endpoints.getConversation.select>>[0];
         const cached = chatApi.endpoints.getConversation.select(id)(state).data;
-        const sawItEnd = cached !== undefined && cached.messages.at(-1)?.status !== "streaming";
+        let sawItEnd = cached !== undefined && cached.messages.at(-1)?.status !== "streaming";
+        const own = sendsOf(id);
         for (let attempt = 0; ; attempt++) {
+          const begun = own.begun;
           const result = await call<Conversation>(conversationUrl(id));
           if ("error" in result) {
             return result.error.status === 404 ? { data: { id, messages: [] } } : result; // a stale link: empty
+          }
+          if (own.running > 0 || own.begun !== begun) {
+            // This page sent a message while the server answered: what it said would overwrite the
+            // message streaming into the cache. Ask again once the send is over (and saved).
+            while (own.running > 0) await settle();
+            sawItEnd = true;
+            attempt = -1;
+            continue;
           }
           if (!sawItEnd || result.data.messages.at(-1)?.status !== "streaming" || attempt >= 50) return result;
           await settle();
@@ -187,6 +206,9 @@ export const chatApi = createApi({
 
         let text = "";
         let awaitingApproval = false;
+        const own = sendsOf(conversationId);
+        own.begun++;
+        own.running++;
         try {
           // Only the new message goes up: the server keeps the conversation and adds its history. An
           // approval sends the call as the model made it, and the signed id, the same way.
@@ -245,6 +267,8 @@ export const chatApi = createApi({
             });
           }
           return { error };
+        } finally {
+          own.running--;
         }
       },
       // Settled either way: refetch what the server saved (nothing new, for a refused message).
