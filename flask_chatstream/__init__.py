@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._blueprint import ChatBlueprint, ClientKey, create_blueprint
     from ._chat import ChatRequest, ChatResult, StopReason, ToolCall
     from ._config import ConfigError, Options, Settings
-    from ._emit import emit
+    from ._emit import emit, patch_state, set_state
     from ._errors import (
         BodyTimeout,
         BudgetExceeded,
@@ -89,6 +89,8 @@ __all__ = [
     "create_blueprint",
     "emit",
     "parsed_arguments",
+    "patch_state",
+    "set_state",
     "warm_up",
 ]
 
@@ -100,7 +102,7 @@ _HOMES = {
     "ChatBlueprint": "_blueprint", "ClientKey": "_blueprint", "create_blueprint": "_blueprint",
     "ChatRequest": "_chat", "ChatResult": "_chat", "StopReason": "_chat", "ToolCall": "_chat",
     "ConfigError": "_config", "Options": "_config", "Settings": "_config",
-    "emit": "_emit",
+    "emit": "_emit", "patch_state": "_emit", "set_state": "_emit",
     "AfterStream": "_hooks", "BeforeUpstream": "_hooks", "MayResume": "_hooks", "MessageMetadata": "_hooks",
     "TokenBudget": "_hooks",
     "ToolError": "_tools", "parsed_arguments": "_tools",

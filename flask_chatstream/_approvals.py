@@ -3,8 +3,10 @@
 When the model calls such a tool the answer ends with the call and an approval request
 (``tool_approval``; ``tool-approval-request`` in ``ui``) instead of running it. The next request
 carries the conversation with that call in it, and the answers: in ``ui`` the tool part in state
-``approval-responded`` (AI SDK 6's ``addToolApprovalResponse``), elsewhere a body field
-``approvals: [{"approval_id": ..., "approved": true | false, "reason": ...}]``. The approved calls
+``approval-responded`` (AI SDK 6's ``addToolApprovalResponse``); in AG-UI an interrupt (its id the
+approval id) that the next run's ``resume`` answers: ``{"interruptId", "status": "resolved", "payload":
+{"approved": ...}}``, where ``"cancelled"`` counts as denied (the tool does not run); elsewhere a body
+field ``approvals: [{"approval_id": ..., "approved": true | false, "reason": ...}]``. The approved calls
 run before the model is asked again; a denied one's result tells the model the user said no.
 
 An approval cannot be forged. Its id is an HMAC, under the app's ``SECRET_KEY`` (and
@@ -32,6 +34,7 @@ from ._chat import DENIED, ChatRequest, ToolCall
 from ._config import ConfigError
 from ._emit import Sink
 from ._errors import RequestError
+from ._request.agui import is_agui_body
 from ._tools import Report, Tool, ToolRun, parsed_arguments, run_calls
 
 
@@ -96,8 +99,14 @@ class Verdict:
 
 
 def verdicts_in(body: Mapping[str, Any]) -> list[Verdict]:
-    """The approval answers a request carries: ``approvals`` in the body, or the AI SDK's tool parts in
-    state ``approval-responded`` in its last assistant message."""
+    """The approval answers a request carries: ``approvals`` in the body, an AG-UI run's ``resume``, or
+    the AI SDK's tool parts in state ``approval-responded`` in its last assistant message."""
+    if body.get("resume") is not None and is_agui_body(body):
+        found = body["resume"]
+        if not isinstance(found, list):
+            raise RequestError('"resume" must be a list of {"interruptId", "status", "payload"}.',
+                               code="invalid_approval")
+        return [_resumed(each, f"resume[{i}]") for i, each in enumerate(found)]
     if "approvals" in body:
         found = body["approvals"]
         if not isinstance(found, list):
@@ -119,6 +128,20 @@ def verdicts_in(body: Mapping[str, Any]) -> list[Verdict]:
             answers.append(_verdict({"approval_id": approval.get("id"), "approved": approval.get("approved"),
                                     "reason": approval.get("reason")}, where))
     return answers
+
+
+def _resumed(value: Any, where: str) -> Verdict:
+    """An AG-UI resume entry, as the answer to the approval its interrupt asked for."""
+    if not isinstance(value, dict) or not isinstance(value.get("interruptId"), str):
+        raise RequestError(f'{where} must be {{"interruptId", "status", "payload"}}.', code="invalid_approval")
+    status, payload = value.get("status"), value.get("payload")
+    if status == "cancelled":
+        return Verdict(value["interruptId"], False)
+    if status != "resolved" or not isinstance(payload, dict):
+        raise RequestError(f'{where}: an approval is resolved with a payload {{"approved": true | false}}, '
+                           'or "cancelled".', code="invalid_approval")
+    return _verdict({"approval_id": value["interruptId"], "approved": payload.get("approved"),
+                     "reason": payload.get("reason")}, where)
 
 
 def _verdict(value: Any, where: str) -> Verdict:

@@ -63,6 +63,12 @@ class ChatRequest:
     body: Mapping[str, Any] = field(default_factory=dict)
     """The client's JSON body as it came, for the app's own fields (``conversation_id``, say).
     Validate what you take from it: only the fields above have been."""
+    state: Any = None
+    """The agent's state as the client holds it (an AG-UI ``RunAgentInput.state``; any JSON), or None.
+    Send it a new one with ``set_state`` or ``patch_state``."""
+    client_tools: tuple[dict[str, Any], ...] = ()
+    """The definitions of the tools the browser runs itself (an AG-UI ``RunAgentInput.tools``), in the
+    upstream API's shape: offered to the model beside the server's (``params["tools"]``)."""
 
 
 @dataclass(frozen=True)

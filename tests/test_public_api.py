@@ -14,7 +14,7 @@ def test_exported_names() -> None:
         "TooManyStreams", "ToolCall", "ToolError", "ToolStepsExhausted", "UnsupportedContentType", "UpstreamAuthError",
         "UpstreamError", "UpstreamInterrupted", "UpstreamMalformed", "UpstreamRateLimited", "UpstreamRejected",
         "UpstreamTimeout", "UpstreamUnavailable", "WrongMethod", "create_blueprint", "emit", "parsed_arguments",
-        "warm_up",
+        "patch_state", "set_state", "warm_up",
     ]
     for name in flask_chatstream.__all__:
         assert hasattr(flask_chatstream, name)

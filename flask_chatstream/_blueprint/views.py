@@ -38,7 +38,15 @@ from .._errors import (
 from .._health import body as readiness_body
 from .._hooks import AfterStreamHooks, MessageMetadataHooks, run_before_upstream
 from .._request.body import read_body
-from .._request.chat import check_content_type, check_tool_history, choose_format, offered_names, parse_chat_request
+from .._request.agui import is_agui_body, run_ids
+from .._request.chat import (
+    check_content_type,
+    check_tool_history,
+    choose_format,
+    offered_names,
+    parse_chat_request,
+    tool_name,
+)
 from .._request.uimessages import continued_message, is_ui_body
 from .._resume.journal import Unavailable
 from .._resume.replay import Replay
@@ -159,7 +167,8 @@ def chat() -> Response:
 def _stream(state: BlueprintState) -> Response:
     body, client = chat_body(state)
     chat = parse_chat_request(body, state.settings)
-    fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body))
+    fmt = choose_format(request.args.get("format"), request.accept_mimetypes, ui_body=is_ui_body(chat.body),
+                        agui_body=is_agui_body(chat.body))
     owner = state.client_key()
     release = state.limit.acquire(owner)
     try:
@@ -261,6 +270,12 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
     tools, settings = state.blueprint.tools, state.settings
     if tools:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
+    if chat.client_tools:
+        taken = next((name for name in map(tool_name, chat.client_tools) if name in tools), None)
+        if taken is not None:
+            raise RequestError(f"The browser offers a tool named {taken!r}, as a tool of this server is named.",
+                               code="tool_name_taken")
+        chat.params["tools"] = [*chat.params.get("tools", ()), *chat.client_tools]
     emitted = Emitted()
     decided = decide(verdicts_in(chat.body), chat, tools, key)
     with emitting_to(emitted.add):
@@ -271,7 +286,8 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
         chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
                            max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
                            report=report)
-    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs)), spending
+    run = run_ids(chat.body) if is_agui_body(chat.body) else None
+    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs), run), spending
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:

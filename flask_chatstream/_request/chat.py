@@ -17,19 +17,25 @@ from .._chat import ChatRequest
 from .._config import Settings
 from .._errors import FormatNotAcceptable, RequestError, UnsupportedContentType
 from .._wire.encoders import FORMATS, MIMETYPES, Format
+from . import agui
 from .uimessages import chat_messages, is_ui_body
 
 
-def choose_format(query_format: str | None, accept: MIMEAccept, *, ui_body: bool = False) -> Format:
-    """``?format=`` wins; else the best ``Accept`` match; else text/plain. A body in the AI SDK's
-    shape gets the AI SDK's stream (``ui``) unless ``Accept`` names one of our types itself."""
+def choose_format(query_format: str | None, accept: MIMEAccept, *, ui_body: bool = False,
+                  agui_body: bool = False) -> Format:
+    """``?format=`` wins; else an AG-UI body (``RunAgentInput``) gets AG-UI's stream, whatever it
+    accepts (``HttpAgent`` always sends ``Accept: text/event-stream``); else the best ``Accept`` match;
+    else text/plain. A body in the AI SDK's shape gets the AI SDK's stream (``ui``) unless ``Accept``
+    names one of our types itself."""
     if query_format is not None:
         try:
             return FORMATS[query_format]
         except KeyError:
             raise RequestError(
-                "The format parameter must be one of: text, ndjson, sse, ui.", code="invalid_format"
+                "The format parameter must be one of: text, ndjson, sse, ui, agui.", code="invalid_format"
             ) from None
+    if agui_body:
+        return FORMATS["agui"]
     if ui_body and not any(value in MIMETYPES for value in accept.values()):
         return FORMATS["ui"]
     if not accept:
@@ -55,7 +61,13 @@ def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
         raise RequestError("The request body must be a JSON object.")
 
     context: dict[str, Any] = {}
-    if is_ui_body(data):  # the AI SDK's useChat
+    state: Any = None
+    tools: tuple[dict[str, Any], ...] = ()
+    if agui.is_agui_body(data):  # AG-UI's RunAgentInput (CopilotKit, @ag-ui/client)
+        context = agui.context_of(data)
+        messages = _messages(agui.chat_messages(data["messages"]), settings)
+        state, tools = data.get("state"), agui.client_tools(data.get("tools"), settings.api)
+    elif is_ui_body(data):  # the AI SDK's useChat
         messages = _messages(chat_messages(data["messages"]), settings)
         if isinstance(data.get("id"), str):
             context["chat_id"] = data["id"]
@@ -78,6 +90,8 @@ def parse_chat_request(body: bytes, settings: Settings) -> ChatRequest:
         temperature=_temperature(data.get("temperature")),
         context=context,
         body=data,
+        state=state,
+        client_tools=tools,
     )
 
 

@@ -58,7 +58,7 @@ class Generation:
         self._lock = lock
         """The relay's: a stop and the switch to the next model call's stream never cross."""
         self.answer = Answer(settings, spec, stream.api.translator)
-        self.marks = Marks(spec.prelude.message_id)
+        self.marks = Marks(spec.prelude.message_id, spec.prelude.run)
         """What goes on the answer's ``start`` and ``done``: the message id, the host's metadata."""
         self.tools = ToolLoop(spec.tools, spec.chat, timeout=settings.tool_timeout,
                               max_output_chars=settings.max_tool_output_chars, gone=gone, reopen=spec.reopen,

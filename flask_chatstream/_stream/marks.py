@@ -1,5 +1,5 @@
-"""What the relay adds to an answer's ``start`` and ``done``: the message id the answer goes on with,
-and the host's message metadata; and the ``done`` it holds back while the end hook waits for the text
+"""What the relay adds to an answer's ``start`` and ``done``: the message id the answer goes on with
+(an AG-UI run's ids), and the host's message metadata; and the ``done`` it holds back while the end hook waits for the text
 before it."""
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from .._wire.events import Event
 
 
 class Marks:
-    __slots__ = ("message_id", "start", "end", "any")  # one per open stream: no dict of its own
+    __slots__ = ("message_id", "run", "start", "end", "any")  # one per open stream: no dict of its own
 
-    def __init__(self, message_id: str | None) -> None:
+    def __init__(self, message_id: str | None, run: tuple[str, str] | None = None) -> None:
         self.message_id = message_id
+        self.run = run
         self.start: dict[str, Any] | None = None
         self.end: Callable[[], dict[str, Any] | None] | None = None
-        self.any = message_id is not None  # anything to add? (checked once per read: most answers have nothing)
+        self.any = message_id is not None or run is not None  # anything to add? (checked once per read: most
+        # answers have nothing)
 
     def metadata(self, start: dict[str, Any] | None, end: Callable[[], dict[str, Any] | None]) -> None:
         """The host's message metadata: ``start`` goes on the ``start`` event, and what ``end()`` says
@@ -41,6 +43,8 @@ class Marks:
             if event["type"] == "start":
                 if self.message_id is not None:
                     event["message_id"] = self.message_id
+                if self.run is not None:
+                    event["thread_id"], event["run_id"] = self.run
                 if self.start:
                     event["metadata"] = self.start
             elif event["type"] == "done" and self.end is not None:

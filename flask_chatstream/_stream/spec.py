@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from .._chat import ChatRequest, ChatResult, ToolCall
+from .._emit import HostEvent
 from .._observe import NOT_WATCHED, Watch
 from .._tools import Tool, ToolRun
 from .._upstream.client import UpstreamStream
 from .._upstream.transport import Cancel
-from .._wire.events import DataEvent
 from .after_leave import FinishingLimit
 
 
@@ -33,10 +33,12 @@ class Prelude:
     message_id: str | None = None
     """The assistant message the answer goes on with (the AI SDK's id): the ``ui`` format's
     ``messageId``, so the client adds to that message instead of showing a second one."""
-    data: tuple[DataEvent, ...] = ()
+    data: tuple[HostEvent, ...] = ()
     """What the ``before_upstream`` hooks (and the calls a request approved) emitted."""
     runs: tuple[ToolRun, ...] = ()
     """The calls the request approved (run) or denied: their results."""
+    run: tuple[str, str] | None = None
+    """An AG-UI run's thread id and run id, for its ``RUN_STARTED`` and ``RUN_FINISHED``."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ and returns the one write that carries them.
   ``data:`` lines of parts, ending with ``data: [DONE]``. Its parts open and close
   (``text-start`` ... ``text-end``), so its encoder keeps a little state: one per
   stream (``Format.encoder``).
+- ``agui``: AG-UI 1.0's events (CopilotKit, ``@ag-ui/client``), SSE ``data:`` lines too, from a
+  stateful encoder of its own (``agui``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import orjson
 
 from .._chat import GONE
+from .agui import AGUIEncoder
 from .events import Event
 
 Encoder = Callable[[list[Event]], bytes]
@@ -86,7 +89,7 @@ class UIEncoder:
     (then ``tool-approval-request`` for a tool that needs approval), and a server-side tool's result
     as ``tool-output-available``, ``tool-output-error`` or ``tool-output-denied``, after which the
     next model call is a new step; each cited URL as ``source-url``; the host's data as
-    ``data-<name>``. Results of calls approved in the request come first, before any step. Then
+    ``data-<name>`` (and ``set_state``'s as ``data-state``). Results of calls approved in the request come first, before any step. Then
     ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start``
     carries too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``; a stopped answer an
     ``abort`` part, then ``[DONE]``.
@@ -161,6 +164,8 @@ class UIEncoder:
                 if event.get("transient"):
                     data["transient"] = True
                 parts.append(data)
+            elif event["type"] == "state":
+                parts.append({"type": "data-state", "data": {k: v for k, v in event.items() if k != "type" and k != "seq"}})
             elif event["type"] == "done":
                 if not self._steps:
                     self._step(parts)  # an empty answer is still one step
@@ -210,7 +215,10 @@ SSE = Format("sse", "text/event-stream", encode_sse, ping=b": ping\n\n", in_band
 UI = Format("ui", "text/event-stream", lambda events: UIEncoder()(events), ping=b": ping\n\n", in_band_errors=True,
             headers={"x-vercel-ai-ui-message-stream": "v1"}, stateful=UIEncoder, says_stopped=True)
 
-FORMATS: dict[str, Format] = {f.name: f for f in (TEXT, NDJSON, SSE, UI)}
+AGUI = Format("agui", "text/event-stream", lambda events: AGUIEncoder()(events), ping=b": ping\n\n",
+              in_band_errors=True, stateful=AGUIEncoder, says_stopped=True)
+
+FORMATS: dict[str, Format] = {f.name: f for f in (TEXT, NDJSON, SSE, UI, AGUI)}
 """By the name used in ``?format=``."""
 
 MIMETYPES: dict[str, Format] = {

@@ -13,6 +13,7 @@ event table is tested against them (tests/test_events.py).
     ToolResultEvent  {"type": "tool_result", "id": ..., "name": ..., "output": ...}      # a server-side tool's
     ToolApprovalEvent {"type": "tool_approval", "id": ..., "name": ..., "arguments": {...}, "approval_id": ...}
     DataEvent        {"type": "data", "name": ..., "data": ..., "id": ...}   # the host's own (``emit``)
+    StateEvent       {"type": "state", "snapshot": ...} or {"type": "state", "delta": [...]}  # ``set_state``
     SourceEvent      {"type": "source", "url": ..., "title": ...}  # a URL the answer cites
     DoneEvent        {"type": "done", "finish_reason": "stop", "usage": {...} | None}
     ErrorEvent       {"type": "error", "error": {"code": ..., "message": ...}}
@@ -68,6 +69,10 @@ class StartEvent(_Event):
     message_id: NotRequired[str]
     """The assistant message this answer goes on with (the AI SDK's, after a tool approval or a
     client-side tool): the ``ui`` format's ``messageId`` then, so the client adds to that message."""
+    thread_id: NotRequired[str]
+    """An AG-UI run's thread (``RunAgentInput.threadId``), for the ``agui`` format's run events."""
+    run_id: NotRequired[str]
+    """An AG-UI run's id (``RunAgentInput.runId``)."""
 
 
 class DeltaEvent(_Event):
@@ -126,6 +131,15 @@ class DataEvent(_Event):
     """For the moment only: not part of the message (``ui``), not kept for a resume."""
 
 
+class StateEvent(_Event):
+    """The agent's state for the client (AG-UI's shared state), sent with ``set_state`` or ``patch_state``:
+    the whole of it (``snapshot``), or a JSON Patch (RFC 6902) to what the client holds (``delta``)."""
+
+    type: Literal["state"]
+    snapshot: NotRequired[Any]
+    delta: NotRequired[list[dict[str, Any]]]
+
+
 class SourceEvent(_Event):
     type: Literal["source"]
     url: str
@@ -150,7 +164,7 @@ class PingEvent(_Event):
 
 
 Event = Union[StartEvent, DeltaEvent, RefusalEvent, ReasoningEvent, ToolCallEvent, ToolResultEvent, ToolApprovalEvent,
-              SourceEvent, DataEvent, DoneEvent, ErrorEvent, PingEvent]
+              SourceEvent, DataEvent, StateEvent, DoneEvent, ErrorEvent, PingEvent]
 EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 PING: PingEvent = {"type": "ping"}
