@@ -21,6 +21,8 @@ from flask_chatstream.testing import Script, StandInServer
 from .agui_app import create_app
 from .conftest import API_KEY
 from .servers import ROOT, Gunicorn, run_node_tests, stand_in_env
+from .streams import post_chat
+from .test_reliability import read_pings
 
 REPLY = "one two three four five six seven eight"
 EVENTS: TypeAdapter[Any] = TypeAdapter(AGUIEvent)
@@ -246,6 +248,20 @@ def test_a_resumed_run_replays_the_same_events(client: FlaskClient, upstream: St
         stream_id, body = live.headers["X-Chat-Stream-Id"], live.data
     with client.get(f"/api/chat/{stream_id}", query_string={"format": "agui"}) as again:
         assert again.status_code == 200 and agui_events(again.data) == agui_events(body)
+
+
+@pytest.mark.server
+def test_heartbeats_are_sse_comments_while_the_model_is_silent(_standin: StandInServer,
+                                                               upstream: StandInServer) -> None:
+    upstream.script = Script(reply="after the wait", hold_after=0)
+    with Gunicorn("tests.agui_app:create_app()", env=stand_in_env(_standin.url, heartbeat="0.2")) as server:
+        conn, response = post_chat(server.port, "agui", run_input(), timeout=30)
+        head = read_pings(response, b": ping\n\n", 3)
+        upstream.release()
+        events = agui_events(head + response.read())
+        conn.close()
+    assert events[0]["type"] == "RUN_STARTED" and events[-1]["outcome"] == {"type": "success"}
+    assert "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT") == "after the wait"
 
 
 @pytest.mark.node

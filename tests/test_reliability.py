@@ -91,7 +91,7 @@ def test_no_heartbeats_in_text(server: Gunicorn, upstream: StandInServer) -> Non
     text_conn.close()
 
 
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui", "agui"])
 def test_client_leaving_during_silence_closes_the_upstream(each_api: Gunicorn, upstream: StandInServer,
                                                             fmt: str) -> None:
     upstream.script = SILENT
@@ -138,7 +138,7 @@ def leave_while_the_head_is_held(server: Gunicorn, upstream: StandInServer, fmt:
         sock.close()
 
 
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui", "agui"])
 def test_clients_that_leave_before_the_head_close_their_upstream_requests(server: Gunicorn, upstream: StandInServer,
                                                                           fmt: str) -> None:
     before = server.log().count(LEFT_BEFORE_HEAD)

@@ -54,7 +54,7 @@ def heard(clients: list[socket.socket]) -> str:
     return f"the clients heard {dict(firsts)}"
 
 
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui"])
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ui", "agui"])
 def test_clients_that_leave_while_the_model_thinks_stop_it(server: Gunicorn, upstream: StandInServer,
                                                            fmt: str) -> None:
     """Every head is out and the model is silent (its first chunk would come in an hour); the clients

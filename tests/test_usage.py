@@ -129,7 +129,7 @@ def test_streams_that_need_the_tokenizer_at_once_load_it_once(monkeypatch: pytes
     assert loads == ["o200k_base"] and counts == [len(O200K.encode(REPLY))] * 20
 
 
-FORMATS = ["text", "ndjson", "sse", "ui"]
+FORMATS = ["text", "ndjson", "sse", "ui", "agui"]
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
