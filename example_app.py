@@ -56,6 +56,7 @@ EXAMPLES = Path(__file__).with_name("examples")
 PAGE = EXAMPLES / "demo_page.html"
 REACT_BUILD = EXAMPLES / "react-rtk-query" / "dist"
 AI_SDK_BUILD = EXAMPLES / "react-ai-sdk" / "dist"
+AG_UI_BUILD = EXAMPLES / "ag-ui" / "dist"
 DEMO_MODEL = "offline-demo"
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 log = logging.getLogger("example_app")
@@ -268,6 +269,8 @@ def demo_reply(messages: Sequence[dict[str, Any]]) -> str:
             return "All right, I left the chat's name as it was."
         if result.startswith("Renamed"):
             return f"{result}. (You approved that tool call; the server ran it then.)"
+        if result.startswith('{"error"'):
+            return f"The tool could not do it: {json.loads(result)['error']}"
         return f"The server's clock says {result}. (That came from a tool the model called.)"
     asked = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     asked = " ".join(asked.split())[:200]
@@ -442,7 +445,7 @@ def add_conversations(app: Flask, store: Store) -> None:
 
 
 def add_pages(app: Flask, demo: bool) -> None:
-    """The demo page and the two React examples."""
+    """The demo page and the three React examples."""
 
     page = PAGE.read_text(encoding="utf-8").replace(
         "<!--BANNER-->",
@@ -484,6 +487,12 @@ def add_pages(app: Flask, demo: bool) -> None:
     def ai_sdk_example(name: str = "index.html") -> Response:
         """React + the Vercel AI SDK's useChat."""
         return built(AI_SDK_BUILD, name)
+
+    @app.get("/ag-ui/")
+    @app.get("/ag-ui/<path:name>")
+    def ag_ui_example(name: str = "index.html") -> Response:
+        """React + AG-UI's HttpAgent (CopilotKit's protocol)."""
+        return built(AG_UI_BUILD, name)
 
 
 def _not_found() -> tuple[Response, int]:

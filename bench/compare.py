@@ -4,6 +4,7 @@ side by side on one upstream.
     python -m bench.compare --base HEAD~3            # per-request and unsaturated, 5 runs each
     python -m bench.compare --base main --runs 3 --scenarios per_request
     python -m bench.compare --env CHATSTREAM_RESUMABLE=1 --base-env CHATSTREAM_STATE_PATH=:memory:
+    python -m bench.compare --format agui --base-format ui --scenarios unsaturated   # one format's cost against another's
 
 Both run the README's app (bench/chatstream_app.py) under gunicorn with one gevent worker, each from
 its own tree (the revision is checked out in a temporary git worktree). They take turns within each
@@ -78,7 +79,7 @@ def worktree(revision: str | None) -> Iterator[Path]:
 
 
 def compare(base: str | None, runs: int, keys: list[str], env: dict[str, str] | None = None,
-            base_env: dict[str, str] | None = None) -> dict[str, Any]:
+            base_env: dict[str, str] | None = None, fmt: str = "text", base_fmt: str | None = None) -> dict[str, Any]:
     chosen = {key: scenario for key, scenario in scenarios().items() if key in keys}
     report: dict[str, Any] = {}
     with upstream_server() as upstream, worktree(base) as base_root, ExitStack() as stack:
@@ -88,10 +89,11 @@ def compare(base: str | None, runs: int, keys: list[str], env: dict[str, str] | 
             stack.callback(tree.stop)
         for key, scenario in chosen.items():
             results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+            paths = {"this": f"/api/chat?format={fmt}", "base": f"/api/chat?format={base_fmt or fmt}"}
             for _ in range(runs):
                 for name, tree in trees.items():
                     results[name].append(measured(tree, tree.pid, "chatstream", scenario.profile,  # type: ignore[arg-type]
-                                                  **scenario.kwargs()))
+                                                  path=paths[name], **scenario.kwargs()))
             figure = "cpu_ms_per_request" if key == "per_request" else "cpu_us_per_chunk"
             ratios = [a[figure] / b[figure] for a, b in zip(results["this"], results["base"])]
             report[key] = {
@@ -113,11 +115,13 @@ def main() -> None:
     parser.add_argument("--base", help="the git revision to compare against (default: this tree)")
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for both sides (the app reads CHATSTREAM_*)")
     parser.add_argument("--base-env", nargs="*", default=[], help="KEY=VALUE for the base side only")
+    parser.add_argument("--format", default="text", help="the wire format this side streams (?format=)")
+    parser.add_argument("--base-format", help="the base side's format (default: the same)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scenarios", nargs="+", default=["per_request", "unsaturated"])
     args = parser.parse_args()
     pairs = lambda items: dict(item.split("=", 1) for item in items)  # noqa: E731
-    compare(args.base, args.runs, args.scenarios, pairs(args.env), pairs(args.base_env))
+    compare(args.base, args.runs, args.scenarios, pairs(args.env), pairs(args.base_env), args.format, args.base_format)
 
 
 if __name__ == "__main__":

@@ -163,8 +163,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def load(server: Gunicorn, name: str, profile: Profile, **kwargs: Any) -> list[StreamResult]:
-    url = server.url + CONTESTANTS[name].path
+def load(server: Gunicorn, name: str, profile: Profile, *, path: str | None = None, **kwargs: Any
+         ) -> list[StreamResult]:
+    url = server.url + (path or CONTESTANTS[name].path)
     return asyncio.run(run_streams(url, profile.prompt(), profile.chunks, **kwargs))
 
 
@@ -188,14 +189,15 @@ def peak_rss(pid: int) -> Iterator[list[int]]:
         sampler.join()
 
 
-def measured(server: Gunicorn, pid: int, name: str, profile: Profile, **kwargs: Any) -> dict[str, Any]:
-    """Run a load, charging the worker's CPU and peak memory to it."""
-    load(server, name, profile, streams=1)  # warm
+def measured(server: Gunicorn, pid: int, name: str, profile: Profile, *, path: str | None = None, **kwargs: Any
+             ) -> dict[str, Any]:
+    """Run a load, charging the worker's CPU and peak memory to it (at the contestant's path, or ``path``)."""
+    load(server, name, profile, path=path, streams=1)  # warm
     idle = rss_kb(pid)
     with peak_rss(pid) as peak:
         before = cpu_ns(pid)
         started = time.monotonic()
-        results = load(server, name, profile, **kwargs)
+        results = load(server, name, profile, path=path, **kwargs)
         wall = time.monotonic() - started
         cpu = cpu_ns(pid) - before
     ok = [r for r in results if r.ok]

@@ -51,14 +51,14 @@ def ui(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_page(browser: Browser, server: Gunicorn, ui: str, request: pytest.FixtureRequest,
+def open_page(browser: Browser, server: Gunicorn, path: str, request: pytest.FixtureRequest,
               **options: Any) -> Iterator[Page]:
     context = browser.new_context(**options)
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server.url + UIS[ui])
+    page.goto(server.url + path)
     page.wait_for_selector("html[data-ready]")
     yield page
     ARTIFACTS.mkdir(exist_ok=True)
@@ -72,18 +72,18 @@ def open_page(browser: Browser, server: Gunicorn, ui: str, request: pytest.Fixtu
 
 @pytest.fixture
 def desktop(browser: Browser, server: Gunicorn, ui: str, request: pytest.FixtureRequest) -> Iterator[Page]:
-    yield from open_page(browser, server, ui, request, viewport={"width": 1280, "height": 800})
+    yield from open_page(browser, server, UIS[ui], request, viewport={"width": 1280, "height": 800})
 
 
 @pytest.fixture
 def phone(browser: Browser, server: Gunicorn, ui: str, request: pytest.FixtureRequest) -> Iterator[Page]:
-    yield from open_page(browser, server, ui, request, viewport={"width": 390, "height": 844}, is_mobile=True,
+    yield from open_page(browser, server, UIS[ui], request, viewport={"width": 390, "height": 844}, is_mobile=True,
                          has_touch=True)
 
 
 @pytest.fixture
 def dark(browser: Browser, server: Gunicorn, ui: str, request: pytest.FixtureRequest) -> Iterator[Page]:
-    yield from open_page(browser, server, ui, request, viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    yield from open_page(browser, server, UIS[ui], request, viewport={"width": 1280, "height": 800}, color_scheme="dark")
 
 
 def send(page: Page, text: str) -> None:
@@ -391,7 +391,7 @@ def responses_server(_standin: StandInServer) -> Iterator[Gunicorn]:
 @pytest.fixture
 def on_responses(browser: Browser, responses_server: Gunicorn, ui: str, request: pytest.FixtureRequest
                  ) -> Iterator[Page]:
-    yield from open_page(browser, responses_server, ui, request, viewport={"width": 1280, "height": 800})
+    yield from open_page(browser, responses_server, UIS[ui], request, viewport={"width": 1280, "height": 800})
 
 
 def test_each_page_works_unchanged_on_the_responses_api(on_responses: Page, upstream: StandInServer) -> None:
@@ -533,7 +533,7 @@ def test_a_spent_budget_says_so_in_words(browser: Browser, _standin: StandInServ
     env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": _standin.url, "CHATSTREAM_MAX_RETRIES": "0",
            "CHATSTREAM_TOKEN_BUDGET": "40/hour"}
     with Gunicorn(env=env, workers=2) as budgeted:
-        page = next(pages := open_page(browser, budgeted, ui, request, viewport={"width": 1280, "height": 800}))
+        page = next(pages := open_page(browser, budgeted, UIS[ui], request, viewport={"width": 1280, "height": 800}))
         words = (r"You have used up your allowance for now\. Try again later\." if ui == "ai-sdk"
                  else r"You have used up your allowance for now\. Try again in \d+ (minutes?|hours?)\.")
         complete = "#messages .message.assistant[data-status=complete]"
