@@ -38,15 +38,8 @@ from .._errors import (
 from .._health import body as readiness_body
 from .._hooks import AfterStreamHooks, MessageMetadataHooks, run_before_upstream
 from .._request.body import read_body
-from .._request.agui import is_agui_body, run_ids
-from .._request.chat import (
-    check_content_type,
-    check_tool_history,
-    choose_format,
-    offered_names,
-    parse_chat_request,
-    tool_name,
-)
+from .._request.agui import is_agui_body, offer_client_tools, run_of
+from .._request.chat import check_content_type, check_tool_history, choose_format, offered_names, parse_chat_request
 from .._request.uimessages import continued_message, is_ui_body
 from .._resume.journal import Unavailable
 from .._resume.replay import Replay
@@ -235,9 +228,6 @@ def _go(state: BlueprintState, chat: ChatRequest, prelude: Prelude, fmt: Format,
     return StreamResponse(relay, content_type=fmt.mimetype, headers=headers)
 
 
-
-
-
 def _open_upstream(state: BlueprintState, chat: ChatRequest, client: socket.socket | None,
                    ended: Callable[..., ChatResult], after: Callable[[ChatResult], None]) -> UpstreamStream:
     """The upstream's stream, its head read; a client that leaves meanwhile cancels it (a gateway may
@@ -271,11 +261,7 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
     if tools:
         chat.params["tools"] = [tool.definition(settings.api) for tool in tools.values()]  # hooks may change these
     if chat.client_tools:
-        taken = next((name for name in map(tool_name, chat.client_tools) if name in tools), None)
-        if taken is not None:
-            raise RequestError(f"The browser offers a tool named {taken!r}, as a tool of this server is named.",
-                               code="tool_name_taken")
-        chat.params["tools"] = [*chat.params.get("tools", ()), *chat.client_tools]
+        chat.params["tools"] = [*chat.params.get("tools", ()), *offer_client_tools(chat.client_tools, tools)]
     emitted = Emitted()
     decided = decide(verdicts_in(chat.body), chat, tools, key)
     with emitting_to(emitted.add):
@@ -286,8 +272,7 @@ def _before_upstream(state: BlueprintState, chat: ChatRequest, key: ApprovalKey 
         chat, runs = go_on(chat, decided, _offered(tools, chat), timeout=settings.tool_timeout,
                            max_output_chars=settings.max_tool_output_chars, context=context, sink=emitted.add,
                            report=report)
-    run = run_ids(chat.body) if is_agui_body(chat.body) else None
-    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs), run), spending
+    return chat, Prelude(continued_message(chat.body), tuple(emitted.close()), tuple(runs), run_of(chat.body)), spending
 
 
 def _offered(tools: dict[str, Tool], chat: ChatRequest) -> dict[str, Tool]:

@@ -43,6 +43,11 @@ def run_ids(data: Mapping[str, Any]) -> tuple[str, str]:
     return ids
 
 
+def run_of(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """An AG-UI run's thread id and run id, or None for another body."""
+    return run_ids(data) if is_agui_body(data) else None
+
+
 def chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
     """AG-UI's messages as chat messages, in order, unvalidated beyond their shape."""
     out: list[dict[str, Any]] = []
@@ -139,6 +144,17 @@ def client_tools(value: Any, api: str) -> tuple[dict[str, Any], ...]:
         definitions.append({"type": "function", "function": function} if api == "chat"
                            else {"type": "function", **function})
     return tuple(definitions)
+
+
+def offer_client_tools(definitions: tuple[dict[str, Any], ...], server: Mapping[str, Any]
+                       ) -> tuple[dict[str, Any], ...]:
+    """The browser's tools, to offer beside the server's: a name the server's tools have is refused (the
+    model could not tell them apart, and the server would run its own)."""
+    taken = next((d.get("function", d)["name"] for d in definitions if d.get("function", d)["name"] in server), None)
+    if taken is not None:
+        raise RequestError(f"The browser offers a tool named {taken!r}, as a tool of this server is named.",
+                           code="tool_name_taken")
+    return definitions
 
 
 def context_of(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,8 @@ class AGUIEncoder:
                 else:
                     out.append({"type": "STATE_SNAPSHOT", "snapshot": event.get("snapshot")})
             elif event["type"] == "source":
-                out.append({"type": "CUSTOM", "name": "source", "value": {"url": event["url"], "title": event["title"]}})
+                out.append({"type": "CUSTOM", "name": "source",
+                            "value": {"url": event["url"], "title": event["title"]}})
             elif event["type"] == "done":
                 self._finish(out, self._outcome(), event.get("metadata"), event["usage"])
             elif event["type"] == "error" and event["error"]["code"] in GONE:
@@ -210,7 +211,8 @@ class AGUIEncoder:
         finished: dict[str, Any] = {"type": "RUN_FINISHED", "threadId": self._thread, "runId": self._run,
                                     "outcome": outcome}
         if usage:
-            counts: dict[str, Any] = {ours: usage[theirs] for theirs, ours in _USAGE if isinstance(usage.get(theirs), int)}
+            counts: dict[str, Any] = {ours: usage[theirs] for theirs, ours in _USAGE
+                                      if isinstance(usage.get(theirs), int)}
             if counts:
                 finished["usage"] = [{"model": self._model, **counts} if self._model else counts]
         if metadata and not on_text:

@@ -89,7 +89,8 @@ class UIEncoder:
     (then ``tool-approval-request`` for a tool that needs approval), and a server-side tool's result
     as ``tool-output-available``, ``tool-output-error`` or ``tool-output-denied``, after which the
     next model call is a new step; each cited URL as ``source-url``; the host's data as
-    ``data-<name>`` (and ``set_state``'s as ``data-state``). Results of calls approved in the request come first, before any step. Then
+    ``data-<name>``, ``set_state``'s as ``data-state``. Results of calls approved in the request
+    come first, before any step. Then
     ``finish`` (usage and the host's message metadata in ``messageMetadata``, which ``start``
     carries too) and ``[DONE]``. An error is an ``error`` part, then ``[DONE]``; a stopped answer an
     ``abort`` part, then ``[DONE]``.
@@ -151,12 +152,7 @@ class UIEncoder:
                 self._tools_ran = True
             elif event["type"] == "source":
                 self._step(parts)
-                self._sources += 1
-                source: dict[str, Any] = {"type": "source-url", "sourceId": f"source-{self._sources}",
-                                          "url": event["url"]}
-                if event["title"]:
-                    source["title"] = event["title"]
-                parts.append(source)
+                parts.append(self._source(event["url"], event["title"]))
             elif event["type"] == "data":
                 data: dict[str, Any] = {"type": f"data-{event['name']}", "data": event["data"]}
                 if "id" in event:
@@ -185,6 +181,13 @@ class UIEncoder:
                 end = True
         out = b"".join([b"data: " + orjson.dumps(part) + b"\n\n" for part in parts])
         return out + b"data: [DONE]\n\n" if end else out
+
+    def _source(self, url: str, title: str | None) -> dict[str, Any]:
+        self._sources += 1
+        source: dict[str, Any] = {"type": "source-url", "sourceId": f"source-{self._sources}", "url": url}
+        if title:
+            source["title"] = title
+        return source
 
     def _close(self, parts: list[dict[str, Any]]) -> None:
         if self._open is not None:
