@@ -280,3 +280,22 @@ def test_agui_http_agent_runs_every_case(_standin: StandInServer, api: str) -> N
                                 server=server, standin_url=_standin.url)
     print(output[-3000:])
     assert "ℹ fail 0" in output and "ℹ pass 9" in output
+
+
+def test_the_message_metadata_goes_on_the_text_and_ids_come_from_the_stream() -> None:
+    """The host's start metadata on the first text message's start, its end metadata on the last one's
+    end (on RUN_FINISHED when there is no text); every id from the stream id, so a replay repeats them."""
+    from flask_chatstream._wire.agui import AGUIEncoder
+
+    start: dict[str, Any] = {"type": "start", "id": "chatcmpl-1", "model": "m", "stream_id": "s1", "metadata": {"a": 1}}
+    done: dict[str, Any] = {"type": "done", "finish_reason": "stop", "usage": None, "metadata": {"b": 2}}
+    events = agui_events(AGUIEncoder()([start, {"type": "refusal", "content": "No."}, done]))  # type: ignore[list-item]
+    assert events[2] == {"type": "TEXT_MESSAGE_START", "messageId": "s1-1", "role": "assistant", "metadata": {"a": 1}}
+    assert events[3] == {"type": "TEXT_MESSAGE_CONTENT", "messageId": "s1-1", "delta": "No."}
+    assert events[4] == {"type": "TEXT_MESSAGE_END", "messageId": "s1-1", "metadata": {"b": 2}}
+    assert "metadata" not in events[-1] and "usage" not in events[-1]
+    call = {"type": "tool_call", "id": "c1", "name": "pick", "arguments": {"x": 1}}
+    events = agui_events(AGUIEncoder()([start, call, done]))  # type: ignore[list-item]
+    assert events[2]["parentMessageId"] == "s1-1" and events[3]["delta"] == '{"x":1}'
+    assert events[-1]["metadata"] == {"b": 2} and events[-1]["outcome"]["pendingToolCallIds"] == ["c1"]
+    assert events[0]["threadId"] == events[0]["runId"] == "s1"  # ?format=agui with another body
