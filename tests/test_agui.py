@@ -299,3 +299,14 @@ def test_the_message_metadata_goes_on_the_text_and_ids_come_from_the_stream() ->
     assert events[2]["parentMessageId"] == "s1-1" and events[3]["delta"] == '{"x":1}'
     assert events[-1]["metadata"] == {"b": 2} and events[-1]["outcome"]["pendingToolCallIds"] == ["c1"]
     assert events[0]["threadId"] == events[0]["runId"] == "s1"  # ?format=agui with another body
+
+
+def test_metrics_count_agui_streams_under_their_format(client: FlaskClient, upstream: StandInServer) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"format": "agui", "model": "gpt-4o-mini"}
+    before = REGISTRY.get_sample_value("chatstream_streams_total", {**labels, "outcome": "done"}) or 0.0
+    upstream.script = Script(reply=REPLY)
+    post(client, run_input()).close()
+    assert REGISTRY.get_sample_value("chatstream_streams_total", {**labels, "outcome": "done"}) == before + 1
+    assert REGISTRY.get_sample_value("chatstream_streams_active", {"format": "agui"}) == 0
