@@ -307,6 +307,7 @@ def test_metrics_count_agui_streams_under_their_format(client: FlaskClient, upst
     labels = {"format": "agui", "model": "gpt-4o-mini"}
     before = REGISTRY.get_sample_value("chatstream_streams_total", {**labels, "outcome": "done"}) or 0.0
     upstream.script = Script(reply=REPLY)
-    post(client, run_input()).close()
+    with post(client, run_input()) as response:
+        assert agui_events(response.data)[-1]["outcome"] == {"type": "success"}
     assert REGISTRY.get_sample_value("chatstream_streams_total", {**labels, "outcome": "done"}) == before + 1
     assert REGISTRY.get_sample_value("chatstream_streams_active", {"format": "agui"}) == 0
