@@ -57,7 +57,9 @@ def readiness(server: Gunicorn) -> dict[str, str]:
 
 def resume(server: Gunicorn, stream_id: str, user: str) -> list[dict[str, object]]:
     """The whole replay of a stream: it must end (the read is bounded only so a broken build fails). A
-    resume on another worker within its writer's lag is a 404, and asks again, as chatstream.js does."""
+    resume on another worker within its writer's lag is a 404, and asks again, as chatstream.js does; so
+    is a 503 from a worker that has not yet found the damaged file (its next round or check starts it
+    afresh: the readiness check that passed was another worker's)."""
 
     def replay() -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -67,7 +69,7 @@ def resume(server: Gunicorn, stream_id: str, user: str) -> list[dict[str, object
         conn.close()
         return status, body
 
-    status, body = eventually(replay, lambda answer: answer[0] != 404)
+    status, body = eventually(replay, lambda answer: answer[0] not in (404, 503))
     assert status == 200, body
     return [e for e in events_of("ndjson", body) if e["type"] != "ping"]
 
