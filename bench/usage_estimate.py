@@ -95,12 +95,12 @@ def measure(folders: list[Path]) -> dict[str, Any]:
             model = str(body.get("model", ""))
             if tokenizer_name(model) is None or not isinstance(body.get("messages"), list):
                 continue
-            params = {"tools": body["tools"]} if body.get("tools") else {}
+            params = {key: body[key] for key in ("tools", "response_format") if body.get(key)}
             request = ChatRequest(messages=body["messages"], model=model, max_tokens=1, params=params)
             calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []
                      if isinstance(c, dict) and isinstance(c.get("function"), dict)]
             hidden = ((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-            rows.append({"cassette": name, "model": model, "tools": bool(params), "calls": len(calls),
+            rows.append({"cassette": name, "model": model, "tools": bool(body.get("tools")), "calls": len(calls),
                          "prompt": (prompt_tokens(request), usage["prompt_tokens"]),
                          "completion": (completion_tokens(model, [message.get("content"), message.get("refusal")],
                                                           calls), usage["completion_tokens"] - hidden),

@@ -4,6 +4,7 @@ and marked estimated; a whole answer keeps the upstream's own."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ import tiktoken
 
 from flask_chatstream import ChatRequest
 from flask_chatstream._usage import count_tokens, estimate_usage, prompt_tokens, tokens
+from flask_chatstream._usage.images import image_tokens
 from flask_chatstream.testing import Script, StandInServer
 from flask_chatstream.testing.script import split_reply
 
@@ -87,6 +89,48 @@ def test_a_model_of_unknown_tokenizer_counts_four_characters_a_token() -> None:
     assert count_tokens(REPLY, "gpt-4") == len(tiktoken.get_encoding("cl100k_base").encode(REPLY))
     usage = estimate_usage(ChatRequest(messages=[], model="gpt-5-mini", max_tokens=1), ["ab", None], [("f", "{}")])
     assert usage == {"prompt_tokens": 3, "completion_tokens": 3 + 7, "total_tokens": 13, "estimated": True}
+
+
+def data_url(size: tuple[int, int], kind: str) -> str:
+    """A real image of ``size``, encoded by Pillow, as a data URL."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, "white").save(out, format=kind, **({"lossless": True} if kind == "WEBP" else {}))
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(out.getvalue()).decode()
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "GIF", "WEBP"])
+def test_an_images_tokens_follow_its_size_and_its_model(kind: str) -> None:
+    """OpenAI's vision guide: a 2048 x 4096 image at high detail is 6 tiles (gpt-4o: 85 + 170 x 6 = 1105
+    tokens), 640 x 480 is 2; gpt-4o-mini bills 2833 + 5667 a tile, the gpt-5 family 70 + 140; low
+    detail is the base alone. A size that cannot be read counts as 4 tiles, and bounds as 8."""
+    def tokens(url: str, model: str, detail: str = "high", **options: Any) -> int:
+        return image_tokens({"type": "image_url", "image_url": {"url": url, "detail": detail}}, model, **options)
+
+    tall, small = data_url((2048, 4096), kind), data_url((640, 480), kind)
+    assert tokens(tall, "gpt-4o") == 1105 and tokens(tall, "gpt-4o", "low") == 85
+    assert tokens(small, "gpt-4o") == 85 + 170 * 2 and tokens(small, "gpt-4o", "auto") == 85 + 170 * 2
+    assert tokens(small, "gpt-4o-mini") == 2833 + 5667 * 2 and tokens(small, "gpt-4o-mini", "low") == 2833
+    assert tokens(small, "gpt-5-mini") == 70 + 140 * 2
+    assert tokens(data_url((100, 100), kind), "gpt-4.1") == 85 + 170
+    assert tokens("https://example.com/cat.png", "gpt-4o") == 85 + 170 * 4
+    assert tokens("https://example.com/cat.png", "gpt-4o", bound=True) == 85 + 170 * 8
+    assert tokens("data:image/png;base64,not-an-image", "gpt-4o") == 85 + 170 * 4
+
+
+def test_a_structured_outputs_schema_counts_as_its_json() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+              "required": ["city", "days"], "additionalProperties": False}
+    messages = [{"role": "user", "content": "Plan a trip."}]
+    compact = len(O200K.encode(json.dumps(schema, separators=(",", ":"))))
+    for params in ({"response_format": {"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}}},
+                   {"text": {"format": {"type": "json_schema", "name": "trip", "schema": schema}}}):
+        request = ChatRequest(messages=messages, model="gpt-4o", max_tokens=10, params=params)
+        assert prompt_tokens(request) == cookbook(messages) + compact
 
 
 def test_without_its_file_the_tokenizer_is_never_fetched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

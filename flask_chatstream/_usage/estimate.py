@@ -2,10 +2,12 @@
 
 The prompt follows OpenAI's cookbook ("How to count tokens with tiktoken", which its authors checked
 against the API): each message costs 3 tokens beside its values (1 more with a ``name``), the reply 3
-more, and the tools their cookbook formula. An image counts 85 tokens at ``detail: "low"``, else 765
-(a 1024x1024 image at high detail: its size is not looked at). The completion is the tokens of what the
-model had sent: text, refusal, streamed reasoning, each tool call's name and arguments. A reasoning
-model's hidden reasoning (billed, never streamed) cannot be seen, so an estimate leaves it out.
+more, and the tools their cookbook formula. An image costs what OpenAI's vision guide says for its size
+and model (``images``). A structured output's JSON schema (``response_format``, or the Responses API's
+``text.format``) counts as the tokens of its compact JSON, which is how close recorded bills come
+(bench/results/usage.md). The completion is the tokens of what the model had sent: text, refusal,
+streamed reasoning, each tool call's name and arguments. A reasoning model's hidden reasoning (billed,
+never streamed) cannot be seen, so an estimate leaves it out.
 """
 
 from __future__ import annotations
@@ -13,27 +15,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from .._chat import ChatRequest
+from .images import image_tokens
 from .tokens import count_tokens, tokenizer_name
 
 PER_MESSAGE, PER_NAME, REPLY = 3, 1, 3
 PER_CALL = 7
 """Tokens a tool call of the answer costs beside its name and arguments: the median over 58 calls that
 OpenAI billed in recorded traffic (bench/usage_estimate.py, docs/howto/cost-control.md)."""
-IMAGE_LOW, IMAGE_HIGH = 85, 765
 _TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
 """The cookbook's tool counts: per function, per parameters, per property, per enum, per enum item, the end."""
 
 
 def prompt_tokens(request: ChatRequest) -> int:
-    """The prompt tokens of ``request``'s messages and tools."""
+    """The prompt tokens of ``request``'s messages, tools and output schema."""
     return _prompt(request, count_tokens)
 
 
 def prompt_bound(request: ChatRequest) -> int:
     """At least the prompt tokens of ``request``, without its tokenizer: each text's UTF-8 bytes (no token
-    is shorter than a byte), an image as ``IMAGE_HIGH``. Cheap enough for every request (a budget's hold)."""
-    return _prompt(request, _bytes)
+    is shorter than a byte), an image of a size it cannot read as the largest. Cheap enough for every
+    request (a budget's hold)."""
+    return _prompt(request, _bytes, bound=True)
 
 
 def _bytes(text: str, model: str) -> int:
@@ -43,14 +48,14 @@ def _bytes(text: str, model: str) -> int:
 Count = Callable[[str, str], int]
 
 
-def _prompt(request: ChatRequest, count_tokens: Count) -> int:
+def _prompt(request: ChatRequest, count_tokens: Count, *, bound: bool = False) -> int:
     model = request.model
     total = REPLY
     for message in request.messages:
         total += PER_MESSAGE
         for key, value in message.items():
             if key == "content":
-                total += _content(value, model, count_tokens)
+                total += _content(value, model, count_tokens, bound)
             elif key == "tool_calls" and isinstance(value, list):
                 total += sum(_call(call, model, count_tokens) for call in value if isinstance(call, Mapping))
             elif isinstance(value, str):
@@ -58,10 +63,21 @@ def _prompt(request: ChatRequest, count_tokens: Count) -> int:
     tools = request.params.get("tools")
     if isinstance(tools, list) and tools:
         total += _tools(tools, model, count_tokens)
+    schema = _output_schema(request.params)
+    if schema is not None:
+        total += count_tokens(orjson.dumps(schema).decode(), model)
     return total
 
 
-def _content(content: Any, model: str, count_tokens: Count) -> int:
+def _output_schema(params: Mapping[str, Any]) -> Any:
+    """A structured output's JSON schema: chat's ``response_format``, the Responses API's ``text.format``."""
+    chat, text = params.get("response_format"), params.get("text")
+    found = chat.get("json_schema") if isinstance(chat, Mapping) else \
+        text.get("format") if isinstance(text, Mapping) else None
+    return found.get("schema") if isinstance(found, Mapping) else None
+
+
+def _content(content: Any, model: str, count_tokens: Count, bound: bool = False) -> int:
     if isinstance(content, str):
         return count_tokens(content, model)
     if not isinstance(content, list):
@@ -73,9 +89,7 @@ def _content(content: Any, model: str, count_tokens: Count) -> int:
         if isinstance(part.get("text"), str):
             total += count_tokens(part["text"], model)
         elif part.get("type") in ("image_url", "input_image"):
-            image = part.get("image_url")
-            detail = image.get("detail") if isinstance(image, Mapping) else part.get("detail")
-            total += IMAGE_LOW if detail == "low" else IMAGE_HIGH
+            total += image_tokens(part, model, bound=bound)
     return total
 
 
