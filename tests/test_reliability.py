@@ -7,22 +7,21 @@ it waits for (pings, say), and timeouts only bound how long a broken server may 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from flask_chatstream.testing import Script, StandInServer
 
 from .conftest import API_KEY, eventually
-from .servers import Gunicorn, STOP_ON_LEAVE, stand_in_env
+from .servers import ROOT, STOP_ON_LEAVE, Gunicorn, stand_in_env
 from .streams import answer_of, check_event_stream, events_of, post_chat, read_until, send_chat_raw
 
 pytestmark = pytest.mark.server
@@ -33,11 +32,7 @@ REPLY = "one two three four five six seven eight"
 
 
 def silence_env(url: str, api: str = "chat") -> dict[str, str]:
-    # A long body timeout: a thousand clients come from one asyncio loop that shares its process (and its
-    # GIL) with the threaded stand-in, so on a busy machine some write their bodies over 10 s after their
-    # heads; cut at the default 10 s, their bodies' writes failed and the barrier was never met (CI).
-    return {**STOP_ON_LEAVE, **stand_in_env(url, heartbeat="0.3", first_event_wait="0.2", api=api,
-                                            body_timeout="120"),
+    return {**STOP_ON_LEAVE, **stand_in_env(url, heartbeat="0.3", first_event_wait="0.2", api=api),
             "WORKER_CONNECTIONS": "4000"}
 
 
@@ -241,30 +236,29 @@ def worker_rss_kb(pid: int) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
-async def _arrive_and_leave(url: str, count: int, server: Gunicorn, upstream: StandInServer) -> float:
-    connector = aiohttp.TCPConnector(limit=0)
-    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
-
-    async def one() -> bytes:
-        async with session.post(url, json={"content": "think"}) as response:
-            return await response.content.read()
-
-    tasks = [asyncio.create_task(one()) for _ in range(count)]
-    deadline = time.monotonic() + 300  # a barrier: the bound is for a broken (or a very busy) machine
+def arrive_and_leave(server: Gunicorn, upstream: StandInServer, fmt: str, count: int) -> float:
+    """``count`` clients (tests/leavers.py, a process of their own) send a chat each; once every one has
+    reached the model (a barrier), all leave at once. When they left."""
+    leavers = subprocess.Popen([sys.executable, "-m", "tests.leavers", str(server.port), f"/api/chat?format={fmt}",
+                                str(count)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        deadline = time.monotonic() + 300  # a barrier: the bound is for a broken (or a very busy) machine
         while (stats := upstream.stats).open < count:
-            if time.monotonic() > deadline or any(task.done() for task in tasks):
-                # A client that is done will not come back: the barrier can never be met. Say why.
-                ended = Counter(repr(task.exception() or task.result()[:200]) for task in tasks if task.done())
-                raise AssertionError(f"{stats.open} of {count} streams reached the model; clients that ended: "
-                                     f"{dict(ended)}; the server's log ends: {server.log()[-2500:]}")
-            await asyncio.sleep(0.05)
-        return time.monotonic()  # when they left: taken before the cancels below
+            if time.monotonic() > deadline or leavers.poll() is not None:
+                raise AssertionError(f"{stats.open} of {count} streams reached the model (the clients' process "
+                                     f"{'ended' if leavers.poll() is not None else 'runs'}); the server's log ends: "
+                                     f"{server.log()[-2500:]}")
+            time.sleep(0.05)
+        assert leavers.stdin is not None and leavers.stdout is not None
+        left = time.monotonic()  # taken before they go
+        leavers.stdin.write("\n")
+        leavers.stdin.flush()
+        assert leavers.wait(60) == 0 and leavers.stdout.read().split() == ["sent", "left"]
+        return left
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await session.close()  # every client socket is closed now
+        if leavers.poll() is None:
+            leavers.kill()
+            leavers.wait()
 
 
 def settled_fds(pid: int, idle: int, timeout: float = 30.0) -> int:
@@ -291,7 +285,7 @@ def test_a_thousand_clients_leave_during_silence_ten_times(server: Gunicorn, ups
     for round_ in range(10):
         fmt = ["text", "ndjson", "sse"][round_ % 3]
         upstream.reset()
-        left = asyncio.run(_arrive_and_leave(f"{server.url}/api/chat?format={fmt}", 1000, server, upstream))
+        left = arrive_and_leave(server, upstream, fmt, 1000)
         stats = server.barrier(upstream, lambda s: s.open == 0)  # every upstream closed
         detect.append(time.monotonic() - left)
         assert (stats.opened, stats.cancelled, stats.finished) == (1000, 1000, 0)
