@@ -27,7 +27,9 @@ import {
 export function App() {
   const [current, setCurrent] = useHashId(); // a reload reopens the conversation
   const [chat, setChat] = useState(() => makeChat());
-  const { messages, sendMessage, regenerate, status, error, addToolApprovalResponse } = useChat({ chat });
+  // Re-render at most every 50 ms: a fast model sends hundreds of chunks a second, and each render parses the
+  // answer's markdown again (the demo page renders once per animation frame for the same reason).
+  const { messages, sendMessage, regenerate, status, error, addToolApprovalResponse } = useChat({ chat, experimental_throttle: 50 });
   const [conversations, setConversations] = useState<ConversationSummary[]>([]);
   const [asked, setAsked] = useState(0);
   const busy = status === "submitted" || status === "streaming";
